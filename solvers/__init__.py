@@ -1,0 +1,1 @@
+"""Offloading problem and its solvers (pure numpy + PuLP; no torch, no Ray)."""
