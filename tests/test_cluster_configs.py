@@ -1,0 +1,162 @@
+"""Checks of the `ray up` configs in clusters/: schema, exposure, head placement, auth.
+
+Every `clusters/*.yaml` is validated the way `ray up` does before it contacts a cloud:
+against the cluster-config JSON schema shipped inside the Ray package
+(`ray/autoscaler/ray-schema.json`) and through Ray's own `prepare_config` +
+`validate_config`. The schema leaves `provider` and each `node_config` open (any
+keys), so the properties this project relies on are checked directly: no Ray port
+open to the internet, a head that hosts no agents, token authentication kept on.
+No cluster is started; the module runs in about a second.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shlex
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import ray.autoscaler
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+
+CLUSTERS = Path(__file__).resolve().parents[1] / "clusters"
+CONFIGS = sorted(CLUSTERS.glob("*.yaml"))
+SCHEMA_PATH = Path(ray.autoscaler.__file__).parent / "ray-schema.json"
+RAY_PORTS = (8265, 6379, 10001)  # dashboard, GCS, Ray Client
+OPEN_CIDRS = ("0.0.0.0/0", "::/0")
+Config = dict[str, Any]
+
+
+def load(path: Path) -> Config:
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def check_like_ray_up(config: Config) -> None:
+    """Raise jsonschema.ValidationError (or Ray's ValueError) where `ray up` would refuse."""
+    with open(SCHEMA_PATH) as f:
+        jsonschema.validate(config, json.load(f))  # the file as written
+    validate_config(prepare_config(copy.deepcopy(config)))  # after Ray merges its defaults
+
+
+def strings(node: Any) -> Iterator[str]:
+    """Every string (keys included) anywhere in a parsed YAML document."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from strings(key)
+            yield from strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from strings(item)
+
+
+def ray_starts(commands: list[str]) -> list[tuple[dict[str, str], list[str]]]:
+    """(env assignments, arguments) of each `ray start` in a list of shell commands."""
+    found = []
+    for command in commands:
+        for segment in command.replace("&&", ";").split(";"):
+            words = shlex.split(segment)
+            env = {}
+            while words and "=" in words[0] and not words[0].startswith("-"):
+                key, _, value = words.pop(0).partition("=")
+                env[key] = value
+            if words[:2] == ["ray", "start"]:
+                found.append((env, words[2:]))
+    return found
+
+
+def flag(args: list[str], name: str) -> str | None:
+    """Value of `--name=value` or `--name value` in args; "" for a bare flag."""
+    for i, arg in enumerate(args):
+        if arg == name:
+            nxt = args[i + 1] if i + 1 < len(args) else ""
+            return "" if nxt.startswith("--") else nxt
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def test_configs_exist() -> None:
+    assert {p.name for p in CONFIGS} >= {"aws.yaml", "gcp.yaml", "local.yaml"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_passes_ray_up_validation(path: Path) -> None:
+    try:
+        check_like_ray_up(load(path))
+    except jsonschema.ValidationError as e:
+        where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
+        pytest.fail(f"{path.name}: {where}: {e.message}")
+
+
+BREAKAGES: dict[str, Callable[[Config], None]] = {
+    "unknown top-level key": lambda c: c.update(max_worker=25),
+    "wrong type": lambda c: c.update(max_workers="25"),
+    "unknown node-type key": lambda c: c["available_node_types"]["gpu_a10g_x1"].update(min_worker=1),
+    "fractional resource": lambda c: c["available_node_types"]["gpu_a10g_x1"]["resources"].update(GPU=0.5),
+    "command not a string": lambda c: c["setup_commands"].append({"run": "ls"}),
+}
+
+
+@pytest.mark.parametrize("breakage", BREAKAGES.values(), ids=BREAKAGES.keys())
+def test_broken_config_fails_validation(breakage: Callable[[Config], None]) -> None:
+    config = load(CLUSTERS / "aws.yaml")
+    check_like_ray_up(copy.deepcopy(config))  # the intact file passes...
+    breakage(config)
+    with pytest.raises(jsonschema.ValidationError):  # ...the broken one does not
+        check_like_ray_up(config)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_no_ray_port_open_to_the_internet(path: Path) -> None:
+    config = load(path)
+    # No firewall or security-group rule, and no command, mentions an open CIDR:
+    # nothing in these configs needs one, so any is a mistake.
+    for s in strings(config):
+        assert not any(cidr in s for cidr in OPEN_CIDRS), f"{path.name}: open CIDR in {s!r}"
+    if config["provider"]["type"] == "aws":
+        # Without SecurityGroupIds Ray creates its default group, with SSH open to 0.0.0.0/0.
+        for name, node_type in config["available_node_types"].items():
+            assert node_type["node_config"].get("SecurityGroupIds"), f"{path.name}: {name} has no SecurityGroupIds"
+        extra = config["provider"].get("security_group", {}).get("IpPermissions", [])
+        for rule in extra:
+            lo, hi = rule.get("FromPort", -1), rule.get("ToPort", -1)
+            opens = [p for p in RAY_PORTS if lo == -1 or lo <= p <= hi]
+            assert not opens, f"{path.name}: ingress rule {rule} covers Ray ports {opens}"
+    # The dashboard keeps its default 127.0.0.1 binding: only the SSH tunnel reaches it.
+    for _, args in ray_starts(config["head_start_ray_commands"]):
+        host = flag(args, "--dashboard-host")
+        assert host in (None, "127.0.0.1", "localhost"), f"{path.name}: dashboard bound to {host}"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_head_starts_with_no_cpus(path: Path) -> None:
+    config = load(path)
+    heads = [args for _, args in ray_starts(config["head_start_ray_commands"]) if flag(args, "--head") is not None]
+    assert len(heads) == 1, f"{path.name}: expected one `ray start --head`, found {len(heads)}"
+    assert flag(heads[0], "--num-cpus") == "0", f"{path.name}: head must start with --num-cpus=0"
+    for _, args in ray_starts(config["worker_start_ray_commands"]):
+        assert flag(args, "--head") is None, f"{path.name}: a worker starts with --head"
+    if "available_node_types" in config:  # cloud providers: the autoscaler's view agrees
+        head = config["available_node_types"][config["head_node_type"]]
+        assert head["resources"].get("CPU") == 0, f"{path.name}: head node type advertises CPUs"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_token_authentication_stays_on(path: Path) -> None:
+    config = load(path)
+    for s in strings(config):
+        assert "RAY_AUTH_MODE=disabled" not in s, f"{path.name}: token authentication disabled in {s!r}"
+    starts = ray_starts(config["head_start_ray_commands"] + config["worker_start_ray_commands"])
+    assert len(starts) >= 2
+    for env, args in starts:
+        assert env.get("RAY_AUTH_MODE") == "token", f"{path.name}: `ray start {' '.join(args)}` without RAY_AUTH_MODE=token"
+    # Every node gets the same token file as the user's CLI.
+    assert config["file_mounts"].get("~/.ray/auth_token") == "~/.ray/auth_token", f"{path.name}: token not shipped"
