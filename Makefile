@@ -1,0 +1,28 @@
+# Two commands for a fresh machine (see README): `make run` and `make test`.
+# Both create .venv from requirements.txt when it is missing or older than it.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+ARGS   ?=
+
+.PHONY: run test compare solvers-bench clean
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+run: $(VENV)/.installed
+	$(PY) benchmarks/run.py $(ARGS)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q tests
+
+compare: $(VENV)/.installed
+	$(PY) benchmarks/compare.py $(ARGS)
+
+solvers-bench: $(VENV)/.installed
+	$(PY) benchmarks/solvers.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,121 @@
+"""The main job: decentralized training of N agents on Ray, with or without ComDML offloading.
+
+    python benchmarks/run.py --agents 100                       # defaults: local SGD, Fashion-MNIST, small CNN
+    python benchmarks/run.py --agents 20 --algorithm comdml     # slow agents offload to fast ones
+    python benchmarks/run.py --agents 8 --rounds 2 --out results/quick
+    ray job submit --working-dir . -- python benchmarks/run.py --agents 100 --address auto --gpus-per-agent 0.25
+
+Flags map one to one onto `comdml_ray.config.RunConfig`; `run_experiment` does the
+rest (see comdml_ray/experiment.py, then runtime.py for one round, then agent.py
+for the actor methods).  A bad flag, a missing dataset or a cluster too small for
+the run ends with one sentence on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# The project root replaces this script's folder on the path: benchmarks/solvers.py must not shadow the solvers package.
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from comdml_ray.config import (  # noqa: E402
+    AGGREGATIONS,
+    ALGORITHMS,
+    DATASET_NAMES,
+    MODEL_NAMES,
+    PARTITIONS,
+    PLACEMENTS,
+    SCHEDULERS,
+    TOPOLOGIES,
+    ConfigError,
+    RunConfig,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = RunConfig()
+    p = argparse.ArgumentParser(
+        prog="benchmarks/run.py",
+        description="Decentralized multi-agent training on Ray (ComDML and baselines). "
+        "Virtual time is the simulated training time under the heterogeneity profile; wall time is real.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("what to train")
+    g.add_argument("--algorithm", default=d.algorithm, help=f"training method: {', '.join(ALGORITHMS)}")
+    g.add_argument("--agents", type=int, default=d.agents, help="number of agents (each a data shard and a model)")
+    g.add_argument("--rounds", type=int, default=d.rounds, help="synchronous rounds (each: local epochs, then averaging)")
+    g.add_argument("--dataset", default=d.dataset, help=f"dataset: {', '.join(DATASET_NAMES)} (fashion-mnist ships with the repo)")
+    g.add_argument("--data-dir", default=d.data_dir, help="folder holding CIFAR/CINIC files (CIFAR: cifar-10-batches-py; CINIC: cinic10/{train,test})")
+    g.add_argument("--download", action="store_true", help="download CIFAR-10/100 into --data-dir if missing")
+    g.add_argument("--model", default=d.model, help=f"model: {', '.join(MODEL_NAMES)}")
+    g.add_argument("--partition", default=d.partition, help=f"data split over agents: {', '.join(PARTITIONS)}")
+    g.add_argument("--alpha", type=float, default=d.alpha, help="Dirichlet concentration for --partition dirichlet (smaller = more label skew)")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="samples per batch")
+    g.add_argument("--lr", type=float, default=d.lr, help="SGD learning rate")
+    g.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="SGD weight decay (L2)")
+    g.add_argument("--local-epochs", type=int, default=d.local_epochs, help="passes over the local shard per round")
+    g.add_argument("--seed", type=int, default=d.seed, help="run seed; agent k uses seed + k")
+    g = p.add_argument_group("averaging")
+    g.add_argument("--aggregation", default=d.aggregation, help=f"{', '.join(AGGREGATIONS)}: exact ring all-reduce, or one Metropolis-Hastings gossip step")
+    g.add_argument("--topology", default=d.topology, help=f"gossip topology: {', '.join(TOPOLOGIES)}")
+    g.add_argument("--degree", type=int, default=d.degree, help="neighbours per agent for --topology regular")
+    g = p.add_argument_group("heterogeneity and the virtual clock")
+    g.add_argument("--heterogeneity", default=d.heterogeneity, help="preset paper|uniform|lognormal, or a CSV with agent,slowdown,bandwidth_mbps[,latency_ms]")
+    g.add_argument("--profile", default=d.profile, help="split cost profile: flops (counted, host-independent), measure (timed on this host), or a saved profile.csv")
+    g.add_argument("--reference-gflops", type=float, default=d.reference_gflops, help="GFLOP/s of an agent with slowdown 1 under --profile flops")
+    g.add_argument("--drift", type=float, default=d.drift, help="per-round log-normal sigma of agents' slowdown changes (0 = static)")
+    g = p.add_argument_group("ComDML")
+    g.add_argument("--scheduler", default=d.scheduler, help=f"pairing: {', '.join(SCHEDULERS)} (greedy = the paper's)")
+    g.add_argument("--helpers-can-serve", type=int, default=d.helpers_can_serve, help="offloaders one helper may serve (ilp only; 1 = the paper's one-to-one)")
+    g.add_argument("--chunk-batches", type=int, default=d.chunk_batches, help="batches of activations per object-store chunk")
+    g = p.add_argument_group("asynchronous baselines")
+    g.add_argument("--fragments", type=int, default=d.fragments, help="DivShare: fragments Omega per model")
+    g.add_argument("--fanout", type=int, default=d.fanout, help="DivShare: agents J each fragment is sent to")
+    g.add_argument("--slow-link-share", type=float, default=d.slow_link_share, help="share of agents whose links are 5x slower (DivShare's setting)")
+    g = p.add_argument_group("evaluation and output")
+    g.add_argument("--eval-every", type=int, default=d.eval_every, help="evaluate the averaged model every this many rounds")
+    g.add_argument("--eval-agents", type=int, default=d.eval_agents, help="agents whose models are evaluated under gossip (mean reported)")
+    g.add_argument("--target-acc", type=float, default=d.target_acc, help="accuracy fraction (e.g. 0.8) for time_to_target_s")
+    g.add_argument("--out", default=d.out, help="output folder (default results/<timestamp>)")
+    g.add_argument("--no-progress", action="store_true", help="print one line per round instead of a progress bar")
+    g = p.add_argument_group("Ray placement")
+    g.add_argument("--address", default=d.address, help="Ray cluster to join ('auto' inside a cluster); default: start a local one")
+    g.add_argument("--cpus-per-agent", type=float, default=d.cpus_per_agent, help="CPUs reserved per agent actor")
+    g.add_argument("--gpus-per-agent", type=float, default=d.gpus_per_agent, help="fraction of a GPU per agent actor (0.25 = four per GPU)")
+    g.add_argument("--agents-per-actor", default=d.agents_per_actor, help="agents one actor hosts, or auto (one each when the cluster has room)")
+    g.add_argument("--placement", default=d.placement, help=f"{', '.join(PLACEMENTS)}: actors packed on few nodes or spread over many")
+    g.add_argument("--num-cpus", type=int, default=d.num_cpus, help="CPUs of the local Ray (default: all of this machine)")
+    g.add_argument("--num-gpus", type=float, default=d.num_gpus, help="GPUs of the local Ray (logical GPUs let a CPU machine test GPU placement)")
+    return p
+
+
+def config_from_args(argv: list[str] | None = None) -> RunConfig:
+    a = build_parser().parse_args(argv)
+    fields = {k: v for k, v in vars(a).items() if k != "no_progress"}
+    return RunConfig(**fields, progress=not a.no_progress)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from comdml_ray.data import DatasetError
+
+    try:
+        cfg = config_from_args(argv).validate()
+        from comdml_ray.experiment import run_experiment
+        from comdml_ray.runtime import AgentFailure
+
+        try:
+            run_experiment(cfg)
+        except AgentFailure as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+    except (ConfigError, DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

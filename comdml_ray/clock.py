@@ -1,0 +1,92 @@
+"""The virtual clock of synchronous rounds (ALGORITHM.md section 3).
+
+Owns `AgentWork` (what one agent actually did in a round: batches trained on each
+side, bytes of activations sent, its partner) and `round_finish_times`, which turns
+that work into each agent's virtual finish time from its profile, never from the
+plan; plus `exchange_seconds`, the time of the model averaging step.  The run
+reports these beside the real wall time and never mixes the two.
+
+Time model per round (c_k = base seconds per batch * slowdown_k):
+- an agent training alone:  own_batches * c_k
+- an offloader i of split m with helper j:
+      slow side   = prefix_batches * rho_s[m] * c_i
+      transfer    = bytes_offloaded / nu_ij + l_ij
+      helper side = (j's own batches + suffix batches of all its offloaders * rho_f) * c_j,
+                    and with a shared inbound link at least sum(bytes in) / nu_in(j)
+  the three overlap (the local loss removes the backward wait); i's model is whole
+  when the helper is done and has sent the suffix back (suffix_bytes / nu_ij + l_ij):
+      finish_i = max(slow side, transfer, helper side + return of the suffix)
+- every agent then adds the model exchange of the averaging step.
+Round time = max over agents (a barrier); training time = the sum of round times.
+No torch, no Ray.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class AgentWork:
+    agent: int
+    own_batches: int = 0  # full-model batches on its own data
+    prefix_batches: int = 0  # batches of prefix+aux trained while offloading
+    partner: int = -1  # the helper this agent offloaded to, -1 if none
+    split_row: int = -1  # row of the split table used, -1 if none
+    bytes_offloaded: int = 0  # activations + labels this agent put in the object store
+    suffix_batches: dict[int, int] = field(default_factory=dict)  # as a helper: offloader -> batches trained
+
+
+def exchange_seconds(aggregation: str, nbrs: list[list[int]], bw: np.ndarray, lat: np.ndarray, model_bytes: int) -> np.ndarray:
+    """Seconds each agent spends in the averaging step, (N,).
+
+    allreduce: 2(N-1) synchronous ring steps, each moving model_bytes/N over every
+      ring link, so each step lasts as long as the slowest link takes (same for all).
+    gossip: an agent sends its model to each neighbour over its own link, one after
+      the other: deg_i * model_bytes / bw_i + latency.
+    `bw` and `lat` are the per-agent link figures (bytes/s, seconds).
+    """
+    n = len(nbrs)
+    if n == 1:
+        return np.zeros(1)
+    if aggregation == "allreduce":
+        nxt = (np.arange(n) + 1) % n
+        step = np.max((model_bytes / n) / np.minimum(bw, bw[nxt]) + lat + lat[nxt])
+        return np.full(n, 2 * (n - 1) * step)
+    deg = np.array([len(x) for x in nbrs])
+    return deg * model_bytes / bw + 2 * lat
+
+
+def round_finish_times(
+    work: list[AgentWork],
+    sec_per_batch: np.ndarray,
+    rho_s: np.ndarray,
+    rho_f: np.ndarray,
+    suffix_bytes: np.ndarray,
+    link_bw: np.ndarray,
+    link_lat: np.ndarray,
+    inbound_bw: np.ndarray,
+    exchange_s: np.ndarray,
+) -> np.ndarray:
+    """Each agent's virtual finish time (seconds from the round's start), from what it did."""
+    n = len(work)
+    c = sec_per_batch
+    compute = np.zeros(n)
+    bytes_in = np.zeros(n)
+    for w in work:
+        compute[w.agent] += w.own_batches * c[w.agent]
+        for i, b in w.suffix_batches.items():
+            compute[w.agent] += b * rho_f[work[i].split_row] * c[w.agent]
+            bytes_in[w.agent] += work[i].bytes_offloaded
+    helper_done = np.maximum(compute, bytes_in / inbound_bw)
+    finish = helper_done.copy()
+    for w in work:
+        if w.partner >= 0:
+            i, j, m = w.agent, w.partner, w.split_row
+            slow = w.prefix_batches * rho_s[m] * c[i]
+            transfer = w.bytes_offloaded / link_bw[i, j] + link_lat[i, j]
+            back = helper_done[j] + suffix_bytes[m] / link_bw[j, i] + link_lat[j, i]
+            finish[i] = max(slow, transfer, back)
+    return finish + exchange_s

@@ -1,0 +1,160 @@
+"""Run configuration: one validated dataclass for every knob of an experiment.
+
+Owns `RunConfig` (what `benchmarks/run.py` parses its flags into), its validation
+(`RunConfig.validate`, which raises `ConfigError` with one sentence naming the fix),
+and the tables of allowed names.  No torch, no Ray: the driver imports this first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+ALGORITHMS = ("local", "comdml", "dpsgd", "adpsgd", "swift", "divshare")
+SYNC_ALGORITHMS = ("local", "comdml", "dpsgd")
+AGGREGATIONS = ("allreduce", "gossip")
+TOPOLOGIES = ("ring", "torus", "regular", "complete")
+PARTITIONS = ("iid", "dirichlet")
+HETEROGENEITY_PRESETS = ("paper", "uniform", "lognormal")
+SCHEDULERS = ("greedy", "exact", "ilp")
+PROFILE_SOURCES = ("flops", "measure")
+PLACEMENTS = ("pack", "spread")
+MODEL_NAMES = ("cnn", "resnet56", "resnet110")
+DATASET_NAMES = ("fashion-mnist", "cifar10", "cifar100", "cinic10")
+# Training-set sizes, so "more agents than samples" is refused before any actor starts.
+DATASET_TRAIN_SIZES = {"fashion-mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000, "cinic10": 90_000}
+
+
+class ConfigError(ValueError):
+    """A user-caused configuration fault; its message is one sentence naming the fix."""
+
+
+@dataclass
+class RunConfig:
+    """Every setting of one run.  Units are in the field names or comments."""
+
+    # --- what to train
+    algorithm: str = "local"
+    agents: int = 100
+    rounds: int = 20
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    download: bool = False
+    model: str = "cnn"
+    partition: str = "iid"
+    alpha: float = 0.5  # Dirichlet concentration, used when partition == "dirichlet"
+    batch_size: int = 32
+    lr: float = 0.2
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    local_epochs: int = 1
+    seed: int = 0
+    # --- averaging
+    aggregation: str = "allreduce"
+    topology: str = "ring"
+    degree: int = 4  # for topology == "regular"
+    # --- heterogeneity and the virtual clock
+    heterogeneity: str = "paper"  # preset name or path to a CSV file
+    profile: str = "flops"  # "flops", "measure" or a path to a saved profile.csv
+    reference_gflops: float = 10.0  # speed of an agent with slowdown 1 under profile == "flops"
+    drift: float = 0.0  # per-round log-normal sigma of slowdown changes (0 = static)
+    # --- ComDML
+    scheduler: str = "greedy"
+    helpers_can_serve: int = 1
+    chunk_batches: int = 4  # batches of activations per object-store chunk
+    # --- asynchronous baselines
+    fragments: int = 4  # DivShare Omega
+    fanout: int = 2  # DivShare J
+    slow_link_share: float = 0.0  # share of agents whose links are 5x slower (DivShare setting)
+    # --- evaluation and output
+    eval_every: int = 1
+    eval_agents: int = 4  # agents whose post-averaging model is evaluated (all equal under allreduce)
+    target_acc: float | None = None  # in [0, 1]
+    out: str | None = None
+    progress: bool = True
+    # --- Ray placement
+    address: str | None = None  # None: start a local Ray; "auto": attach to a running cluster
+    cpus_per_agent: float = 1.0
+    gpus_per_agent: float = 0.0
+    agents_per_actor: str | int = "auto"
+    placement: str = "pack"
+    num_cpus: int | None = None  # CPUs of the local Ray started when address is None (default: all)
+    num_gpus: float | None = None  # logical GPUs of the local Ray (lets CI exercise GPU scheduling)
+    extra: dict = field(default_factory=dict)
+
+    def replace(self, **changes) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> "RunConfig":
+        """Raise ConfigError (one sentence, naming the fix) on the first bad setting."""
+
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ConfigError(msg)
+
+        def one_of(value: str, allowed: tuple[str, ...], flag: str) -> None:
+            need(value in allowed, f"unknown {flag} '{value}': choose one of {', '.join(allowed)}.")
+
+        one_of(self.algorithm, ALGORITHMS, "--algorithm")
+        need(self.agents > 0, f"--agents must be a positive number of agents, got {self.agents}.")
+        need(self.rounds > 0, f"--rounds must be at least 1, got {self.rounds}.")
+        one_of(self.dataset, DATASET_NAMES, "--dataset")
+        one_of(self.model, MODEL_NAMES, "--model")
+        one_of(self.partition, PARTITIONS, "--partition")
+        need(self.alpha > 0, f"--alpha (Dirichlet concentration) must be > 0, got {self.alpha}; use e.g. 0.5.")
+        need(self.batch_size > 0, f"--batch-size must be positive, got {self.batch_size}.")
+        need(self.lr > 0, f"--lr must be positive, got {self.lr}.")
+        need(self.local_epochs > 0, f"--local-epochs must be at least 1, got {self.local_epochs}.")
+        n_train = DATASET_TRAIN_SIZES[self.dataset]
+        need(
+            self.agents * 1 <= n_train,
+            f"--agents {self.agents} is more than the {n_train} training samples of {self.dataset}; use at most {n_train} agents.",
+        )
+        one_of(self.aggregation, AGGREGATIONS, "--aggregation")
+        one_of(self.topology, TOPOLOGIES, "--topology")
+        if self.topology == "regular":
+            need(
+                0 < self.degree < self.agents and (self.agents * self.degree) % 2 == 0,
+                f"--degree {self.degree} cannot make a regular graph on {self.agents} agents: pick 0 < degree < agents with agents*degree even.",
+            )
+        if self.heterogeneity not in HETEROGENEITY_PRESETS:
+            need(
+                os.path.isfile(self.heterogeneity),
+                f"--heterogeneity '{self.heterogeneity}' is neither a preset ({', '.join(HETEROGENEITY_PRESETS)}) nor an existing CSV file.",
+            )
+        if self.profile not in PROFILE_SOURCES:
+            need(
+                os.path.isfile(self.profile),
+                f"--profile '{self.profile}' is neither 'flops', 'measure' nor an existing profile.csv from an earlier run.",
+            )
+        need(self.reference_gflops > 0, f"--reference-gflops must be positive, got {self.reference_gflops}.")
+        need(self.drift >= 0, f"--drift must be >= 0 (0 turns it off), got {self.drift}.")
+        one_of(self.scheduler, SCHEDULERS, "--scheduler")
+        need(self.helpers_can_serve >= 1, f"--helpers-can-serve must be at least 1, got {self.helpers_can_serve}.")
+        need(self.chunk_batches >= 1, f"--chunk-batches must be at least 1, got {self.chunk_batches}.")
+        need(self.fragments >= 1, f"--fragments must be at least 1, got {self.fragments}.")
+        need(1 <= self.fanout, f"--fanout must be at least 1, got {self.fanout}.")
+        need(0 <= self.slow_link_share <= 1, f"--slow-link-share must be in [0, 1], got {self.slow_link_share}.")
+        need(self.eval_every >= 1, f"--eval-every must be at least 1, got {self.eval_every}.")
+        need(self.eval_agents >= 1, f"--eval-agents must be at least 1, got {self.eval_agents}.")
+        if self.target_acc is not None:
+            need(0 < self.target_acc <= 1, f"--target-acc is a fraction in (0, 1], got {self.target_acc}; e.g. 0.8 for 80%.")
+        need(self.cpus_per_agent > 0, f"--cpus-per-agent must be positive, got {self.cpus_per_agent}.")
+        need(
+            0 <= self.gpus_per_agent <= 1,
+            f"--gpus-per-agent must be between 0 and 1 (a fraction of one GPU), got {self.gpus_per_agent}.",
+        )
+        if self.agents_per_actor != "auto":
+            try:
+                k = int(self.agents_per_actor)
+            except (TypeError, ValueError):
+                raise ConfigError(f"--agents-per-actor must be 'auto' or a positive integer, got '{self.agents_per_actor}'.") from None
+            need(k >= 1, f"--agents-per-actor must be 'auto' or a positive integer, got {k}.")
+            self.agents_per_actor = k
+        one_of(self.placement, PLACEMENTS, "--placement")
+        if self.num_cpus is not None:
+            need(self.num_cpus >= 1, f"--num-cpus must be at least 1, got {self.num_cpus}.")
+        if self.num_gpus is not None:
+            need(self.num_gpus >= 0, f"--num-gpus must be >= 0, got {self.num_gpus}.")
+        return self

@@ -1,0 +1,177 @@
+"""Training steps in pure torch (no Ray): whole-model epochs, local-loss split training, evaluation.
+
+Owns
+- `minibatches`: the seeded shuffle every agent uses (one torch.Generator per agent);
+- `train_full`: an agent's ordinary local epoch(s) on its whole model;
+- `train_prefix`: the offloading agent's side of ComDML (ALGORITHM.md section 2):
+  prefix + auxiliary head trained on the local loss CE(aux(z), y); yields chunks of
+  (z.detach(), y) as numpy arrays, so no gradient can flow back from the helper;
+- `SuffixTrainer`: the helper's side, one optimizer state kept for the whole round
+  (the reference code re-created it every batch: a bug we do not copy);
+- `flatten` / `unflatten_into`: a model's floating state (parameters and BN buffers)
+  as one flat float32 numpy vector, the unit of averaging and of object-store transport;
+- `evaluate`: accuracy and loss on a test set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class OptimConfig:
+    lr: float
+    momentum: float
+    weight_decay: float
+
+
+def make_sgd(params, opt: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(list(params), lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+
+
+def minibatches(n: int, batch_size: int, epochs: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """Index batches for `epochs` shuffled passes over n samples (last batch may be short)."""
+    out: list[torch.Tensor] = []
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=gen)
+        out.extend(perm[i : i + batch_size] for i in range(0, n, batch_size))
+    return out
+
+
+def batches_per_round(n: int, batch_size: int, epochs: int) -> int:
+    return epochs * -(-n // batch_size)
+
+
+@dataclass
+class TrainStats:
+    loss_sum: float = 0.0  # sum of per-batch mean losses
+    batches: int = 0
+    samples: int = 0
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss_sum / max(self.batches, 1)
+
+
+def train_full(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batches: list[torch.Tensor], optim: torch.optim.Optimizer) -> TrainStats:
+    """Ordinary local training of the whole model on the given index batches."""
+    model.train()
+    stats = TrainStats()
+    for idx in batches:
+        xb, yb = x[idx], y[idx]
+        optim.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(xb), yb)
+        loss.backward()
+        optim.step()
+        stats.loss_sum += float(loss)
+        stats.batches += 1
+        stats.samples += len(idx)
+    return stats
+
+
+def train_prefix(
+    prefix: nn.Module,
+    aux: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batches: list[torch.Tensor],
+    optim: torch.optim.Optimizer,
+    chunk_batches: int,
+    stats: TrainStats,
+) -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
+    """Train prefix+aux on the local loss; yield chunks of `chunk_batches` (z, y) batches.
+
+    `optim` covers the prefix's and the aux head's parameters.  z = prefix(x) is
+    detached before it leaves: the helper trains the suffix on it, but no gradient
+    returns, so this side never waits for the helper.
+    """
+    prefix.train()
+    aux.train()
+    chunk: list[tuple[np.ndarray, np.ndarray]] = []
+    for idx in batches:
+        xb, yb = x[idx], y[idx]
+        optim.zero_grad(set_to_none=True)
+        z = prefix(xb)  # (B, C_m, H_m, W_m)
+        loss = F.cross_entropy(aux(z), yb)
+        loss.backward()
+        optim.step()
+        stats.loss_sum += float(loss)
+        stats.batches += 1
+        stats.samples += len(idx)
+        chunk.append((z.detach().to("cpu", torch.float32).numpy(), yb.to("cpu").numpy()))
+        if len(chunk) == chunk_batches:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class SuffixTrainer:
+    """The helper's training of a partner's suffix: one optimizer for the whole round."""
+
+    def __init__(self, suffix: nn.Module, opt: OptimConfig, device: torch.device):
+        self.suffix = suffix.train()
+        self.optim = make_sgd(suffix.parameters(), opt)
+        self.device = device
+        self.stats = TrainStats()
+
+    def step(self, z: np.ndarray, y: np.ndarray) -> float:
+        zb = torch.from_numpy(z).to(self.device)
+        yb = torch.from_numpy(y).to(self.device)
+        self.optim.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(self.suffix(zb), yb)
+        loss.backward()
+        self.optim.step()
+        self.stats.loss_sum += float(loss)
+        self.stats.batches += 1
+        self.stats.samples += len(y)
+        return float(loss)
+
+
+def float_keys(model: nn.Module, keys: list[str] | None = None) -> list[str]:
+    """State-dict keys holding floating tensors (parameters and BN running stats), in order."""
+    sd = model.state_dict()
+    ks = list(sd) if keys is None else keys
+    return [k for k in ks if sd[k].is_floating_point()]
+
+
+def flatten(model: nn.Module, keys: list[str] | None = None) -> np.ndarray:
+    """The floating state under `keys` (default: all) as one flat float32 vector."""
+    sd = model.state_dict()
+    ks = float_keys(model, keys)
+    if not ks:
+        return np.zeros(0, np.float32)
+    return torch.cat([sd[k].detach().reshape(-1).to("cpu", torch.float32) for k in ks]).numpy()
+
+
+def unflatten_into(model: nn.Module, vec: np.ndarray, keys: list[str] | None = None) -> None:
+    """Write a vector made by `flatten(model, keys)` back into the model, in place."""
+    sd = model.state_dict()
+    ks = float_keys(model, keys)
+    t = torch.from_numpy(np.ascontiguousarray(vec, dtype=np.float32))
+    off = 0
+    with torch.no_grad():
+        for k in ks:
+            n = sd[k].numel()
+            sd[k].copy_(t[off : off + n].view_as(sd[k]))
+            off += n
+    if off != t.numel():
+        raise ValueError(f"flat vector has {t.numel()} values, the model's keys hold {off}")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> tuple[float, float]:
+    """(accuracy in [0, 1], mean cross-entropy) of the model on (x, y)."""
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    for i in range(0, len(y), batch_size):
+        logits = model(x[i : i + batch_size])
+        loss_sum += float(F.cross_entropy(logits, y[i : i + batch_size], reduction="sum"))
+        correct += int((logits.argmax(1) == y[i : i + batch_size]).sum())
+    return correct / len(y), loss_sum / len(y)
