@@ -17,8 +17,12 @@ import argparse
 import os
 import sys
 
-# The project root replaces this script's folder on the path: benchmarks/solvers.py must not shadow the solvers package.
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Run as a script, the project root replaces this folder on the path: benchmarks/solvers.py must not shadow the solvers package.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+    sys.path[0] = _ROOT
+elif _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
 
 from comdml_ray.config import (  # noqa: E402
     AGGREGATIONS,
@@ -47,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--agents", type=int, default=d.agents, help="number of agents (each a data shard and a model)")
     g.add_argument("--rounds", type=int, default=d.rounds, help="synchronous rounds (each: local epochs, then averaging)")
     g.add_argument("--dataset", default=d.dataset, help=f"dataset: {', '.join(DATASET_NAMES)} (fashion-mnist ships with the repo)")
+    g.add_argument("--train-samples", type=int, default=d.train_samples, help="train on a seeded subset of this many samples (default: the whole training set)")
     g.add_argument("--data-dir", default=d.data_dir, help="folder holding CIFAR/CINIC files (CIFAR: cifar-10-batches-py; CINIC: cinic10/{train,test})")
     g.add_argument("--download", action="store_true", help="download CIFAR-10/100 into --data-dir if missing")
     g.add_argument("--model", default=d.model, help=f"model: {', '.join(MODEL_NAMES)}")

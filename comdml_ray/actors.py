@@ -16,7 +16,7 @@ from typing import Any
 import ray
 from ray.util import metrics
 
-from comdml_ray.agent import AgentGroup
+from comdml_ray.agent import AgentGroup, AgentInfo
 from comdml_ray.config import RunConfig
 
 METRIC_NAMES = (
@@ -80,7 +80,12 @@ class AgentMetrics:
 
 
 class AgentHost(AgentGroup):
-    """An AgentGroup inside a Ray actor: device from Ray's GPU ids, CPU threads from its share."""
+    """An AgentGroup inside a Ray actor: device from Ray's GPU ids, CPU threads from its share.
+
+    The constructor only picks the device; `setup()` loads data and builds the agents,
+    so a user-caused fault there (a missing dataset) reaches the driver as an exception
+    it can print in one sentence (a failing actor constructor only says the actor died).
+    """
 
     def __init__(self, group_id: int, agent_ids: list[int], cfg: RunConfig):
         import torch
@@ -94,20 +99,28 @@ class AgentHost(AgentGroup):
                 # Agents sharing a GPU each keep to their share of its memory.
                 torch.cuda.set_per_process_memory_fraction(cfg.gpus_per_agent, 0)
         self.gpu_ids = [str(g) for g in gpu_ids]
-        super().__init__(group_id, agent_ids, cfg, RayStore(), device)
+        self._args = (group_id, list(agent_ids), cfg)
+        self.device_name = device
+
+    def setup(self) -> list[AgentInfo]:
+        """Load the data, build the agents; returns their descriptions."""
+        group_id, agent_ids, cfg = self._args
+        AgentGroup.__init__(self, group_id, agent_ids, cfg, RayStore(), self.device_name)
         self.metrics = AgentMetrics()
+        return self.describe()
 
     def __repr__(self) -> str:
-        ids = self.ids
+        ids = self._args[1]
         who = f"agent {ids[0]:03d}" if len(ids) == 1 else f"agents {ids[0]:03d}-{ids[-1]:03d}"
-        prof = self.profiles[ids[0]]
+        if not hasattr(self, "profiles"):
+            return f"AgentHost({who} on {self.device_name}, not set up)"
         extra = "" if len(ids) == 1 else f" (+{len(ids) - 1} more)"
-        return f"AgentHost({who} on {self.device}, {prof!r}{extra})"
+        return f"AgentHost({who} on {self.device_name}, {self.profiles[ids[0]]!r}{extra})"
 
     def placement(self) -> dict:
         """Where this actor runs: node id, pid, device and GPU ids (for tests and the summary)."""
         ctx = ray.get_runtime_context()
-        return {"group": self.group_id, "node_id": ctx.get_node_id(), "pid": os.getpid(), "device": str(self.device), "gpu_ids": self.gpu_ids}
+        return {"group": self._args[0], "node_id": ctx.get_node_id(), "pid": os.getpid(), "device": self.device_name, "gpu_ids": self.gpu_ids}
 
     def record_metrics(self, rows: list[dict], accuracy: float | None) -> None:
         self.metrics.record(rows)

@@ -210,7 +210,7 @@ class AgentGroup:
         self.device = torch.device(device)
         self.ids = list(agent_ids)
         self.data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
-        shards = partition(self.data.train_y, cfg.agents, cfg.partition, cfg.alpha, cfg.seed)
+        shards = agent_shards(cfg, self.data.train_y)
         self.profiles = make_profiles(cfg.heterogeneity, cfg.agents, cfg.seed, cfg.slow_link_share)
         self.agents = {k: Agent(k, cfg, self.data, shards[k], self.profiles[k], self.device) for k in self.ids}
         self.sizes = np.array([len(s) for s in shards])
@@ -422,6 +422,31 @@ class AgentGroup:
 
     def flat_model(self, agent_id: int) -> np.ndarray:
         return flatten(self.agents[agent_id].model)
+
+
+def agent_shards(cfg: RunConfig, labels: np.ndarray) -> list[np.ndarray]:
+    """Every agent's training indices: the seeded partition of the (optionally subsampled) training set."""
+    if cfg.train_samples is None:
+        return partition(labels, cfg.agents, cfg.partition, cfg.alpha, cfg.seed)
+    subset = np.sort(np.random.default_rng(cfg.seed).permutation(len(labels))[: cfg.train_samples])
+    return [subset[s] for s in partition(labels[subset], cfg.agents, cfg.partition, cfg.alpha, cfg.seed)]
+
+
+def drive_ring(step_all, owner: dict[int, int], num_groups: int, n: int) -> None:
+    """Run the 2(N-1)-step ring all-reduce: route each step's refs to the receivers' groups.
+
+    `step_all(phase, step, inbound_per_group)` calls `ring_step` on every group (in Ray:
+    one remote call each, awaited together) and returns their outbound dicts.  Agent
+    k's chunk goes to agent (k + 1) mod N, so a ref is handed to the group that owns
+    the receiver.  Used by the Ray runtime and, with plain groups, by the tests.
+    """
+    for phase in ("reduce", "gather"):
+        inbound: dict[int, Any] = {}
+        for step in range(n):
+            per_group: list[dict[int, Any]] = [{} for _ in range(num_groups)]
+            for k, ref in inbound.items():
+                per_group[owner[k]][k] = ref
+            inbound = {(k + 1) % n: ref for out in step_all(phase, step, per_group) for k, ref in out.items()}
 
 
 def problem_from_states(states: list[AgentState], prof: SplitProfile, exchange_s: np.ndarray, helpers_can_serve: int) -> OffloadProblem:

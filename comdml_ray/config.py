@@ -39,6 +39,7 @@ class RunConfig:
     agents: int = 100
     rounds: int = 20
     dataset: str = "fashion-mnist"
+    train_samples: int | None = None  # use a seeded subset of this many training samples (quick runs, tests)
     data_dir: str | None = None
     download: bool = False
     model: str = "cnn"
@@ -107,6 +108,9 @@ class RunConfig:
         need(self.lr > 0, f"--lr must be positive, got {self.lr}.")
         need(self.local_epochs > 0, f"--local-epochs must be at least 1, got {self.local_epochs}.")
         n_train = DATASET_TRAIN_SIZES[self.dataset]
+        if self.train_samples is not None:
+            need(0 < self.train_samples <= n_train, f"--train-samples must be between 1 and {n_train} for {self.dataset}, got {self.train_samples}.")
+            n_train = self.train_samples
         need(
             self.agents * 1 <= n_train,
             f"--agents {self.agents} is more than the {n_train} training samples of {self.dataset}; use at most {n_train} agents.",

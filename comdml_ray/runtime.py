@@ -29,9 +29,11 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from comdml_ray.actors import AgentHostActor
+from comdml_ray.agent import drive_ring
 from comdml_ray.clock import AgentWork, exchange_seconds, round_finish_times
 from comdml_ray.config import DATASET_TRAIN_SIZES, ConfigError, RunConfig
 from comdml_ray.costmodel import SplitProfile
+from comdml_ray.data import DatasetError
 from comdml_ray.profiles import drift_slowdowns, link_matrices, make_profiles
 from comdml_ray.topology import neighbours
 
@@ -180,7 +182,7 @@ class Run:
                     scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=g),
                 ).remote(g, ids, cfg)
             )
-        self.infos = sorted((i for lst in self.get([h.describe.remote() for h in self.hosts]) for i in lst), key=lambda i: i.agent)
+        self.infos = sorted((i for lst in self.get([h.setup.remote() for h in self.hosts]) for i in lst), key=lambda i: i.agent)
         self.placements = self.get([h.placement.remote() for h in self.hosts])
         self.split_profile: SplitProfile = self.get(self.hosts[0].profile_splits.remote())
         self.get([h.set_split_profile.remote(self.split_profile) for h in self.hosts])
@@ -202,7 +204,7 @@ class Run:
         except RayActorError as e:
             raise AgentFailure(self._who_died(e)) from None
         except RayTaskError as e:
-            if isinstance(e.cause, ConfigError):
+            if isinstance(e.cause, (ConfigError, DatasetError)):
                 raise e.cause from None
             raise
 
@@ -269,11 +271,13 @@ class Run:
             [work[k] for k in range(cfg.agents)], sec, np.asarray(prof.rho_s), np.asarray(prof.rho_f),
             np.asarray(prof.suffix_bytes), self.link_bw, self.link_lat, self.inbound_bw, self.exchange_s)
         if plan is not None:
+            # The solver scores an offloader by its own side; its model is whole when its helper is done too.
+            predicted = np.where(plan.partner >= 0, np.maximum(plan.finish, plan.finish[np.maximum(plan.partner, 0)]), plan.finish)
             for k in range(cfg.agents):
                 plan_rows.append({
                     "round": r, "agent": k, "partner": int(plan.partner[k]),
                     "split": int(prof.split_ids[plan.split[k]]) if plan.split[k] >= 0 else -1,
-                    "predicted_finish_s": float(plan.finish[k]), "simulated_finish_s": float(finish[k]),
+                    "predicted_finish_s": float(predicted[k]), "simulated_finish_s": float(finish[k]),
                     "bytes_offloaded": int(work[k].bytes_offloaded), "method": plan.method, "note": plan.note,
                 })
         wall = time.perf_counter() - t0
@@ -308,17 +312,9 @@ class Run:
                 sent[k] = len(self.nbrs[k]) * self.split_profile.model_bytes
             return sent
         self.get([h.ring_start.remote() for h in self.hosts])
-        for phase in ("reduce", "gather"):
-            inbound: dict[int, object] = {}
-            for step in range(n):
-                per_group: list[dict] = [{} for _ in self.hosts]
-                for k, ref in inbound.items():
-                    per_group[self.owner[k]][k] = ref
-                outs = self.get([h.ring_step.remote(phase, step, per_group[g]) for g, h in enumerate(self.hosts)])
-                inbound = {}
-                for out in outs:
-                    for k, ref in out.items():
-                        inbound[(k + 1) % n] = ref
+        drive_ring(
+            lambda phase, step, per_group: self.get([h.ring_step.remote(phase, step, per_group[g]) for g, h in enumerate(self.hosts)]),
+            self.owner, len(self.hosts), n)
         self.get([h.ring_finish.remote() for h in self.hosts])
         # Each agent sends one chunk per step, 2(N-1) steps; chunks are ~model/N floats.
         sent[:] = 2 * (n - 1) * self.split_profile.model_bytes / n

@@ -69,7 +69,7 @@ def train_full(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batches: list
         loss = F.cross_entropy(model(xb), yb)
         loss.backward()
         optim.step()
-        stats.loss_sum += float(loss)
+        stats.loss_sum += loss.item()
         stats.batches += 1
         stats.samples += len(idx)
     return stats
@@ -101,7 +101,7 @@ def train_prefix(
         loss = F.cross_entropy(aux(z), yb)
         loss.backward()
         optim.step()
-        stats.loss_sum += float(loss)
+        stats.loss_sum += loss.item()
         stats.batches += 1
         stats.samples += len(idx)
         chunk.append((z.detach().to("cpu", torch.float32).numpy(), yb.to("cpu").numpy()))
@@ -128,7 +128,7 @@ class SuffixTrainer:
         loss = F.cross_entropy(self.suffix(zb), yb)
         loss.backward()
         self.optim.step()
-        self.stats.loss_sum += float(loss)
+        self.stats.loss_sum += loss.item()
         self.stats.batches += 1
         self.stats.samples += len(y)
         return float(loss)

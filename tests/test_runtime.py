@@ -1,0 +1,127 @@
+"""The Ray runtime end to end on a small problem (one local Ray for the whole module).
+
+Covers: a run writes its files; same seed gives the same accuracy, loss and virtual
+time; ComDML with equal speeds forms no pairs and equals local; ComDML with the paper
+profile pairs agents and finishes rounds sooner; the ring all-reduce between actors
+is the exact weighted mean; a dead actor ends the run with a message naming its agents;
+bad flags and a too-small cluster end in one sentence with exit code 2.
+"""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import ray
+
+from benchmarks.run import main
+from comdml_ray.config import RunConfig
+from comdml_ray.experiment import run_experiment
+from comdml_ray.runtime import AgentFailure, Run
+
+SMALL = dict(agents=6, rounds=2, train_samples=3000, lr=0.05, progress=False, num_gpus=0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_cluster():
+    ray.init(num_cpus=2, num_gpus=0, log_to_driver=False, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+def quiet(*_args, **_kw):
+    pass
+
+
+def run(tmp_path, name, **kw) -> tuple[dict, pd.DataFrame]:
+    cfg = RunConfig(**(SMALL | kw), out=str(tmp_path / name))
+    summary = run_experiment(cfg, log=quiet, keep_ray=True)
+    return summary, pd.read_csv(tmp_path / name / "rounds.csv")
+
+
+def test_local_run_writes_results_and_is_reproducible(tmp_path):
+    s1, r1 = run(tmp_path, "a")
+    s2, r2 = run(tmp_path, "b")
+    for f in ("rounds.csv", "agents.csv", "summary.json", "accuracy.png", "profile.csv"):
+        assert os.path.getsize(tmp_path / "a" / f) > 0
+    assert list(r1.columns[:6]) == ["round", "virtual_time_s", "wall_time_s", "train_loss", "test_accuracy", "bytes_sent"]
+    for col in ("test_accuracy", "train_loss", "virtual_time_s", "bytes_sent"):
+        assert r1[col].tolist() == r2[col].tolist()
+    assert s1["final_accuracy"] > 0.3
+    assert json.load(open(tmp_path / "a" / "summary.json"))["agents"] == 6
+
+
+def test_comdml_with_equal_speeds_equals_local(tmp_path):
+    _, local = run(tmp_path, "local", heterogeneity="uniform")
+    _, comdml = run(tmp_path, "comdml", heterogeneity="uniform", algorithm="comdml")
+    assert (comdml["pairs"] == 0).all()
+    for col in ("test_accuracy", "train_loss", "virtual_time_s"):
+        assert comdml[col].tolist() == local[col].tolist()
+
+
+def test_comdml_pairs_and_shortens_rounds(tmp_path):
+    _, local = run(tmp_path, "local", rounds=1)
+    _, comdml = run(tmp_path, "comdml", rounds=1, algorithm="comdml")
+    assert comdml["pairs"].iloc[0] > 0 and comdml["bytes_offloaded"].iloc[0] > 0
+    assert comdml["round_virtual_s"].iloc[0] < 0.8 * local["round_virtual_s"].iloc[0]
+    plan = pd.read_csv(tmp_path / "comdml" / "plan.csv")
+    paired = plan[plan.partner >= 0]
+    assert len(paired) == comdml["pairs"].iloc[0]
+    # the clock follows what was done: simulated finish within 1% of the plan's prediction
+    assert np.allclose(paired.simulated_finish_s, paired.predicted_finish_s, rtol=0.01)
+
+
+def test_allreduce_between_actors_is_the_weighted_mean():
+    cfg = RunConfig(**(SMALL | dict(agents=5, partition="dirichlet", alpha=0.3, agents_per_actor=2, cpus_per_agent=0.5))).validate()
+    r = Run(cfg, log=quiet)
+    try:
+        r.run_round(0)  # models differ after local training; run_round also averaged them
+        rep = r.get([h.train_phase.remote(1) for h in r.hosts])
+        assert rep
+        before = np.stack([r.get(r.hosts[r.owner[k]].flat_model.remote(k)) for k in range(5)]).astype(np.float64)
+        assert not np.allclose(before[0], before[1])
+        expected = (r.sizes / r.sizes.sum()) @ before
+        r.aggregate()
+        for k in range(5):
+            assert np.allclose(r.get(r.hosts[r.owner[k]].flat_model.remote(k)), expected, atol=1e-5)
+    finally:
+        r.shutdown()
+
+
+def test_dead_actor_names_its_agents():
+    cfg = RunConfig(**(SMALL | dict(agents_per_actor=3))).validate()
+    r = Run(cfg, log=quiet)
+    try:
+        ray.kill(r.hosts[1])
+        with pytest.raises(AgentFailure, match="agents 3-5"):
+            r.run_round(0)
+    finally:
+        r.shutdown()
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--agents", "0"], "--agents"),
+    (["--agents", "-5"], "--agents"),
+    (["--agents", "70000"], "training samples"),
+    (["--model", "vgg"], "--model"),
+    (["--dataset", "imagenet"], "--dataset"),
+    (["--topology", "star"], "--topology"),
+    (["--partition", "dirichlet", "--alpha", "0"], "--alpha"),
+    (["--gpus-per-agent", "2"], "--gpus-per-agent"),
+    (["--gpus-per-agent", "0.5"], "GPUs"),  # the module's cluster has none
+    (["--agents", "8", "--agents-per-actor", "1"], "CPUs"),
+    (["--heterogeneity", "missing.csv"], "CSV"),
+    (["--dataset", "cifar10", "--data-dir", "/nonexistent"], "--download"),
+])
+def test_bad_input_is_one_sentence_and_exit_2(argv, fragment, capsys, tmp_path):
+    assert main(argv + ["--out", str(tmp_path / "x"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and fragment in err and "\n" not in err and "Traceback" not in err
+
+
+def test_bad_profile_csv_rows(tmp_path, capsys):
+    csv = tmp_path / "h.csv"
+    csv.write_text("agent,slowdown,bandwidth_mbps\n0,1,100\n1,-2,100\n")
+    assert main(["--heterogeneity", str(csv), "--agents", "4", "--no-progress"]) == 2
+    assert "positive slowdown" in capsys.readouterr().err
