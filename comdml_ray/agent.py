@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from comdml_ray.async_steps import AsyncSteps
 from comdml_ray.clock import AgentWork
 from comdml_ray.config import RunConfig
 from comdml_ray.costmodel import SplitProfile, profile_flops, profile_measure
@@ -200,7 +201,7 @@ class Agent:
 # ----------------------------------------------------------------------------- a group of agents
 
 
-class AgentGroup:
+class AgentGroup(AsyncSteps):
     """The agents hosted by one process (a Ray actor), run in turn."""
 
     def __init__(self, group_id: int, agent_ids: Sequence[int], cfg: RunConfig, store: Store, device: str = "cpu"):
