@@ -38,6 +38,7 @@ class RunConfig:
     algorithm: str = "local"
     agents: int = 100
     rounds: int = 20
+    time_budget_s: float | None = None  # stop after the round whose virtual time reaches this (same-clock comparisons)
     dataset: str = "fashion-mnist"
     train_samples: int | None = None  # use a seeded subset of this many training samples (quick runs, tests)
     data_dir: str | None = None
@@ -100,6 +101,8 @@ class RunConfig:
         one_of(self.algorithm, ALGORITHMS, "--algorithm")
         need(self.agents > 0, f"--agents must be a positive number of agents, got {self.agents}.")
         need(self.rounds > 0, f"--rounds must be at least 1, got {self.rounds}.")
+        if self.time_budget_s is not None:
+            need(self.time_budget_s > 0, f"--time-budget must be a positive number of virtual seconds, got {self.time_budget_s}.")
         one_of(self.dataset, DATASET_NAMES, "--dataset")
         one_of(self.model, MODEL_NAMES, "--model")
         one_of(self.partition, PARTITIONS, "--partition")

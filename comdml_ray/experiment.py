@@ -55,7 +55,7 @@ def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False) -> dict:
         summary = {
             "algorithm": cfg.algorithm,
             "agents": cfg.agents,
-            "rounds": cfg.rounds,
+            "rounds": int(len(rounds)),
             "dataset": cfg.dataset,
             "model": cfg.model,
             "aggregation": cfg.aggregation,
@@ -95,10 +95,12 @@ def _sync_loop(run: Run, cfg: RunConfig, log) -> tuple[pd.DataFrame, pd.DataFram
     bar = _progress(cfg)
     for r in range(cfg.rounds):
         res = run.run_round(r)
-        t0 = time.perf_counter()
-        acc = run.evaluate() if (r + 1) % cfg.eval_every == 0 or r == cfg.rounds - 1 else math.nan
-        res.row["round_wall_s"] += time.perf_counter() - t0
         virtual += res.row["round_virtual_s"]
+        # The last round: --rounds done, or the virtual time budget spent (same-clock comparisons).
+        last = r == cfg.rounds - 1 or (cfg.time_budget_s is not None and virtual >= cfg.time_budget_s)
+        t0 = time.perf_counter()
+        acc = run.evaluate() if (r + 1) % cfg.eval_every == 0 or last else math.nan
+        res.row["round_wall_s"] += time.perf_counter() - t0
         wall += res.row["round_wall_s"]
         res.row.update(virtual_time_s=virtual, wall_time_s=wall, test_accuracy=acc)
         rows.append(res.row)
@@ -110,6 +112,8 @@ def _sync_loop(run: Run, cfg: RunConfig, log) -> tuple[pd.DataFrame, pd.DataFram
             bar.update(1)
         else:
             log(f"round {r + 1}/{cfg.rounds}: acc {acc:.4f} virtual {virtual:.1f}s wall {wall:.1f}s")
+        if last:
+            break
     if bar is not None:
         bar.close()
     return pd.DataFrame(rows), pd.DataFrame(agent_rows), pd.DataFrame(plan_rows)

@@ -81,7 +81,7 @@ def format_summary(summary: dict) -> str:
         f"virtual time         {fmt(summary['virtual_time_s'], ' s')}  (simulated training time under the heterogeneity profile)",
         f"wall time            {fmt(summary['wall_time_s'], ' s')}  (real time of the rounds on this cluster)",
         f"start-up             {fmt(summary['startup_s'], ' s')}  (Ray start, actors, data, profiling)",
-        f"peak memory          {fmt(summary['peak_memory_mb'], ' MB')}  (machine memory in use above its level before the run)",
+        f"peak memory          {fmt(summary['peak_memory_mb'], ' MB')}  (PSS of the driver and its local Ray processes)",
     ]
     if tgt is not None:
         lines.append(f"time to {100 * tgt:.1f}%        {fmt(summary.get('time_to_target_s'), ' s')}  (virtual; '-' = not reached)")

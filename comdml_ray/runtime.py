@@ -126,25 +126,43 @@ def plan_layout(cfg: RunConfig, resources: dict) -> Layout:
 
 
 class MemoryWatch:
-    """Peak of the machine's used memory (total - available) above its level at start, sampled every 0.25 s."""
+    """Peak memory of this run: proportional set size (PSS) summed over the driver and its process tree.
 
-    def __init__(self) -> None:
-        vm = psutil.virtual_memory()
-        self.baseline = vm.total - vm.available
-        self.peak = self.baseline
+    A local Ray started by the driver (GCS, raylet, dashboard, the agent actors and
+    their share of the object store's shared memory) lives in that tree, so the peak
+    is the run's own footprint, unaffected by other programs on the machine.  With
+    --address only the driver is counted.  Sampled once a second.
+    """
+
+    def __init__(self, interval_s: float = 1.0) -> None:
+        self.interval_s = interval_s
+        self.peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
+    @staticmethod
+    def sample() -> int:
+        me = psutil.Process()
+        total = 0
+        for p in [me, *me.children(recursive=True)]:
+            try:
+                total += p.memory_full_info().pss
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                pass
+        return total
+
     def _loop(self) -> None:
-        while not self._stop.wait(0.25):
-            vm = psutil.virtual_memory()
-            self.peak = max(self.peak, vm.total - vm.available)
+        while True:
+            self.peak = max(self.peak, self.sample())
+            if self._stop.wait(self.interval_s):
+                return
 
     def stop(self) -> float:
+        """Stop sampling; the peak in MB."""
         self._stop.set()
         self._thread.join()
-        return (self.peak - self.baseline) / 2**20
+        return self.peak / 2**20
 
 
 # ----------------------------------------------------------------------------- the run
