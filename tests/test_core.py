@@ -104,3 +104,29 @@ def test_config_rejects_bad_input(change):
         RunConfig(**change).validate()
     msg = str(e.value)
     assert msg.endswith(".") and "\n" not in msg
+
+
+def test_layout_packs_only_when_the_cluster_is_short():
+    from comdml_ray.runtime import plan_layout
+
+    big = {"CPU": 128, "memory": 512 * 2**30}
+    lay = plan_layout(RunConfig(agents=100).validate(), big)
+    assert len(lay.groups) == 100 and lay.reason == "one agent per actor"
+    small = {"CPU": 2, "memory": 17 * 2**30}
+    lay = plan_layout(RunConfig(agents=100).validate(), small)
+    assert [len(g) for g in lay.groups] == [50, 50]
+    # memory, not CPUs, limits: 64 CPUs but 8 GB -> fewer, fuller actors
+    lay = plan_layout(RunConfig(agents=100, cpus_per_agent=0.5).validate(), {"CPU": 64, "memory": 8 * 2**30})
+    assert 1 < len(lay.groups) < 100
+    assert sorted(k for g in lay.groups for k in g) == list(range(100))
+    lay = plan_layout(RunConfig(agents=8, gpus_per_agent=0.25).validate(), {"CPU": 16, "GPU": 1, "memory": 64 * 2**30})
+    assert len(lay.groups) == 4
+
+
+def test_layout_refuses_what_memory_cannot_hold():
+    from comdml_ray.runtime import plan_layout
+
+    with pytest.raises(ConfigError, match=r"at most \d+ agents fit"):
+        plan_layout(RunConfig(agents=1000, model="resnet110", dataset="cifar10").validate(), {"CPU": 2, "memory": 4 * 2**30})
+    with pytest.raises(ConfigError, match="GPUs"):
+        plan_layout(RunConfig(agents=4, gpus_per_agent=0.5).validate(), {"CPU": 4, "memory": 8 * 2**30})
