@@ -123,7 +123,7 @@ def format_table(t: pd.DataFrame) -> str:
     lines = [f"{'setting':8} {'algorithm':9} {'final acc':>9} {'rounds':>6} {'target':>7} {'time to target':>15} {'vs local':>9} {'virtual s':>10} {'wall s':>7}"]
     for r in t.itertuples():
         ttt = "not reached" if pd.isna(r.time_to_target_s) else f"{r.time_to_target_s:.0f} s"
-        red = "-" if pd.isna(r.reduction_vs_local) else f"{-100 * r.reduction_vs_local:+.0f}%"
+        red = "-" if (pd.isna(r.reduction_vs_local) or r.algorithm == "local") else f"{-100 * r.reduction_vs_local:+.0f}%"
         tgt = "-" if pd.isna(r.target_accuracy) else f"{100 * r.target_accuracy:.1f}%"
         lines.append(f"{r.setting:8} {r.algorithm:9} {100 * r.final_accuracy:8.1f}% {r.rounds:6d} {tgt:>7} {ttt:>15} {red:>9} {r.virtual_time_s:10.0f} {r.wall_time_s:7.0f}")
     lines.append("time to target: virtual seconds until the averaged model first reaches the target accuracy; "
