@@ -1,10 +1,158 @@
-"""Group-side steps of the asynchronous baselines (AD-PSGD, Swift, DivShare); mixed into AgentGroup.
+"""Group-side steps of the event-driven baselines (AD-PSGD, Swift, DivShare); mixed into AgentGroup.
 
-Placeholder: the baselines issue fills this in.
+Owns what an actor does when the driver's event clock (`comdml_ray/baselines.py`)
+says "agent k finished a local step" or "these models/fragments reach agent k":
+- `StepReport`: the small report of one local step (loss sum, batches) the driver reads;
+- `FragmentSpec` and `fragment_indices`: DivShare's seeded cut of a flat model into
+  Omega fragments, computed the same way by sender and receiver, so only the values
+  travel through the object store;
+- `AsyncSteps`: the methods (one per event kind and algorithm) that `AgentGroup`
+  gains; in Ray they are actor methods, called in virtual-time order by the driver.
+
+A local step is one round's worth of local work (`--local-epochs` passes over the
+shard, `Agent.train_alone`).  It is run when the driver processes the step's finish
+event, from the parameters the agent had when the step started:
+- if nobody touched the agent's model during the step (Swift, DivShare: only the
+  agent itself changes its model), that is simply its current model, trained in place;
+- if a neighbour averaged with it mid-step (AD-PSGD's passive side), the first such
+  average saved the step's start value, and the finish applies the update computed
+  from it on top of the current parameters, x_k <- x_k_now + (trained - start),
+  as AD-PSGD applies a gradient computed on stale parameters.
+So an evaluation between a step's start and finish sees the agent's current model,
+never the result of a step that has not finished in virtual time.
+Vectors are `flatten(model)`: parameters and BatchNorm buffers as one float32 array.
+No Ray imports: the Ray runtime resolves ObjectRef arguments before a method runs.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
+
+from comdml_ray.training import flatten, unflatten_into
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """What one finished local step reports to the driver (weights stay in the store)."""
+
+    agent: int
+    loss_sum: float  # sum of per-batch mean losses
+    batches: int
+
+
+@dataclass(frozen=True)
+class FragmentSpec:
+    """Which fragment a received array is: fragment q of sender's model after its step `step`."""
+
+    sender: int
+    step: int
+    q: int
+
+
+def fragment_indices(num_params: int, fragments: int, seed: int, sender: int, step: int) -> list[np.ndarray]:
+    """DivShare's cut: a permutation seeded by (seed, sender, step), sliced into `fragments` parts.
+
+    Sender and receivers compute the same index sets, so a fragment travels as its
+    values alone.  Every parameter lies in exactly one fragment.
+    """
+    perm = np.random.default_rng([seed, sender, step]).permutation(num_params)
+    return np.array_split(perm, fragments)
+
 
 class AsyncSteps:
-    """Methods AgentGroup gains for event-driven baselines (see comdml_ray/baselines.py)."""
+    """Methods AgentGroup gains for the event-driven baselines (see comdml_ray/baselines.py)."""
+
+    # ------------------------------------------------------------------ shared
+    @property
+    def _step_starts(self) -> dict[int, np.ndarray]:
+        """agent -> its parameters at the start of the running step, saved on the first mid-step average."""
+        if "_async_starts" not in self.__dict__:
+            self._async_starts: dict[int, np.ndarray] = {}
+        return self._async_starts
+
+    def _touch(self, k: int, mid_step: bool) -> None:
+        """Agent k's model is about to be changed by someone else: keep the running step's start value."""
+        if mid_step and k not in self._step_starts:
+            # Nothing changed the model since the step started, so this is the start value.
+            self._step_starts[k] = flatten(self.agents[k].model)
+
+    def _train_step(self, k: int) -> StepReport:
+        """Run agent k's local step from the parameters it had when the step started (see module doc)."""
+        a = self.agents[k]
+        start = self._step_starts.pop(k, None)
+        if start is None:
+            stats = a.train_alone()
+        else:
+            current = flatten(a.model)
+            unflatten_into(a.model, start)
+            stats = a.train_alone()
+            # float64 sum so the update is not lost to rounding when current is large.
+            update = flatten(a.model).astype(np.float64) - start
+            unflatten_into(a.model, (current + update).astype(np.float32))
+        return StepReport(k, stats.loss_sum, stats.batches)
+
+    def async_snapshot(self, k: int) -> np.ndarray:
+        """Agent k's current flat model (into the store, for a partner)."""
+        return flatten(self.agents[k].model)
+
+    # ------------------------------------------------------------------ AD-PSGD
+    def adpsgd_finish(self, k: int) -> StepReport:
+        return self._train_step(k)
+
+    def adpsgd_average(self, k: int, mid_step: bool, other: np.ndarray) -> np.ndarray:
+        """Passive side of a pairwise average: x_k <- (x_k + x_other) / 2; returns the mean for the partner."""
+        self._touch(k, mid_step)
+        a = self.agents[k]
+        mean = ((flatten(a.model).astype(np.float64) + other) / 2).astype(np.float32)
+        unflatten_into(a.model, mean)
+        return mean
+
+    def adpsgd_set(self, k: int, mid_step: bool, mean: np.ndarray) -> None:
+        """Active side of a pairwise average: take the mean the partner computed (x_i = x_j)."""
+        self._touch(k, mid_step)
+        unflatten_into(self.agents[k].model, mean)
+
+    # ------------------------------------------------------------------ Swift
+    def swift_finish(self, k: int, weights: list[float], *models: np.ndarray) -> tuple[StepReport, np.ndarray]:
+        """Finish a step, then mix with the last model received from each neighbour; never waits.
+
+        `weights` = [w_kk, w_kj for each of `models`] (Metropolis-Hastings over the
+        neighbours k has a model of, w_kk = 1 - their sum).  Returns the report and the
+        trained (pre-mix) model, which the driver sends to k's neighbours.
+        """
+        rep = self._train_step(k)
+        trained = flatten(self.agents[k].model)
+        mixed = weights[0] * trained.astype(np.float64)
+        for w, x in zip(weights[1:], models, strict=True):
+            mixed += w * x
+        unflatten_into(self.agents[k].model, mixed.astype(np.float32))
+        return rep, trained
+
+    # ------------------------------------------------------------------ DivShare
+    def divshare_finish(self, k: int, step: int, fragments: int, received: list[FragmentSpec], *values: np.ndarray) -> tuple:
+        """Finish step `step`, cut the trained model into fragments, then aggregate what arrived.
+
+        Each parameter becomes the mean of its local (trained) value and every copy of
+        it received since k's last step.  Returns (report, fragment_0 .. fragment_{Omega-1})
+        of the trained model, which the driver sends to random agents.
+        """
+        rep = self._train_step(k)
+        a = self.agents[k]
+        trained = flatten(a.model)
+        mine = fragment_indices(trained.size, fragments, self.cfg.seed, k, step)
+        out = [trained[idx] for idx in mine]
+        if received:
+            total = trained.astype(np.float64)
+            count = np.ones(trained.size)
+            cuts: dict[tuple[int, int], list[np.ndarray]] = {}
+            for spec, vals in zip(received, values, strict=True):
+                key = (spec.sender, spec.step)
+                if key not in cuts:
+                    cuts[key] = fragment_indices(trained.size, fragments, self.cfg.seed, *key)
+                idx = cuts[key][spec.q]
+                total[idx] += vals
+                count[idx] += 1
+            unflatten_into(a.model, (total / count).astype(np.float32))
+        return (rep, *out)
