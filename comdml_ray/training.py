@@ -128,10 +128,11 @@ class SuffixTrainer:
         loss = F.cross_entropy(self.suffix(zb), yb)
         loss.backward()
         self.optim.step()
-        self.stats.loss_sum += loss.item()
+        value = loss.item()
+        self.stats.loss_sum += value
         self.stats.batches += 1
         self.stats.samples += len(y)
-        return float(loss)
+        return value
 
 
 def float_keys(model: nn.Module, keys: list[str] | None = None) -> list[str]:
