@@ -25,7 +25,7 @@ import numpy as np
 import psutil
 import ray
 from ray.exceptions import RayActorError, RayTaskError
-from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from comdml_ray.actors import AgentHostActor
@@ -236,10 +236,14 @@ class Run:
                 return f"the actor hosting {who} died ({type(err).__name__}); see its log under /tmp/ray/session_latest/logs and rerun."
         return f"an agent actor died ({err}); rerun."
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout_s: float = 30.0) -> None:
+        """Kill the actors and free their placement group before returning, so the next run finds the resources free."""
         for h in self.hosts:
             ray.kill(h)
         remove_placement_group(self.pg)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and placement_group_table(self.pg).get("state") != "REMOVED":
+            time.sleep(0.1)
 
     # ------------------------------------------------------------------ one round
     def run_round(self, r: int) -> RoundResult:
