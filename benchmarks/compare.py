@@ -33,7 +33,7 @@ elif _ROOT not in sys.path:
 
 import pandas as pd  # noqa: E402
 
-from benchmarks.run import build_parser  # noqa: E402
+from benchmarks.run import build_parser, exit_code_of  # noqa: E402
 from comdml_ray.config import ALGORITHMS, ConfigError, RunConfig  # noqa: E402
 
 SETTINGS = {
@@ -132,16 +132,11 @@ def format_table(t: pd.DataFrame) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from comdml_ray.data import DatasetError
-
-    try:
+    def job() -> None:
         cfg, algos, settings, out, factor = parse(argv)
-        cfg.validate()
-        compare(cfg, algos, settings, out, factor)
-    except (ConfigError, DatasetError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        compare(cfg.validate(), algos, settings, out, factor)
+
+    return exit_code_of(job)
 
 
 if __name__ == "__main__":

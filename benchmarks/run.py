@@ -105,23 +105,29 @@ def config_from_args(argv: list[str] | None = None) -> RunConfig:
     return RunConfig(**fields, progress=not a.no_progress)
 
 
-def main(argv: list[str] | None = None) -> int:
+def exit_code_of(job) -> int:
+    """Run `job()`; a user's mistake (flag, dataset, cluster too small) is one sentence and exit 2, a dead actor exit 1."""
     from comdml_ray.data import DatasetError
+    from comdml_ray.runtime import AgentFailure
 
     try:
-        cfg = config_from_args(argv).validate()
-        from comdml_ray.experiment import run_experiment
-        from comdml_ray.runtime import AgentFailure
-
-        try:
-            run_experiment(cfg)
-        except AgentFailure as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+        job()
     except (ConfigError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except AgentFailure as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    def job() -> None:
+        from comdml_ray.experiment import run_experiment
+
+        run_experiment(config_from_args(argv).validate())
+
+    return exit_code_of(job)
 
 
 if __name__ == "__main__":

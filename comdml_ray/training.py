@@ -59,6 +59,17 @@ class TrainStats:
         return self.loss_sum / max(self.batches, 1)
 
 
+def sgd_step(optim: torch.optim.Optimizer, loss: torch.Tensor, stats: TrainStats, samples: int) -> float:
+    """Backward and one optimizer step on `loss` (gradients zeroed by the caller); counted in stats."""
+    loss.backward()
+    optim.step()
+    value = loss.item()
+    stats.loss_sum += value
+    stats.batches += 1
+    stats.samples += samples
+    return value
+
+
 def train_full(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batches: list[torch.Tensor], optim: torch.optim.Optimizer) -> TrainStats:
     """Ordinary local training of the whole model on the given index batches."""
     model.train()
@@ -66,12 +77,7 @@ def train_full(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batches: list
     for idx in batches:
         xb, yb = x[idx], y[idx]
         optim.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(xb), yb)
-        loss.backward()
-        optim.step()
-        stats.loss_sum += loss.item()
-        stats.batches += 1
-        stats.samples += len(idx)
+        sgd_step(optim, F.cross_entropy(model(xb), yb), stats, len(idx))
     return stats
 
 
@@ -98,12 +104,7 @@ def train_prefix(
         xb, yb = x[idx], y[idx]
         optim.zero_grad(set_to_none=True)
         z = prefix(xb)  # (B, C_m, H_m, W_m)
-        loss = F.cross_entropy(aux(z), yb)
-        loss.backward()
-        optim.step()
-        stats.loss_sum += loss.item()
-        stats.batches += 1
-        stats.samples += len(idx)
+        sgd_step(optim, F.cross_entropy(aux(z), yb), stats, len(idx))
         chunk.append((z.detach().to("cpu", torch.float32).numpy(), yb.to("cpu").numpy()))
         if len(chunk) == chunk_batches:
             yield chunk
@@ -125,14 +126,7 @@ class SuffixTrainer:
         zb = torch.from_numpy(z).to(self.device)
         yb = torch.from_numpy(y).to(self.device)
         self.optim.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(self.suffix(zb), yb)
-        loss.backward()
-        self.optim.step()
-        value = loss.item()
-        self.stats.loss_sum += value
-        self.stats.batches += 1
-        self.stats.samples += len(y)
-        return value
+        return sgd_step(self.optim, F.cross_entropy(self.suffix(zb), yb), self.stats, len(y))
 
 
 def float_keys(model: nn.Module, keys: list[str] | None = None) -> list[str]:
