@@ -17,7 +17,11 @@ event, from the parameters the agent had when the step started:
 - if a neighbour averaged with it mid-step (AD-PSGD's passive side), the first such
   average saved the step's start value, and the finish applies the update computed
   from it on top of the current parameters, x_k <- x_k_now + (trained - start),
-  as AD-PSGD applies a gradient computed on stale parameters.
+  as AD-PSGD applies a gradient computed on stale parameters.  BatchNorm running
+  statistics are moving averages, not gradient steps: they become what the step's
+  batches give when the average starts from the current value,
+  trained + (1 - momentum)^batches * (now - start), which stays a valid variance
+  (adding trained - start drove running variances negative: NaN, 10% accuracy).
 So an evaluation between a step's start and finish sees the agent's current model,
 never the result of a step that has not finished in virtual time.
 Vectors are `flatten(model)`: parameters and BatchNorm buffers as one float32 array.
@@ -30,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from comdml_ray.training import flatten, unflatten_into
+from comdml_ray.training import flatten, float_keys, unflatten_into
 
 
 @dataclass(frozen=True)
@@ -85,13 +89,36 @@ class AsyncSteps:
         if start is None:
             stats = a.train_alone()
         else:
-            current = flatten(a.model)
+            current = flatten(a.model).astype(np.float64)
             unflatten_into(a.model, start)
             stats = a.train_alone()
-            # float64 sum so the update is not lost to rounding when current is large.
-            update = flatten(a.model).astype(np.float64) - start
-            unflatten_into(a.model, (current + update).astype(np.float32))
+            trained = flatten(a.model).astype(np.float64)
+            new = current + (trained - start)  # parameters: the stale update on top of the current values
+            # BatchNorm running statistics are moving averages, not gradient steps: adding
+            # (trained - start) can drive a running variance negative (NaN in eval).  The
+            # average after T batches is linear in its initial value with weight (1-m)^T, so
+            # the same batches seen from the current value give trained + (1-m)^T (current - start).
+            is_buf, keep = self._buffer_layout(a.model)
+            decay = keep[is_buf] ** stats.batches
+            new[is_buf] = trained[is_buf] + decay * (current[is_buf] - start[is_buf])
+            unflatten_into(a.model, new.astype(np.float32))
         return StepReport(k, stats.loss_sum, stats.batches)
+
+    def _buffer_layout(self, model) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of running statistics in the flat vector, and 1 - momentum of their module, (P,) each."""
+        if "_async_buffers" not in self.__dict__:
+            params = {name for name, _ in model.named_parameters()}
+            sd = model.state_dict()
+            is_buf, keep = [], []
+            for key in float_keys(model):
+                n = sd[key].numel()
+                buf = key not in params
+                mom = getattr(model.get_submodule(key.rpartition(".")[0]), "momentum", None) if buf else None
+                is_buf.append(np.full(n, buf))
+                # momentum None (cumulative average) or unknown: keep the trained statistics.
+                keep.append(np.full(n, 1.0 - mom if isinstance(mom, float) else 0.0))
+            self._async_buffers = (np.concatenate(is_buf), np.concatenate(keep))
+        return self._async_buffers
 
     def async_snapshot(self, k: int) -> np.ndarray:
         """Agent k's current flat model (into the store, for a partner)."""

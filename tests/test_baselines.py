@@ -104,13 +104,19 @@ def test_adpsgd_update_of_a_mid_step_agent_lands_on_its_averaged_parameters():
     groups, _, _ = build(cfg)
     twin, _, _ = build(cfg)  # same seed: agent 1 computes the same step from the same start
     start = model(groups, 1)
-    other = start + 0.01 * np.random.default_rng(0).standard_normal(start.size)
-    groups[0].adpsgd_average(1, True, other.astype(np.float32))  # a neighbour averages with 1 mid-step
-    groups[0].adpsgd_finish(1)
+    groups[0].adpsgd_finish(0)
+    other = model(groups, 0)  # a trained neighbour: its BN running variances are far below the initial 1
+    groups[0].adpsgd_average(1, True, other.astype(np.float32))  # the neighbour averages with 1 mid-step
+    rep = groups[0].adpsgd_finish(1)
     twin[0].adpsgd_finish(1)  # nobody touched the twin: plain training from the same start
-    trained = model(twin, 1)
-    expected = (start + other) / 2 + (trained - start)
-    assert np.allclose(model(groups, 1), expected, atol=1e-5)
+    trained, now = model(twin, 1), (start + other) / 2
+    is_buf, keep = groups[0]._buffer_layout(groups[0].agents[1].model)
+    expected = now + (trained - start)  # parameters: AD-PSGD's stale update
+    expected[is_buf] = trained[is_buf] + keep[is_buf] ** rep.batches * (now - start)[is_buf]  # running statistics
+    got = model(groups, 1)
+    assert is_buf.any() and np.allclose(got, expected, atol=1e-5)
+    sd = groups[0].agents[1].model.state_dict()
+    assert all((v > 0).all() for key, v in sd.items() if key.endswith("running_var"))
 
 
 def test_swift_mixes_its_trained_model_with_the_last_received_ones():
