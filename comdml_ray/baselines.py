@@ -24,7 +24,7 @@ of the N-th finish, with the mean test accuracy of `--eval-agents` agents' curre
 models then (asynchronous models never agree; as `Run.evaluate` does under gossip).
 agents.csv has, per row and agent: steps finished in that row, their mean loss, the
 absolute virtual time of its last finish (asynchronous methods have no rounds), the
-bytes it sent that were delivered.
+bytes it sent that were delivered, and its own test accuracy if it was evaluated.
 
 Algorithms (time model of ALGORITHM.md section 3; links i->j at the slower end's bandwidth):
 - dpsgd: every round all agents train, then one Metropolis-Hastings gossip step on
@@ -314,7 +314,8 @@ class Recorder:
                     loss_sum[k] += v
                 for k, v in rep.batches.items():
                     batches[k] += v
-        acc = float(np.mean([a for d in accs for a in d.values()])) if accs else math.nan
+        per_agent = {k: a for d in accs for k, a in d.items()}
+        acc = float(np.mean(list(per_agent.values()))) if per_agent else math.nan
         row = {
             "round": p.index, "virtual_time_s": p.virtual_time_s, "wall_time_s": wall,
             "train_loss": float(loss_sum.sum() / max(batches.sum(), 1)), "test_accuracy": acc,
@@ -326,6 +327,7 @@ class Recorder:
             "partner": -1, "split": -1,
             "train_loss": float(loss_sum[k] / batches[k]) if batches[k] else math.nan,
             "bytes_sent": int(p.bytes_sent[k]), "bytes_offloaded": 0, "steps": int(p.steps[k]),
+            "test_accuracy": per_agent.get(k, math.nan),
         } for k in range(self.n)]
         self.last_wall, self.last_virtual = wall, p.virtual_time_s
         self.rows.append(row)
