@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default=d.out, help="output folder (default results/<timestamp>)")
     g.add_argument("--no-progress", action="store_true", help="print one line per round instead of a progress bar")
     g = p.add_argument_group("Ray placement")
-    g.add_argument("--address", default=d.address, help="Ray cluster to join ('auto' inside a cluster); default: start a local one")
+    g.add_argument("--address", default=d.address, help="Ray cluster to join ('auto' inside a cluster); default: the cluster running a `ray job submit` job (RAY_ADDRESS), else a new local one")
     g.add_argument("--cpus-per-agent", type=float, default=d.cpus_per_agent, help="CPUs reserved per agent actor")
     g.add_argument("--gpus-per-agent", type=float, default=d.gpus_per_agent, help="fraction of a GPU per agent actor (0.25 = four per GPU)")
     g.add_argument("--agents-per-actor", default=d.agents_per_actor, help="agents one actor hosts, or auto (one each when the cluster has room)")

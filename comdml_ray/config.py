@@ -76,7 +76,7 @@ class RunConfig:
     out: str | None = None
     progress: bool = True
     # --- Ray placement
-    address: str | None = None  # None: start a local Ray; "auto": attach to a running cluster
+    address: str | None = None  # None: RAY_ADDRESS if set (ray job submit), else a new local Ray; "auto": attach to a running cluster
     cpus_per_agent: float = 1.0
     gpus_per_agent: float = 0.0
     agents_per_actor: str | int = "auto"

@@ -28,6 +28,17 @@ def default_out_dir() -> str:
     return os.path.join("results", datetime.now().strftime("%Y%m%d-%H%M%S"))
 
 
+def _aggregation_rule(cfg: RunConfig) -> str:
+    """How this run averages, in words: --aggregation applies to local and comdml only."""
+    rules = {
+        "dpsgd": f"gossip on {cfg.topology}",
+        "adpsgd": f"pairwise on {cfg.topology}",
+        "swift": f"last models of {cfg.topology} neighbours",
+        "divshare": f"{cfg.fragments} fragments to {cfg.fanout} agents",
+    }
+    return rules.get(cfg.algorithm, cfg.aggregation)
+
+
 def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False) -> dict:
     """Run cfg to the end; returns the summary dict (also written to summary.json)."""
     cfg.validate()
@@ -58,7 +69,7 @@ def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False) -> dict:
             "rounds": int(len(rounds)),
             "dataset": cfg.dataset,
             "model": cfg.model,
-            "aggregation": cfg.aggregation,
+            "aggregation": _aggregation_rule(cfg),
             "heterogeneity": cfg.heterogeneity,
             "final_accuracy": float(evaluated["test_accuracy"].iloc[-1]) if len(evaluated) else None,
             "best_accuracy": float(evaluated["test_accuracy"].max()) if len(evaluated) else None,

@@ -60,10 +60,14 @@ def start_ray(cfg: RunConfig) -> None:
             ray.init(address=cfg.address, log_to_driver=False)
         except ConnectionError:
             raise ConfigError(f"no Ray cluster found at --address {cfg.address}; start one with `ray up` / `ray start --head`, or drop --address to run locally.") from None
+    elif os.environ.get("RAY_ADDRESS"):
+        # Inside `ray job submit` (or with RAY_ADDRESS exported): the cluster that runs the job.
+        ray.init(log_to_driver=False)
     else:
-        # Workers import this project from its root, wherever the driver was started from.
+        # A Ray of this run's own ("local"), never one another user or session started on
+        # this machine. Workers import this project from its root, wherever the driver ran.
         path = os.pathsep.join(p for p in (PROJECT_ROOT, os.environ.get("PYTHONPATH", "")) if p)
-        ray.init(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, log_to_driver=False,
+        ray.init(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": path}})
 
 
