@@ -18,11 +18,13 @@ What keeps 10,000 agents fast:
   number of slow agents left, and match only the rest;
 - the lower bound is tried first: on realistic instances it is usually the optimum;
 - before any max flow, one pass of a greedy matching (proves "feasible" when it covers
-  everyone) and of Hall's condition on prefixes of rows (proves "infeasible").
+  everyone) and of Hall's condition on prefixes of rows (proves "infeasible");
+- an infeasible max flow leaves its Hall violator (rows reachable in the residual graph:
+  fewer helpers than rows); later probes try the last few before matching.
 The hard case is a dense random (N, N) link matrix with half the agents slow: nearly
 every slow agent needs one of the few fast ones, so each search step that the cheap
-pass cannot settle is a max flow over ~N^2/5 edges: 3,000 agents take seconds, 10,000
-a minute or two. Per-agent links (`from_agent_links`) and the benchmark's instances
+passes cannot settle is a max flow over ~N^2/5 edges: 3,000 agents take 2 s, 10,000
+about 27 s (benchmarks/README.md). Per-agent links (`from_agent_links`) and the benchmark's instances
 settle at the lower bound in a few probes.
 """
 
@@ -34,13 +36,14 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.sparse import csr_array
-from scipy.sparse.csgraph import maximum_flow
+from scipy.sparse.csgraph import breadth_first_order, maximum_flow
 
 from .problem import OffloadProblem, Plan, _Costs, evaluate_plan
 
 __all__ = ["exact", "lower_bound", "counting_bound"]
 
 _BLOCK_ELEMS = 2_000_000  # (rows x cols x splits) per costing block: ~16 MB per temporary
+_VIOLATORS_KEPT = 4  # Hall violators remembered from infeasible max flows
 
 
 def counting_bound(a: np.ndarray, helpers_can_serve: int) -> float:
@@ -140,6 +143,11 @@ class _Matcher:
         self.a_slow = a[e.slow]  # (S,)
         s = e.slow.size
         self.row_of = np.repeat(np.arange(s), np.diff(e.start))  # (E,)
+        # Hall violators found by earlier infeasible max flows (rows of the slow set):
+        # a set X with fewer helpers than rows at T stays one at every lower T (edges
+        # only disappear, rows only join the slow set), and often still is one a little
+        # above T, so a probe tries them before any matching.
+        self.violators: list[np.ndarray] = []
 
     def match(self, t: float, assign: bool = False) -> np.ndarray | None:
         """None if T = t is infeasible; else (S,) helper of each slow agent with a > t
@@ -160,6 +168,8 @@ class _Matcher:
             return None
         if np.count_nonzero(np.bincount(e.col[sel], minlength=self.n)) < n_need:
             return None  # fewer usable helpers than agents that need one (Hall, cheaply)
+        if self._violated(sel, need):
+            return None
         # Peel: a row whose degree is at least the number of rows still in play always
         # finds a free neighbour afterwards, so only the rest needs a real matching.
         need_rows = np.flatnonzero(need)
@@ -187,6 +197,20 @@ class _Matcher:
                 out[r] = free[0]
                 taken[free[0]] = True
         return out
+
+    def _violated(self, sel: np.ndarray, need: np.ndarray) -> bool:
+        """True if a remembered Hall violator still has fewer helpers than rows."""
+        in_x = np.zeros(need.size, dtype=bool)
+        for x in self.violators:
+            x = x[need[x]]
+            if x.size == 0:
+                continue
+            in_x[:] = False
+            in_x[x] = True
+            m = sel & in_x[self.row_of]
+            if np.count_nonzero(np.bincount(self.e.col[m], minlength=self.n)) < x.size:
+                return True
+        return False
 
     def _match_core(self, core: np.ndarray, sel: np.ndarray, deg: np.ndarray, assign: bool) -> np.ndarray | None:
         """Helpers covering the `core` rows (ascending) over the selected edges, or None.
@@ -250,6 +274,14 @@ class _Matcher:
         g = csr_array((np.ones(indices.size, dtype=np.int32), indices, indptr), shape=(sink + 1, sink + 1))
         res = maximum_flow(g, 0, sink, method="dinic")
         if res.flow_value < r:
+            # The rows reachable from the source in the residual graph have fewer
+            # helpers than rows (Koenig): remember them for later probes.
+            resid = g - res.flow
+            resid.data[resid.data < 0] = 0
+            resid.eliminate_zeros()
+            reach = breadth_first_order(resid, 0, return_predecessors=False)
+            rows = reach[(reach >= 1) & (reach <= r)] - 1
+            self.violators = [core[rows]] + self.violators[: _VIOLATORS_KEPT - 1]
             return None
         if not assign:
             return np.zeros(0, dtype=np.int64)

@@ -22,6 +22,7 @@ import solvers
 import solvers.greedy as greedy_mod
 import solvers.ilp as ilp_mod
 from solvers import OffloadProblem, Plan, SplitTable, evaluate_plan, no_offload_plan, solve
+from solvers.problem import _Costs
 
 # ---------------------------------------------------------------- plain-Python oracles
 
@@ -405,6 +406,57 @@ def test_exact_on_near_critical_matchings(seed: int, flow_only: bool, monkeypatc
     ex = solve(p, "exact")
     assert ex.makespan == _naive_exact(p)
     assert ex.lower_bound <= ex.makespan
+
+
+def _bimodal_dense(seed: int, n: int = 300) -> OffloadProblem:
+    """benchmarks/solvers.py's `bimodal` stress instance: half the agents 8x slower, every
+    link drawn on its own, seven cuts of a ResNet-56 (32x32 activations, batch 32)."""
+    rng = np.random.default_rng(seed)
+    batches = np.ceil(np.maximum(32, np.round(600 * np.exp(rng.normal(0.0, 0.3, n)))) / 32)
+    slow = rng.random(n) < 0.5
+    sec = 0.025 * np.where(slow, 8 * np.exp(rng.normal(0, 0.2, n)), np.exp(rng.normal(0, 0.5, n)))
+    cum = np.cumsum([0.02] + [0.16] * 6)
+    chw = np.array([16, 64, 64, 32, 32, 16, 16]) * 1024.0
+    splits = SplitTable(np.arange(1, 8), cum + 0.01, 1.0 - cum, 32 * chw * 4 + 256)
+    bw = rng.uniform(1e6, 1e8, (n, n))
+    return OffloadProblem(batches, sec, bw, rng.uniform(0, 0.2, (n, n)), splits,
+                          overhead_s=4.72e6 / bw.mean(axis=1))
+
+
+def test_remembered_hall_violators_only_refuse_infeasible_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A probe refused by a Hall violator from an earlier max flow is infeasible for a
+    matcher that remembers nothing, the plan is the one found without the shortcut,
+    and the shortcut is taken on these near-critical instances."""
+    import solvers.exact as exact_mod
+
+    refused: list[float] = []
+    original_violated, original_match = exact_mod._Matcher._violated, exact_mod._Matcher.match
+    probe: dict = {}
+
+    def match(self, t, assign=False):
+        probe["t"] = t
+        return original_match(self, t, assign)
+
+    def violated(self, sel, need):
+        hit = original_violated(self, sel, need)
+        if hit:
+            fresh = exact_mod._Matcher(self.e, probe["a"], self.n)
+            assert fresh.match(probe["t"]) is None, f"a violator refused the feasible threshold {probe['t']}"
+            refused.append(probe["t"])
+        return hit
+
+    for seed in range(3):
+        p = _bimodal_dense(seed)
+        monkeypatch.setattr(exact_mod._Matcher, "_violated", lambda self, sel, need: False)
+        without = solve(p, "exact")
+        monkeypatch.setattr(exact_mod._Matcher, "_violated", violated)
+        monkeypatch.setattr(exact_mod._Matcher, "match", match)
+        probe["a"] = _Costs(p).a
+        with_shortcut = solve(p, "exact")
+        monkeypatch.setattr(exact_mod._Matcher, "match", original_match)
+        assert with_shortcut.makespan == without.makespan
+        assert with_shortcut.partner.tolist() == without.partner.tolist()
+    assert refused, "no probe was settled by a remembered violator"
 
 
 def test_solvers_are_deterministic() -> None:
