@@ -28,8 +28,8 @@ bytes it sent that were delivered, and its own test accuracy if it was evaluated
 
 Algorithms (time model of ALGORITHM.md section 3; links i->j at the slower end's bandwidth):
 - dpsgd: every round all agents train, then one Metropolis-Hastings gossip step on
-  `--topology`; an agent's round time is B_k c_k + deg_k |w| / bw_k + 2 l (as the
-  synchronous loop under `--aggregation gossip`); the round ends at a barrier.
+  `--topology`; an agent's round time is B_k c_k + sum over its neighbours j of
+  (|w| / bw_kj + l_kj) (as the synchronous loop under `--aggregation gossip`); the round ends at a barrier.
 - adpsgd: the topology is split into active and passive agents (its 2-colouring when
   bipartite, else even/odd ids; active agents average only with passive neighbours,
   so two averages never wait on each other).  An active agent that finishes a step

@@ -44,9 +44,11 @@ def exchange_seconds(aggregation: str, nbrs: list[list[int]], bw: np.ndarray, la
 
     allreduce: 2(N-1) synchronous ring steps, each moving model_bytes/N over every
       ring link, so each step lasts as long as the slowest link takes (same for all).
-    gossip: an agent sends its model to each neighbour over its own link, one after
-      the other: deg_i * model_bytes / bw_i + latency.
-    `bw` and `lat` are the per-agent link figures (bytes/s, seconds).
+    gossip: an agent sends its model to each neighbour, one after the other, each over
+      that link (ALGORITHM.md: |w| / nu to each neighbour): sum over neighbours j of
+      model_bytes / min(bw_i, bw_j) + lat_i + lat_j.
+    `bw` and `lat` are the per-agent link figures (bytes/s, seconds); a link runs at its
+    slower end's bandwidth and pays both ends' latency (`profiles.link_matrices`).
     """
     n = len(nbrs)
     if n == 1:
@@ -55,8 +57,7 @@ def exchange_seconds(aggregation: str, nbrs: list[list[int]], bw: np.ndarray, la
         nxt = (np.arange(n) + 1) % n
         step = np.max((model_bytes / n) / np.minimum(bw, bw[nxt]) + lat + lat[nxt])
         return np.full(n, 2 * (n - 1) * step)
-    deg = np.array([len(x) for x in nbrs])
-    return deg * model_bytes / bw + 2 * lat
+    return np.array([sum(model_bytes / min(bw[i], bw[j]) + lat[i] + lat[j] for j in nb) for i, nb in enumerate(nbrs)])
 
 
 def round_finish_times(

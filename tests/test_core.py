@@ -62,6 +62,12 @@ def test_exchange_seconds():
     assert ar == pytest.approx(np.full(4, 2 * 3 * 1.0))  # 6 steps of 1 MB at 1 MB/s
     g = exchange_seconds("gossip", nbrs, bw, np.zeros(4), 4_000_000)
     assert g == pytest.approx(np.full(4, 8.0))  # 2 neighbours x 4 MB
+    # Each link at its slower end, both ends' latency: agent 0 (1 MB/s) next to 1 and 3.
+    bw, lat = np.array([1e6, 4e6, 2e6, 0.5e6]), np.array([0.01, 0.02, 0.03, 0.04])
+    g = exchange_seconds("gossip", nbrs, bw, lat, 4_000_000)
+    assert g[0] == pytest.approx((4 / 1 + 0.03) + (4 / 0.5 + 0.05))
+    assert g[1] == pytest.approx((4 / 1 + 0.03) + (4 / 2 + 0.05))
+    assert g[2] == pytest.approx((4 / 2 + 0.05) + (4 / 0.5 + 0.07))
 
 
 def test_paper_profiles_and_links():
