@@ -3,9 +3,9 @@
 Owns what an actor does when the driver's event clock (`comdml_ray/baselines.py`)
 says "agent k finished a local step" or "these models/fragments reach agent k":
 - `StepReport`: the small report of one local step (loss sum, batches) the driver reads;
-- `FragmentSpec` and `fragment_indices`: DivShare's seeded cut of a flat model into
-  Omega fragments, computed the same way by sender and receiver, so only the values
-  travel through the object store;
+- `FragmentSpec`, `fragment_indices` and `fragment_sizes`: DivShare's seeded cut of
+  every tensor of a flat model into Omega fragments, computed the same way by sender
+  and receiver, so only the values travel through the object store;
 - `AsyncSteps`: the methods (one per event kind and algorithm) that `AgentGroup`
   gains; in Ray they are actor methods, called in virtual-time order by the driver.
 
@@ -30,6 +30,7 @@ No Ray imports: the Ray runtime resolves ObjectRef arguments before a method run
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,14 +56,28 @@ class FragmentSpec:
     q: int
 
 
-def fragment_indices(num_params: int, fragments: int, seed: int, sender: int, step: int) -> list[np.ndarray]:
-    """DivShare's cut: a permutation seeded by (seed, sender, step), sliced into `fragments` parts.
+def fragment_indices(tensor_sizes: Sequence[int], fragments: int, seed: int, sender: int, step: int) -> list[np.ndarray]:
+    """DivShare's cut: every tensor permuted (seeded by seed, sender, step) and sliced into
+    `fragments` parts; fragment q is slice q of every tensor (ALGORITHM.md section 6).
 
+    `tensor_sizes` are the sizes of the tensors in the flat vector's order (`flatten`).
     Sender and receivers compute the same index sets, so a fragment travels as its
-    values alone.  Every parameter lies in exactly one fragment.
+    values alone.  Every parameter lies in exactly one fragment, and each fragment holds
+    floor or ceil of 1/fragments of every tensor.
     """
-    perm = np.random.default_rng([seed, sender, step]).permutation(num_params)
-    return np.array_split(perm, fragments)
+    rng = np.random.default_rng([seed, sender, step])
+    parts: list[list[np.ndarray]] = [[] for _ in range(fragments)]
+    offset = 0
+    for size in tensor_sizes:
+        for q, piece in enumerate(np.array_split(offset + rng.permutation(size), fragments)):
+            parts[q].append(piece)
+        offset += size
+    return [np.concatenate(p) if p else np.zeros(0, dtype=np.int64) for p in parts]
+
+
+def fragment_sizes(tensor_sizes: Sequence[int], fragments: int) -> list[int]:
+    """Values in each fragment of `fragment_indices` (the same for every sender and step)."""
+    return [sum(s // fragments + (q < s % fragments) for s in tensor_sizes) for q in range(fragments)]
 
 
 class AsyncSteps:
@@ -158,6 +173,14 @@ class AsyncSteps:
         return rep, trained
 
     # ------------------------------------------------------------------ DivShare
+    def tensor_sizes(self) -> list[int]:
+        """Sizes of the model's floating tensors in `flatten` order (every agent's model has the same)."""
+        if "_async_tensor_sizes" not in self.__dict__:
+            model = next(iter(self.agents.values())).model
+            sd = model.state_dict()
+            self._async_tensor_sizes = [int(sd[key].numel()) for key in float_keys(model)]
+        return self._async_tensor_sizes
+
     def divshare_finish(self, k: int, step: int, fragments: int, received: list[FragmentSpec], *values: np.ndarray) -> tuple:
         """Finish step `step`, cut the trained model into fragments, then aggregate what arrived.
 
@@ -168,7 +191,8 @@ class AsyncSteps:
         rep = self._train_step(k)
         a = self.agents[k]
         trained = flatten(a.model)
-        mine = fragment_indices(trained.size, fragments, self.cfg.seed, k, step)
+        sizes = self.tensor_sizes()
+        mine = fragment_indices(sizes, fragments, self.cfg.seed, k, step)
         out = [trained[idx] for idx in mine]
         if received:
             total = trained.astype(np.float64)
@@ -177,7 +201,7 @@ class AsyncSteps:
             for spec, vals in zip(received, values, strict=True):
                 key = (spec.sender, spec.step)
                 if key not in cuts:
-                    cuts[key] = fragment_indices(trained.size, fragments, self.cfg.seed, *key)
+                    cuts[key] = fragment_indices(sizes, fragments, self.cfg.seed, *key)
                 idx = cuts[key][spec.q]
                 total[idx] += vals
                 count[idx] += 1

@@ -69,7 +69,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
-from comdml_ray.async_steps import FragmentSpec, StepReport
+from comdml_ray.async_steps import FragmentSpec, StepReport, fragment_sizes
 from comdml_ray.clock import exchange_seconds
 from comdml_ray.config import RunConfig
 from comdml_ray.profiles import AgentProfile, drift_slowdowns, link_matrices
@@ -526,8 +526,8 @@ class DivShare(AsyncLoop):
         super().__init__(ex, st, cfg)
         self.omega = cfg.fragments
         self.fanout = min(cfg.fanout, st.n - 1)
-        sizes = [len(a) for a in np.array_split(np.arange(st.model_bytes // FLOAT_BYTES), self.omega)]
-        self.fragment_bytes = [s * FLOAT_BYTES for s in sizes]
+        (tensors,) = ex.fetch([ex.call(0, "tensor_sizes")])  # one small list from the first actor
+        self.fragment_bytes = [s * FLOAT_BYTES for s in fragment_sizes(tensors, self.omega)]
         self.inbox: list[list[tuple[FragmentSpec, Any]]] = [[] for _ in range(st.n)]
 
     def on_step_done(self, k: int, step: int, t: float) -> None:

@@ -17,6 +17,12 @@ Time model per round (c_k = base seconds per batch * slowdown_k):
   when the helper is done and has sent the suffix back (suffix_bytes / nu_ij + l_ij):
       finish_i = max(slow side, transfer, helper side + return of the suffix)
 - every agent then adds the model exchange of the averaging step.
+Not timed: the suffix weights i sends j at the round's start (counted in bytes_sent).
+They travel while j trains its own batches, which take seconds where the suffix
+(< 0.1 MB for the default CNN, 2.4 MB for ResNet-56) takes milliseconds to a quarter
+second, so with the presets they set no finish time. The solvers' time model
+(ALGORITHM.md) leaves out both suffix trips; the return trip is why the simulated
+finish is 1.0002-1.0007x the predicted one (benchmarks/README.md).
 Round time = max over agents (a barrier); training time = the sum of round times.
 No torch, no Ray.
 """

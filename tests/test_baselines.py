@@ -12,7 +12,7 @@ import ray
 import torch
 
 from comdml_ray.agent import AgentGroup, LocalStore
-from comdml_ray.async_steps import FragmentSpec, fragment_indices
+from comdml_ray.async_steps import FragmentSpec, fragment_indices, fragment_sizes
 from comdml_ray.baselines import (
     ADPSGD,
     EventClock,
@@ -135,7 +135,7 @@ def test_divshare_one_fragment_to_all_other_agents_is_a_full_average():
     sent = [g.divshare_finish(k, 0, 1, [])[1] for k in (1, 2, 3)]  # Omega = 1: the fragment is the whole model
     rep, mine = g.divshare_finish(0, 0, 1, [FragmentSpec(k, 0, 0) for k in (1, 2, 3)], *sent)
     assert rep.batches > 0
-    models = [unpermute([f], sender) for f, sender in zip([mine, *sent], (0, 1, 2, 3))]
+    models = [unpermute(g, [f], sender) for f, sender in zip([mine, *sent], (0, 1, 2, 3))]
     assert not np.allclose(models[0], models[1])
     expected = sum(models) / 4
     assert np.allclose(model(groups, 0), expected, atol=1e-6)
@@ -148,12 +148,20 @@ def test_divshare_per_parameter_mean_over_the_copies_received():
     frags1 = g.divshare_finish(1, 0, 4, [])[1:]
     frags2 = g.divshare_finish(2, 0, 4, [])[1:]
     p = frags1[0].size + frags1[1].size + frags1[2].size + frags1[3].size
-    cut1, cut2 = fragment_indices(p, 4, cfg.seed, 1, 0), fragment_indices(p, 4, cfg.seed, 2, 0)
+    sizes = g.tensor_sizes()
+    assert sum(sizes) == p and [f.size for f in frags1] == fragment_sizes(sizes, 4)
+    cut1, cut2 = fragment_indices(sizes, 4, cfg.seed, 1, 0), fragment_indices(sizes, 4, cfg.seed, 2, 0)
     assert np.array_equal(np.sort(np.concatenate(cut1)), np.arange(p))  # fragments partition the model
+    # each fragment holds a quarter (floor or ceil) of every tensor, drawn at random within it
+    bounds = np.cumsum([0, *sizes])
+    for idx in cut1:
+        per_tensor = np.histogram(idx, bins=bounds)[0]
+        assert np.all(np.abs(per_tensor - np.asarray(sizes) / 4) < 1)
+    assert not np.array_equal(cut1[0], cut2[0])
     # agent 0 got fragment 0 of agent 1 and fragments 0, 3 of agent 2
     specs = [FragmentSpec(1, 0, 0), FragmentSpec(2, 0, 0), FragmentSpec(2, 0, 3)]
     _, *mine = g.divshare_finish(0, 0, 4, specs, frags1[0], frags2[0], frags2[3])
-    trained = unpermute(mine, 0)
+    trained = unpermute(g, mine, 0)
     total, count = trained.copy(), np.ones(p)
     for idx, vals in [(cut1[0], frags1[0]), (cut2[0], frags2[0]), (cut2[3], frags2[3])]:
         total[idx] += vals
@@ -162,11 +170,11 @@ def test_divshare_per_parameter_mean_over_the_copies_received():
     assert np.allclose(model(groups, 0), total / count, atol=1e-6)
 
 
-def unpermute(fragments, sender: int, step: int = 0) -> np.ndarray:
+def unpermute(group, fragments, sender: int, step: int = 0) -> np.ndarray:
     """The flat model a sender's fragments (in its seeded permuted order) were cut from."""
     p = sum(f.size for f in fragments)
     out = np.empty(p)
-    for idx, vals in zip(fragment_indices(p, len(fragments), 0, sender, step), fragments):
+    for idx, vals in zip(fragment_indices(group.tensor_sizes(), len(fragments), 0, sender, step), fragments):
         out[idx] = vals
     return out
 
