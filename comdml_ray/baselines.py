@@ -37,11 +37,13 @@ Algorithms (time model of ALGORITHM.md section 3; links i->j at the slower end's
   x_i = x_j = (x_i + x_j)/2 at that instant and sends the mean back: the active
   agent starts its next step 2 (|w|/bw + l) after its finish.  Passive agents only
   train; an average that lands mid-step is handled as in `async_steps`.
-- swift: on finishing a step an agent queues its model to each neighbour on its link,
-  mixes with the last model it has received from each neighbour (Metropolis-Hastings
+- swift: on finishing a step an agent queues its model to each neighbour on its link
+  (dropping copies of its previous model not yet started: only the newest is worth
+  sending, and a slow link would otherwise queue stale models without end), mixes
+  with the last model it has received from each neighbour (Metropolis-Hastings
   weights over itself and those neighbours) and starts its next step at once.
-- divshare: on finishing a step an agent cuts its trained model into `--fragments`
-  Omega fragments (seeded permutation), queues each to `--fanout` J random other
+- divshare: on finishing a step an agent cuts every tensor of its trained model into
+  `--fragments` Omega fragments (seeded permutation per tensor), queues each to `--fanout` J random other
   agents (fragment after fragment on its link), drops what is still unsent of its
   previous step, and sets each parameter to the mean of its value and all copies
   received since its last step.
