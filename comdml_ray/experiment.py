@@ -39,6 +39,13 @@ def _aggregation_rule(cfg: RunConfig) -> str:
     return rules.get(cfg.algorithm, cfg.aggregation)
 
 
+def _evaluated_models(cfg: RunConfig) -> str:
+    """Which model(s) the reported test accuracy is of: one when all agents hold the same model."""
+    if cfg.algorithm in ("local", "comdml") and cfg.aggregation == "allreduce":
+        return "averaged model"
+    return f"mean over {min(cfg.eval_agents, cfg.agents)} agents' models"
+
+
 def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False) -> dict:
     """Run cfg to the end; returns the summary dict (also written to summary.json)."""
     cfg.validate()
@@ -70,6 +77,7 @@ def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False) -> dict:
             "dataset": cfg.dataset,
             "model": cfg.model,
             "aggregation": _aggregation_rule(cfg),
+            "evaluated": _evaluated_models(cfg),
             "heterogeneity": cfg.heterogeneity,
             "final_accuracy": float(evaluated["test_accuracy"].iloc[-1]) if len(evaluated) else None,
             "best_accuracy": float(evaluated["test_accuracy"].max()) if len(evaluated) else None,

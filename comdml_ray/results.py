@@ -59,7 +59,7 @@ def plot_accuracy(curves: dict[str, pd.DataFrame], path: str, target: float | No
     if target:
         ax.axhline(100 * target, color="grey", ls="--", lw=1, label=f"target {100 * target:.1f}%")
     ax.set_xlabel("virtual training time (s)")
-    ax.set_ylabel("test accuracy of the averaged model (%)")
+    ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -77,7 +77,7 @@ def format_summary(summary: dict) -> str:
     tgt = summary.get("target_acc")
     lines = [
         f"algorithm            {summary['algorithm']} ({summary['agents']} agents, {summary['rounds']} rounds, {summary['aggregation']})",
-        f"final test accuracy  {fmt(None if acc is None else 100 * acc, '%')}  (averaged model, {summary['dataset']} test set)",
+        f"final test accuracy  {fmt(None if acc is None else 100 * acc, '%')}  ({summary.get('evaluated', 'averaged model')}, {summary['dataset']} test set)",
         f"virtual time         {fmt(summary['virtual_time_s'], ' s')}  (simulated training time under the heterogeneity profile)",
         f"wall time            {fmt(summary['wall_time_s'], ' s')}  (real time of the rounds on this cluster)",
         f"start-up             {fmt(summary['startup_s'], ' s')}  (Ray start, actors, data, profiling)",
