@@ -49,7 +49,8 @@ def test_local_run_writes_results_and_is_reproducible(tmp_path):
     for col in ("test_accuracy", "train_loss", "virtual_time_s", "bytes_sent"):
         assert r1[col].tolist() == r2[col].tolist()
     assert s1["final_accuracy"] > 0.3
-    assert json.load(open(tmp_path / "a" / "summary.json"))["agents"] == 6
+    saved = json.load(open(tmp_path / "a" / "summary.json"))
+    assert saved["agents"] == 6 and saved["evaluated"] == "averaged model"
 
 
 def test_comdml_with_equal_speeds_equals_local(tmp_path):
