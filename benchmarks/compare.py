@@ -126,7 +126,8 @@ def format_table(t: pd.DataFrame) -> str:
         red = "-" if (pd.isna(r.reduction_vs_local) or r.algorithm == "local") else f"{-100 * r.reduction_vs_local:+.0f}%"
         tgt = "-" if pd.isna(r.target_accuracy) else f"{100 * r.target_accuracy:.1f}%"
         lines.append(f"{r.setting:8} {r.algorithm:9} {100 * r.final_accuracy:8.1f}% {r.rounds:6d} {tgt:>7} {ttt:>15} {red:>9} {r.virtual_time_s:10.0f} {r.wall_time_s:7.0f}")
-    lines.append("time to target: virtual seconds until the averaged model first reaches the target accuracy; "
+    lines.append("time to target: virtual seconds until the reported accuracy first reaches the target (local and comdml under all-reduce: "
+                 "the averaged model; otherwise the mean over --eval-agents agents' models); "
                  "vs local: change of that time relative to local (negative = faster).")
     return "\n".join(lines)
 
