@@ -189,8 +189,8 @@ class Run:
         self.log(f"layout: {len(self.layout.groups)} actors, {self.layout.reason}")
         self.owner = {k: g for g, ids in enumerate(self.layout.groups) for k in ids}
         strategy = "PACK" if cfg.placement == "pack" else "SPREAD"
-        bundle = {"CPU": self.layout.cpus} | ({"GPU": self.layout.gpus} if self.layout.gpus > 0 else {})
-        self.pg = placement_group([bundle] * len(self.layout.groups), strategy=strategy)
+        self.bundle = {"CPU": self.layout.cpus} | ({"GPU": self.layout.gpus} if self.layout.gpus > 0 else {})
+        self.pg = placement_group([self.bundle] * len(self.layout.groups), strategy=strategy)
         if not self.pg.wait(timeout_seconds=120):
             raise ConfigError("the cluster could not place all agent actors within 120 s; check `ray status` for free CPUs/GPUs or lower --agents/--cpus-per-agent.")
         self.hosts = []
@@ -240,14 +240,27 @@ class Run:
                 return f"the actor hosting {who} died ({type(err).__name__}); see its log under /tmp/ray/session_latest/logs and rerun."
         return f"an agent actor died ({err}); rerun."
 
-    def shutdown(self, timeout_s: float = 30.0) -> None:
-        """Kill the actors and free their placement group before returning, so the next run finds the resources free."""
+    def shutdown(self, timeout_s: float = 30.0, release_wait_s: float = 5.0) -> None:
+        """Kill the actors and free their placement group before returning, so the next run finds the resources free.
+
+        "REMOVED" comes before the bundles' CPUs/GPUs are back in the pool the scheduler
+        sees; a PACK group created in that gap lands on other nodes. So also wait (at most
+        release_wait_s: another job may take them) until the pool has grown by the group.
+        """
+        held = {k: v * len(self.layout.groups) for k, v in self.bundle.items()}
+        before = ray.available_resources()
         for h in self.hosts:
             ray.kill(h)
         remove_placement_group(self.pg)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and placement_group_table(self.pg).get("state") != "REMOVED":
             time.sleep(0.1)
+        deadline = time.monotonic() + release_wait_s
+        while time.monotonic() < deadline:
+            now = ray.available_resources()
+            if all(now.get(k, 0.0) >= before.get(k, 0.0) + v - 1e-6 for k, v in held.items()):
+                break
+            time.sleep(0.05)
 
     # ------------------------------------------------------------------ one round
     def run_round(self, r: int) -> RoundResult:
