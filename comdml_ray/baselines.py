@@ -205,13 +205,12 @@ class Setting:
               base_sec_per_batch: float, model_bytes: int) -> "Setting":
         n = cfg.agents
         link_bw, link_lat = link_matrices(profiles)
-        eval_ids = sorted(set(np.linspace(0, n - 1, min(cfg.eval_agents, n)).round().astype(int).tolist()))
         return Setting(
             n=n, owner=dict(owner), num_groups=num_groups, batches=np.asarray(batches, dtype=float),
             slowdown=np.array([p.slowdown for p in profiles]), base_sec_per_batch=base_sec_per_batch,
             model_bytes=int(model_bytes), link_bw=link_bw, link_lat=link_lat,
             agent_bw=np.array([p.bandwidth_Bps for p in profiles]), agent_lat=np.array([p.latency_s for p in profiles]),
-            nbrs=neighbours(cfg.topology, n, cfg.degree, cfg.seed), eval_ids=eval_ids, drift=cfg.drift, seed=cfg.seed,
+            nbrs=neighbours(cfg.topology, n, cfg.degree, cfg.seed), eval_ids=cfg.eval_agent_ids(), drift=cfg.drift, seed=cfg.seed,
         )
 
 

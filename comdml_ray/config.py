@@ -11,6 +11,8 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
+
 ALGORITHMS = ("local", "comdml", "dpsgd", "adpsgd", "swift", "divshare")
 SYNC_ALGORITHMS = ("local", "comdml", "dpsgd")
 AGGREGATIONS = ("allreduce", "gossip")
@@ -87,6 +89,18 @@ class RunConfig:
 
     def replace(self, **changes) -> "RunConfig":
         return dataclasses.replace(self, **changes)
+
+    @property
+    def one_model(self) -> bool:
+        """Every agent ends a round with the same model: local/comdml under exact all-reduce."""
+        return self.algorithm in ("local", "comdml") and self.aggregation == "allreduce"
+
+    def eval_agent_ids(self) -> list[int]:
+        """Agents whose models are evaluated: agent 0 when all hold one model, else --eval-agents spread over the ids."""
+        if self.one_model:
+            return [0]
+        n = self.agents
+        return sorted(set(np.linspace(0, n - 1, min(self.eval_agents, n)).round().astype(int).tolist()))
 
     def validate(self) -> "RunConfig":
         """Raise ConfigError (one sentence, naming the fix) on the first bad setting."""

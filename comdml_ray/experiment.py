@@ -41,9 +41,7 @@ def _aggregation_rule(cfg: RunConfig) -> str:
 
 def _evaluated_models(cfg: RunConfig) -> str:
     """Which model(s) the reported test accuracy is of: one when all agents hold the same model."""
-    if cfg.algorithm in ("local", "comdml") and cfg.aggregation == "allreduce":
-        return "averaged model"
-    return f"mean over {min(cfg.eval_agents, cfg.agents)} agents' models"
+    return "averaged model" if cfg.one_model else f"mean over {len(cfg.eval_agent_ids())} agents' models"
 
 
 def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False) -> dict:

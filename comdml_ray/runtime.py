@@ -189,8 +189,8 @@ class Run:
         self.log(f"layout: {len(self.layout.groups)} actors, {self.layout.reason}")
         self.owner = {k: g for g, ids in enumerate(self.layout.groups) for k in ids}
         strategy = "PACK" if cfg.placement == "pack" else "SPREAD"
-        self.bundle = {"CPU": self.layout.cpus} | ({"GPU": self.layout.gpus} if self.layout.gpus > 0 else {})
-        self.pg = placement_group([self.bundle] * len(self.layout.groups), strategy=strategy)
+        bundle = {"CPU": self.layout.cpus} | ({"GPU": self.layout.gpus} if self.layout.gpus > 0 else {})
+        self.pg = placement_group([bundle] * len(self.layout.groups), strategy=strategy)
         if not self.pg.wait(timeout_seconds=120):
             raise ConfigError("the cluster could not place all agent actors within 120 s; check `ray status` for free CPUs/GPUs or lower --agents/--cpus-per-agent.")
         self.hosts = []
@@ -247,7 +247,10 @@ class Run:
         sees; a PACK group created in that gap lands on other nodes. So also wait (at most
         release_wait_s: another job may take them) until the pool has grown by the group.
         """
-        held = {k: v * len(self.layout.groups) for k, v in self.bundle.items()}
+        held: dict[str, float] = {}
+        for b in self.pg.bundle_specs:
+            for k, v in b.items():
+                held[k] = held.get(k, 0.0) + v
         before = ray.available_resources()
         for h in self.hosts:
             ray.kill(h)
@@ -361,8 +364,7 @@ class Run:
 
     def evaluate(self) -> float:
         """Test accuracy of the averaged model(s): one model under allreduce (all equal), else the mean over --eval-agents."""
-        n = self.cfg.agents
-        ids = [0] if self.cfg.aggregation == "allreduce" else sorted(set(np.linspace(0, n - 1, min(self.cfg.eval_agents, n)).round().astype(int).tolist()))
+        ids = self.cfg.eval_agent_ids()
         by_group: dict[int, list[int]] = {}
         for k in ids:
             by_group.setdefault(self.owner[k], []).append(k)
