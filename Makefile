@@ -1,5 +1,5 @@
 # Two commands for a fresh machine (see README): `make run` and `make test`.
-# Both create .venv from requirements.txt when it is missing or older than it.
+# Both create .venv from requirements.txt (and the project itself, editable) when it is missing or older.
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -7,9 +7,10 @@ ARGS   ?=
 
 .PHONY: run test compare solvers-bench clean
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
 run: $(VENV)/.installed
@@ -22,7 +23,7 @@ compare: $(VENV)/.installed
 	$(PY) benchmarks/compare.py $(ARGS)
 
 solvers-bench: $(VENV)/.installed
-	$(PY) benchmarks/solvers.py $(ARGS)
+	$(PY) benchmarks/solver_bench.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

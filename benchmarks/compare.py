@@ -25,16 +25,11 @@ from __future__ import annotations
 import os
 import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
-    sys.path[0] = _ROOT  # benchmarks/solvers.py must not shadow the solvers package
-elif _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
 
-import pandas as pd  # noqa: E402
+import pandas as pd
 
-from benchmarks.run import build_parser, exit_code_of  # noqa: E402
-from comdml_ray.config import ALGORITHMS, ConfigError, RunConfig  # noqa: E402
+from benchmarks.run import build_parser, exit_code_of
+from comdml_ray.config import ALGORITHMS, ConfigError, RunConfig
 
 SETTINGS = {
     "compute": dict(heterogeneity="paper", slow_link_share=0.0),

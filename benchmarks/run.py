@@ -14,17 +14,10 @@ the run ends with one sentence on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-# Run as a script, the project root replaces this folder on the path: benchmarks/solvers.py must not shadow the solvers package.
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
-    sys.path[0] = _ROOT
-elif _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
 
-from comdml_ray.config import (  # noqa: E402
+from comdml_ray.config import (
     AGGREGATIONS,
     ALGORITHMS,
     DATASET_NAMES,

@@ -1,23 +1,34 @@
-"""The Ray actor that hosts agents, its object-store transport, and its dashboard metrics.
+"""Ray's implementation of the agent backend: the actor that hosts agents, its transport, collective and metrics.
 
-Owns `RayStore` (put/get/prefetch on Ray's object store: numpy arrays travel
-zero-copy), `AgentHost` (an `AgentGroup` living in an actor process: picks its
-device from the GPU ids Ray assigned, caps its share of a shared GPU, limits torch
-threads to its CPUs) and `AgentMetrics` (the `ray.util.metrics` gauges and counters,
-tagged by agent, that the Ray dashboard shows).  All agent logic lives in
-`comdml_ray.agent`; this module only adapts it to Ray.
+Owns
+- `RayStore`: put/get/prefetch on Ray's object store (numpy arrays travel zero-copy);
+- `AgentHost`: an `AgentGroup` living in an actor process: picks its device from the
+  GPU ids Ray assigned, caps its share of a shared GPU, limits torch threads to its
+  CPUs, joins the run's `ray.util.collective` group (GLOO on CPU, NCCL on GPUs) and
+  runs its half of the round's all-reduce (`allreduce`);
+- `RayBackend`: `backend.Backend` on these actors: every typed method is an actor
+  call that returns ObjectRefs; `average` starts the collective on every actor at
+  once (one call each per round); `fetch` turns a dead actor into `AgentFailure`
+  naming its agents, from Ray's own error;
+- `AgentMetrics`: the `ray.util.metrics` gauges and counters, tagged by agent, that
+  the Ray dashboard shows.
+All agent logic lives in `comdml_ray.agent` and its mixins; this module only adapts it to Ray.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import ray
+from ray.exceptions import RayActorError, RayTaskError
 from ray.util import metrics
 
 from comdml_ray.agent import AgentGroup, AgentInfo
-from comdml_ray.config import RunConfig
+from comdml_ray.backend import Backend
+from comdml_ray.config import ConfigError, RunConfig
+from comdml_ray.data import DatasetArrays, DatasetError
 
 METRIC_NAMES = (
     "comdml_round",
@@ -79,12 +90,17 @@ class AgentMetrics:
         self.accuracy.set(acc)
 
 
+class AgentFailure(RuntimeError):
+    """An actor died; the message names the agents it hosted."""
+
+
 class AgentHost(AgentGroup):
     """An AgentGroup inside a Ray actor: device from Ray's GPU ids, CPU threads from its share.
 
-    The constructor only picks the device; `setup()` loads data and builds the agents,
-    so a user-caused fault there (a missing dataset) reaches the driver as an exception
-    it can print in one sentence (a failing actor constructor only says the actor died).
+    The constructor only picks the device; `setup()` builds the agents from the dataset
+    (one object in the store, mapped zero-copy), so a user-caused fault there reaches
+    the driver as an exception it can print in one sentence (a failing actor
+    constructor only says the actor died).
     """
 
     def __init__(self, group_id: int, agent_ids: list[int], cfg: RunConfig):
@@ -101,21 +117,45 @@ class AgentHost(AgentGroup):
         self.gpu_ids = [str(g) for g in gpu_ids]
         self._args = (group_id, list(agent_ids), cfg)
         self.device_name = device
+        self.collective: tuple[str, int] | None = None  # (group name, world size)
 
-    def setup(self) -> list[AgentInfo]:
-        """Load the data, build the agents; returns their descriptions."""
+    def setup(self, data: DatasetArrays) -> list[AgentInfo]:
+        """Build the agents on the shared dataset; returns their descriptions."""
         group_id, agent_ids, cfg = self._args
-        AgentGroup.__init__(self, group_id, agent_ids, cfg, RayStore(), self.device_name)
+        AgentGroup.__init__(self, group_id, agent_ids, cfg, data, RayStore(), self.device_name)
         self.metrics = AgentMetrics()
         return self.describe()
+
+    def join_collective(self, name: str, world_size: int) -> None:
+        """Join the run's collective group as rank = group id (every actor calls this at once)."""
+        if world_size > 1:
+            from ray.util import collective
+
+            backend = "nccl" if self.device_name.startswith("cuda") else "gloo"
+            collective.init_collective_group(world_size, self.group_id, backend=backend, group_name=name)
+        self.collective = (name, world_size)
+
+    def allreduce(self, model: bool, aux: bool) -> None:
+        """This actor's half of the round's all-reduce: pre-reduce its agents, sum over actors, apply."""
+        import torch
+
+        total = self.reduce_partial(model, aux)
+        name, world = self.collective
+        if world > 1 and total.size:
+            from ray.util import collective
+
+            t = torch.from_numpy(total).to(self.device)
+            collective.allreduce(t, group_name=name)
+            total = t.cpu().numpy()
+        self.apply_total(total, model, aux)
 
     def __repr__(self) -> str:
         ids = self._args[1]
         who = f"agent {ids[0]:03d}" if len(ids) == 1 else f"agents {ids[0]:03d}-{ids[-1]:03d}"
-        if not hasattr(self, "profiles"):
+        if not hasattr(self, "agents"):
             return f"AgentHost({who} on {self.device_name}, not set up)"
         extra = "" if len(ids) == 1 else f" (+{len(ids) - 1} more)"
-        return f"AgentHost({who} on {self.device_name}, {self.profiles[ids[0]]!r}{extra})"
+        return f"AgentHost({who} on {self.device_name}, {self.agents[ids[0]].profile!r}{extra})"
 
     def placement(self) -> dict:
         """Where this actor runs: node id, pid, device and GPU ids (for tests and the summary)."""
@@ -129,3 +169,48 @@ class AgentHost(AgentGroup):
 
 
 AgentHostActor = ray.remote(AgentHost)
+
+
+class RayBackend(Backend):
+    """The typed agent methods as calls on the run's AgentHost actors; handles are ObjectRefs."""
+
+    def __init__(self, hosts: list, groups: list[list[int]]):
+        self.hosts = hosts
+        self.groups = groups
+        self.num_groups = len(hosts)
+        self.calls = 0  # remote calls the driver made (the summary reports them per round)
+
+    def _call(self, g: int, fn: Callable, *args: Any, returns: int | None = None) -> Any:
+        self.calls += 1
+        method = getattr(self.hosts[g], fn.__name__)
+        if returns is None:
+            return method.remote(*args)
+        out = method.options(num_returns=returns).remote(*args)
+        return [out] if returns == 1 else list(out)
+
+    def fetch(self, handles: list) -> list:
+        """ray.get that turns a dead actor into a message naming its agents (never a hang)."""
+        try:
+            return ray.get(list(handles))
+        except RayActorError as e:
+            raise AgentFailure(self._who_died(e)) from None
+        except RayTaskError as e:
+            if isinstance(e.cause, (ConfigError, DatasetError)):
+                raise e.cause from None
+            raise
+
+    def _who_died(self, err: RayActorError) -> str:
+        ids_by_actor = {h._actor_id.hex(): self.groups[g] for g, h in enumerate(self.hosts)}
+        ids = ids_by_actor.get(getattr(err, "actor_id", None) or "")
+        if ids is None:
+            return f"an agent actor died ({type(err).__name__}); see `ray logs` for its output and rerun."
+        who = f"agent {ids[0]}" if len(ids) == 1 else f"agents {ids[0]}-{ids[-1]}"
+        return f"the actor hosting {who} died ({type(err).__name__}); see its log under /tmp/ray/session_latest/logs and rerun."
+
+    def average(self, model: bool, aux: bool) -> list:
+        self.calls += self.num_groups
+        return [h.allreduce.remote(model, aux) for h in self.hosts]
+
+    def record_metrics(self, g: int, rows: list[dict], accuracy: float | None) -> None:
+        self.calls += 1
+        self.hosts[g].record_metrics.remote(rows, accuracy)

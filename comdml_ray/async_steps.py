@@ -25,7 +25,8 @@ event, from the parameters the agent had when the step started:
 So an evaluation between a step's start and finish sees the agent's current model,
 never the result of a step that has not finished in virtual time.
 Vectors are `flatten(model)`: parameters and BatchNorm buffers as one float32 array.
-No Ray imports: the Ray runtime resolves ObjectRef arguments before a method runs.
+Payloads (models, fragments) travel as `store.Shipped` refs put by the actor that owns
+them, never as return values.  No Ray imports.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from comdml_ray.store import Shipped
 from comdml_ray.training import flatten, float_keys, unflatten_into
 
 
@@ -135,29 +137,29 @@ class AsyncSteps:
             self._async_buffers = (np.concatenate(is_buf), np.concatenate(keep))
         return self._async_buffers
 
-    def async_snapshot(self, k: int) -> np.ndarray:
-        """Agent k's current flat model (into the store, for a partner)."""
-        return flatten(self.agents[k].model)
+    def async_snapshot(self, k: int) -> Shipped:
+        """Agent k's current flat model, put in the store for a partner."""
+        return Shipped.of(self.store, flatten(self.agents[k].model))
 
     # ------------------------------------------------------------------ AD-PSGD
     def adpsgd_finish(self, k: int) -> StepReport:
         return self._train_step(k)
 
-    def adpsgd_average(self, k: int, mid_step: bool, other: np.ndarray) -> np.ndarray:
+    def adpsgd_average(self, k: int, mid_step: bool, other: Shipped) -> Shipped:
         """Passive side of a pairwise average: x_k <- (x_k + x_other) / 2; returns the mean for the partner."""
         self._touch(k, mid_step)
         a = self.agents[k]
-        mean = ((flatten(a.model).astype(np.float64) + other) / 2).astype(np.float32)
+        mean = ((flatten(a.model).astype(np.float64) + other.open(self.store)) / 2).astype(np.float32)
         unflatten_into(a.model, mean)
-        return mean
+        return Shipped.of(self.store, mean)
 
-    def adpsgd_set(self, k: int, mid_step: bool, mean: np.ndarray) -> None:
+    def adpsgd_set(self, k: int, mid_step: bool, mean: Shipped) -> None:
         """Active side of a pairwise average: take the mean the partner computed (x_i = x_j)."""
         self._touch(k, mid_step)
-        unflatten_into(self.agents[k].model, mean)
+        unflatten_into(self.agents[k].model, mean.open(self.store))
 
     # ------------------------------------------------------------------ Swift
-    def swift_finish(self, k: int, weights: list[float], *models: np.ndarray) -> tuple[StepReport, np.ndarray]:
+    def swift_finish(self, k: int, weights: list[float], *models: Shipped) -> tuple[StepReport, Shipped]:
         """Finish a step, then mix with the last model received from each neighbour; never waits.
 
         `weights` = [w_kk, w_kj for each of `models`] (Metropolis-Hastings over the
@@ -168,9 +170,9 @@ class AsyncSteps:
         trained = flatten(self.agents[k].model)
         mixed = weights[0] * trained.astype(np.float64)
         for w, x in zip(weights[1:], models, strict=True):
-            mixed += w * x
+            mixed += w * x.open(self.store)
         unflatten_into(self.agents[k].model, mixed.astype(np.float32))
-        return rep, trained
+        return rep, Shipped.of(self.store, trained)
 
     # ------------------------------------------------------------------ DivShare
     def tensor_sizes(self) -> list[int]:
@@ -181,7 +183,7 @@ class AsyncSteps:
             self._async_tensor_sizes = [int(sd[key].numel()) for key in float_keys(model)]
         return self._async_tensor_sizes
 
-    def divshare_finish(self, k: int, step: int, fragments: int, received: list[FragmentSpec], *values: np.ndarray) -> tuple:
+    def divshare_finish(self, k: int, step: int, fragments: int, received: list[FragmentSpec], *values: Shipped) -> tuple:
         """Finish step `step`, cut the trained model into fragments, then aggregate what arrived.
 
         Each parameter becomes the mean of its local (trained) value and every copy of
@@ -193,7 +195,7 @@ class AsyncSteps:
         trained = flatten(a.model)
         sizes = self.tensor_sizes()
         mine = fragment_indices(sizes, fragments, self.cfg.seed, k, step)
-        out = [trained[idx] for idx in mine]
+        out = [Shipped.of(self.store, trained[idx]) for idx in mine]
         if received:
             total = trained.astype(np.float64)
             count = np.ones(trained.size)
@@ -203,7 +205,7 @@ class AsyncSteps:
                 if key not in cuts:
                     cuts[key] = fragment_indices(sizes, fragments, self.cfg.seed, *key)
                 idx = cuts[key][spec.q]
-                total[idx] += vals
+                total[idx] += vals.open(self.store)
                 count[idx] += 1
             unflatten_into(a.model, (total / count).astype(np.float32))
         return (rep, *out)

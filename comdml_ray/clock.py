@@ -16,6 +16,7 @@ Time model per round (c_k = base seconds per batch * slowdown_k):
   the three overlap (the local loss removes the backward wait); i's model is whole
   when the helper is done and has sent the suffix back (suffix_bytes / nu_ij + l_ij):
       finish_i = max(slow side, transfer, helper side + return of the suffix)
+- an offloader then adds its split group's aux-head averaging (`aux_exchange`);
 - every agent then adds the model exchange of the averaging step.
 Not timed: the suffix weights i sends j at the round's start (counted in bytes_sent).
 They travel while j trains its own batches, which take seconds where the suffix
@@ -64,6 +65,26 @@ def exchange_seconds(aggregation: str, nbrs: list[list[int]], bw: np.ndarray, la
         step = np.max((model_bytes / n) / np.minimum(bw, bw[nxt]) + lat + lat[nxt])
         return np.full(n, 2 * (n - 1) * step)
     return np.array([sum(model_bytes / min(bw[i], bw[j]) + lat[i] + lat[j] for j in nb) for i, nb in enumerate(nbrs)])
+
+
+def aux_exchange(partner: np.ndarray, split_row: np.ndarray, aux_bytes: np.ndarray, bw: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ComDML's aux-head averaging: (seconds, bytes sent) per agent, (N,) each.
+
+    The offloaders that used split row s this round average their aux heads among
+    themselves: a ring all-reduce over that split group (members in id order), timed
+    as `exchange_seconds` times it for the whole fleet, with aux_bytes[s] in place of
+    the model.  It follows the offloader's training and precedes the model exchange.
+    """
+    n = len(partner)
+    secs, sent = np.zeros(n), np.zeros(n)
+    for s in np.unique(split_row[partner >= 0]):
+        members = np.flatnonzero((partner >= 0) & (split_row == s))
+        p = len(members)
+        if p < 2:
+            continue
+        secs[members] = exchange_seconds("allreduce", [[]] * p, bw[members], lat[members], int(aux_bytes[s]))[0]
+        sent[members] = 2 * (p - 1) * aux_bytes[s] / p
+    return secs, sent
 
 
 def round_finish_times(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -85,7 +85,6 @@ class RunConfig:
     placement: str = "pack"
     num_cpus: int | None = None  # CPUs of the local Ray started when address is None (default: all)
     num_gpus: float | None = None  # logical GPUs of the local Ray (lets CI exercise GPU scheduling)
-    extra: dict = field(default_factory=dict)
 
     def replace(self, **changes) -> "RunConfig":
         return dataclasses.replace(self, **changes)

@@ -20,7 +20,7 @@ import pandas as pd
 import ray
 
 from comdml_ray.config import SYNC_ALGORITHMS, RunConfig
-from comdml_ray.results import format_summary, time_to_target, write_outputs
+from comdml_ray.results import format_summary, frame, time_to_target, write_outputs
 from comdml_ray.runtime import MemoryWatch, Run, start_ray
 
 
@@ -93,7 +93,9 @@ def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False) -> dict:
             "bytes_offloaded": int(rounds["bytes_offloaded"].sum()),
             "split_profile": run.split_profile.source,
             "out": out,
-            "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "extra"},
+            "driver_calls_per_round": float(rounds["driver_calls"].mean()),
+            "driver_bytes_per_round": float(rounds["driver_bytes"].mean()),
+            "config": dataclasses.asdict(cfg),
         }
         write_outputs(out, rounds, agents, plans, summary, cfg.algorithm)
         log(format_summary(summary))
@@ -112,20 +114,21 @@ def _sync_loop(run: Run, cfg: RunConfig, log) -> tuple[pd.DataFrame, pd.DataFram
     bar = _progress(cfg)
     for r in range(cfg.rounds):
         res = run.run_round(r)
-        virtual += res.row["round_virtual_s"]
+        row = res.row
+        virtual += row.round_virtual_s
         # The last round: --rounds done, or the virtual time budget spent (same-clock comparisons).
         last = r == cfg.rounds - 1 or (cfg.time_budget_s is not None and virtual >= cfg.time_budget_s)
         t0 = time.perf_counter()
         acc = run.evaluate() if (r + 1) % cfg.eval_every == 0 or last else math.nan
-        res.row["round_wall_s"] += time.perf_counter() - t0
-        wall += res.row["round_wall_s"]
-        res.row.update(virtual_time_s=virtual, wall_time_s=wall, test_accuracy=acc)
-        rows.append(res.row)
+        row.round_wall_s += time.perf_counter() - t0
+        wall += row.round_wall_s
+        row.virtual_time_s, row.wall_time_s, row.test_accuracy = virtual, wall, acc
+        rows.append(row)
         agent_rows += res.agent_rows
         plan_rows += res.plan_rows
         run.record_metrics(res.agent_rows, None if math.isnan(acc) else acc)
         if bar is not None:
-            bar.set_postfix(acc=f"{100 * acc:.1f}%" if not math.isnan(acc) else "-", vtime=f"{virtual:.0f}s", pairs=res.row["pairs"])
+            bar.set_postfix(acc=f"{100 * acc:.1f}%" if not math.isnan(acc) else "-", vtime=f"{virtual:.0f}s", pairs=row.pairs)
             bar.update(1)
         else:
             log(f"round {r + 1}/{cfg.rounds}: acc {acc:.4f} virtual {virtual:.1f}s wall {wall:.1f}s")
@@ -133,7 +136,7 @@ def _sync_loop(run: Run, cfg: RunConfig, log) -> tuple[pd.DataFrame, pd.DataFram
             break
     if bar is not None:
         bar.close()
-    return pd.DataFrame(rows), pd.DataFrame(agent_rows), pd.DataFrame(plan_rows)
+    return frame(rows), frame(agent_rows), frame(plan_rows)
 
 
 def _progress(cfg: RunConfig):

@@ -9,6 +9,7 @@ the short table printed at the end of a run.  pandas and matplotlib only.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -21,8 +22,14 @@ import pandas as pd  # noqa: E402
 
 ROUND_COLUMNS = [
     "round", "virtual_time_s", "wall_time_s", "train_loss", "test_accuracy", "bytes_sent",
-    "round_virtual_s", "round_wall_s", "bytes_offloaded", "pairs",
+    "round_virtual_s", "round_wall_s", "bytes_offloaded", "pairs", "driver_calls", "driver_bytes",
 ]
+
+
+def frame(rows: list) -> pd.DataFrame:
+    """A DataFrame of result rows (dataclasses of `comdml_ray.rows`); columns with no value (None) dropped."""
+    df = pd.DataFrame([dataclasses.asdict(r) for r in rows])
+    return df.dropna(axis=1, how="all") if len(df) else df
 
 
 def time_to_target(rounds: pd.DataFrame, target: float | None) -> float | None:

@@ -1,4 +1,4 @@
-"""The agents' logic without Ray (LocalStore): plan agreement, split training, ring all-reduce, gossip."""
+"""The agents' logic without Ray (LocalBackend): plan agreement, split training, the all-reduce's halves, gossip."""
 
 from types import SimpleNamespace
 
@@ -6,41 +6,36 @@ import numpy as np
 import pytest
 import torch
 
-from comdml_ray.agent import AgentGroup, LocalStore, drive_ring
 from comdml_ray.config import RunConfig
 from comdml_ray.models import build_model
 from comdml_ray.topology import metropolis_hastings
 from comdml_ray.training import OptimConfig, SuffixTrainer, flatten
-
-torch.set_num_threads(1)
-
-
-def groups_of(cfg: RunConfig, layout: list[list[int]]) -> tuple[list[AgentGroup], LocalStore]:
-    store = LocalStore()
-    groups = [AgentGroup(g, ids, cfg, store) for g, ids in enumerate(layout)]
-    prof = groups[0].profile_splits()
-    for g in groups:
-        g.set_split_profile(prof)
-    return groups, store
+from tests.conftest import local_backend
 
 
 def test_groups_agree_on_the_plan():
     cfg = RunConfig(agents=10, algorithm="comdml", train_samples=600).validate()
-    groups, store = groups_of(cfg, [[0, 1, 2, 3], [4, 5, 6, 7, 8, 9]])
+    be, _ = local_backend(cfg, [[0, 1, 2, 3], [4, 5, 6, 7, 8, 9]])
+    groups = be.groups
     states = [g.publish_states(0) for g in groups]
-    exch = np.zeros(10)
-    digests = [g.plan_round(0, exch, *states) for g in groups]
+    one = groups[0].concat_states(*states)
+    digests = [g.plan_round(0, one) for g in groups]
     assert digests[0].digest == digests[1].digest
     plan = digests[0].plan
     assert (plan.partner >= 0).sum() > 0  # the paper profile has stragglers worth offloading
-    # the same states in another order give the same plan
-    assert groups[1].plan_round(0, exch, *reversed(states)).digest == digests[0].digest
+    assert digests[1].plan is None  # only group 0 sends the whole plan to the driver
+    # the same states gathered in another order give the same plan
+    assert groups[1].plan_round(0, groups[1].concat_states(*reversed(states))).digest == digests[0].digest
+    # each group names the groups its offloaders send to
+    for d, g in zip(digests, groups):
+        assert set(d.out) == {int(plan.partner[k]) // 4 if plan.partner[k] < 4 else 1 for k in g.ids if plan.partner[k] >= 0}
 
 
 def one_offload_round():
     """Agent 1 offloads split 2 to agent 0; agent 2 trains alone (200 agents, 3 hosted, 300 samples each)."""
     cfg = RunConfig(agents=200, algorithm="comdml", chunk_batches=3).validate()
-    (g,), store = groups_of(cfg, [[0, 1, 2]])
+    be, _ = local_backend(cfg, [[0, 1, 2], list(range(3, 200))])
+    g = be.groups[0]
     row = g.split_profile.split_ids.index(2)
     g.plan = SimpleNamespace(partner=np.array([-1, 0, -1] + [-1] * 197), split=np.array([-1, row, -1] + [-1] * 197))
     holders = []
@@ -51,15 +46,15 @@ def one_offload_round():
         return holders[-1]
 
     g.agents[0].blank_model = spy
-    return g, store, holders
+    return g, be.store, holders
 
 
 def test_offload_round_prefix_isolated_and_model_reassembled():
     g, store, holders = one_offload_round()
     slow = g.agents[1]
     m = 2
-    a = g.train_phase(0)
-    (out,) = a.offloads
+    a, outs = g.train_phase(0, [0])
+    (out,) = outs
     assert out.offloader == 1 and out.helper == 0 and out.split == m
     chunk = store.get(out.chunk_refs[0])
     assert isinstance(chunk[0][0], np.ndarray) and len(chunk) == 3  # detached numpy, chunk_batches per chunk
@@ -67,15 +62,14 @@ def test_offload_round_prefix_isolated_and_model_reassembled():
     prefix_after_own_training = flatten(slow.model, slow.model.prefix_keys(m))
     suffix_before = flatten(slow.model, slow.model.suffix_keys(m))
 
-    b = g.helper_phase(0, a)
+    b, returns = g.helper_phase(0, [0], outs)
     # the helper's training never touched the offloader's model: no gradient flows back
     assert np.array_equal(flatten(slow.model, slow.model.prefix_keys(m)), prefix_after_own_training)
     assert np.array_equal(flatten(slow.model, slow.model.suffix_keys(m)), suffix_before)
     assert b.work[0].suffix_batches == {1: 10}
 
-    c = g.finish_phase(0, b)
-    g.aux_mix(c)
-    trained_suffix = store.get(b.returns[1])
+    g.finish_phase(0, returns)
+    trained_suffix = returns[1].open(store)
     assert not np.array_equal(trained_suffix, suffix_before)
     assert np.array_equal(flatten(slow.model, slow.model.suffix_keys(m)), trained_suffix)
     assert np.array_equal(flatten(slow.model, slow.model.prefix_keys(m)), prefix_after_own_training)
@@ -105,43 +99,66 @@ def test_suffix_optimizer_state_persists_across_batches():
 
 
 @pytest.mark.parametrize("layout", [[[0, 1, 2, 3, 4]], [[0, 1, 2], [3, 4]], [[0], [1], [2], [3], [4]]])
-def test_ring_allreduce_equals_weighted_mean(layout):
+def test_allreduce_equals_weighted_mean(layout):
+    """Pre-reduce per group + a sum over groups + apply = the exact data-weighted mean, whatever the packing."""
     cfg = RunConfig(agents=5, partition="dirichlet", alpha=0.3, train_samples=500).validate()
-    groups, _ = groups_of(cfg, layout)
-    owner = {k: g for g, ids in enumerate(layout) for k in ids}
-    # make the models differ
-    for g in groups:
+    be, st = local_backend(cfg, layout)
+    groups, owner = be.groups, st.owner
+    for g in groups:  # make the models differ
         for k, a in g.agents.items():
             with torch.no_grad():
                 for p in a.model.parameters():
                     p.add_(0.1 * k)
     models = np.stack([groups[owner[k]].flat_model(k) for k in range(5)]).astype(np.float64)
-    sizes = groups[0].sizes
+    sizes = st.num_samples
     assert len(set(sizes.tolist())) > 1  # unequal shards: the weights matter
     expected = (sizes / sizes.sum()) @ models
-    for g in groups:
-        g.ring_start()
-    drive_ring(lambda ph, st, per: [g.ring_step(ph, st, per[i]) for i, g in enumerate(groups)], owner, len(groups), 5)
-    for g in groups:
-        g.ring_finish()
+    be.average(model=True, aux=False)
     for k in range(5):
-        assert np.allclose(groups[owner[k]].flat_model(k), expected, atol=1e-5)
+        assert np.allclose(groups[owner[k]].flat_model(k), expected, rtol=0, atol=1e-6)
+
+
+def test_aux_heads_are_averaged_per_split_group():
+    """Offloaders of the same split end with the data-weighted mean of their aux heads; other splits untouched."""
+    cfg = RunConfig(agents=6, algorithm="comdml", train_samples=600).validate()
+    be, _ = local_backend(cfg, [[0, 1, 2], [3, 4, 5]])
+    split_of = {1: 1, 2: 2, 4: 1, 5: 2}  # agent -> split m
+    heads = {}
+    for k, m in split_of.items():
+        g = be.groups[k // 3]
+        head = g.agents[k].aux_head(m)
+        with torch.no_grad():
+            for p in head.parameters():
+                p.add_(float(k))
+        g.aux_used[k] = m
+        heads[k] = flatten(head).astype(np.float64)
+    n = {k: be.groups[k // 3].agents[k].num_samples for k in split_of}
+    before = [flatten(a.model) for g in be.groups for a in g.agents.values()]
+    be.average(model=False, aux=True)
+    for m in (1, 2):
+        ks = [k for k, mm in split_of.items() if mm == m]
+        mean = sum(n[k] * heads[k] for k in ks) / sum(n[k] for k in ks)
+        for k in ks:
+            assert np.allclose(flatten(be.groups[k // 3].agents[k].aux[m]), mean, atol=1e-6)
+    assert all(np.array_equal(b, flatten(a.model)) for b, a in zip(before, (a for g in be.groups for a in g.agents.values())))
+    assert all(not g.aux_used for g in be.groups)
 
 
 def test_gossip_step_is_metropolis_hastings():
     cfg = RunConfig(agents=6, aggregation="gossip", topology="ring", train_samples=600).validate()
-    groups, _ = groups_of(cfg, [[0, 1, 2], [3, 4, 5]])
+    be, st = local_backend(cfg, [[0, 1, 2], [3, 4, 5]])
+    groups = be.groups
     for g in groups:
         for k, a in g.agents.items():
             with torch.no_grad():
                 for p in a.model.parameters():
                     p.mul_(1 + k)
     before = np.stack([groups[k // 3].flat_model(k) for k in range(6)]).astype(np.float64)
-    refs = {}
+    models = {}
     for g in groups:
-        refs.update(g.gossip_put())
+        models.update(g.gossip_put())
     for g in groups:
-        g.gossip_mix(refs)
-    w = metropolis_hastings(groups[0].nbrs)
+        g.gossip_mix(models)
+    w = metropolis_hastings(st.nbrs)
     after = np.stack([groups[k // 3].flat_model(k) for k in range(6)])
     assert np.allclose(after, w @ before, atol=1e-5)

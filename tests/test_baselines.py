@@ -1,32 +1,23 @@
 """The baselines on the event clock: averaging rules, the clock itself, reproducibility, and the Ray path.
 
-Most tests drive plain AgentGroups in this process (LocalExecutor, LocalStore) on tiny
-problems; the last ones run each algorithm once through Ray (one local Ray for them)
-and check it gives exactly what the in-process run gives.
+Most tests drive plain AgentGroups in this process (LocalBackend) on tiny problems;
+the last ones run each algorithm once through Ray (one local Ray for them) and check
+that it gives exactly what the in-process run gives.
 """
 
 import numpy as np
 import pandas as pd
 import pytest
-import ray
 import torch
 
-from comdml_ray.agent import AgentGroup, LocalStore
 from comdml_ray.async_steps import FragmentSpec, fragment_indices, fragment_sizes
-from comdml_ray.baselines import (
-    ADPSGD,
-    EventClock,
-    LocalExecutor,
-    Setting,
-    Uplink,
-    active_passive,
-    drive,
-)
+from comdml_ray.baselines import ADPSGD, EventClock, Uplink, active_passive, drive
 from comdml_ray.clock import exchange_seconds
 from comdml_ray.config import RunConfig
-from comdml_ray.profiles import AgentProfile
+from comdml_ray.store import Shipped
 from comdml_ray.topology import metropolis_hastings
 from comdml_ray.training import flatten
+from tests.conftest import local_backend, quiet
 
 torch.set_num_threads(1)
 
@@ -34,24 +25,19 @@ TINY = dict(agents=4, train_samples=600, rounds=2, lr=0.05, eval_agents=1, progr
 LAYOUT = [[0, 1], [2, 3]]  # what `auto` gives 4 agents on a 2-CPU Ray
 
 
-def quiet(*_a, **_k):
-    pass
-
-
 def build(cfg: RunConfig, layout=LAYOUT, slowdown=None):
-    """Fresh groups (same seed -> same shards and initial models), their executor and the clock's Setting."""
-    store = LocalStore()
-    groups = [AgentGroup(g, ids, cfg, store) for g, ids in enumerate(layout)]
-    prof = groups[0].profile_splits()
-    for g in groups:
-        g.set_split_profile(prof)
-    profiles = groups[0].profiles
-    if slowdown is not None:
-        profiles = [AgentProfile(p.agent, float(s), p.bandwidth_Bps, p.latency_s) for p, s in zip(profiles, slowdown)]
-    owner = {k: g for g, ids in enumerate(layout) for k in ids}
-    batches = np.array([i.batches_per_round for g in groups for i in sorted(g.describe(), key=lambda i: i.agent)])
-    st = Setting.build(cfg, owner, len(groups), batches, profiles, prof.base_sec_per_batch, prof.model_bytes)
-    return groups, LocalExecutor(groups), st
+    """Fresh groups (same seed -> same shards and initial models), their backend and the run's Setting."""
+    be, st = local_backend(cfg, layout, slowdown)
+    return be.groups, be, st
+
+
+def ship(groups, x: np.ndarray) -> Shipped:
+    """Put an array in the groups' store, as an actor's return would be."""
+    return Shipped.of(groups[0].store, np.asarray(x, dtype=np.float32))
+
+
+def opened(groups, shipped: list[Shipped]) -> list[np.ndarray]:
+    return [s.open(groups[0].store) for s in shipped]
 
 
 def model(groups, k) -> np.ndarray:
@@ -106,7 +92,7 @@ def test_adpsgd_update_of_a_mid_step_agent_lands_on_its_averaged_parameters():
     start = model(groups, 1)
     groups[0].adpsgd_finish(0)
     other = model(groups, 0)  # a trained neighbour: its BN running variances are far below the initial 1
-    groups[0].adpsgd_average(1, True, other.astype(np.float32))  # the neighbour averages with 1 mid-step
+    groups[0].adpsgd_average(1, True, ship(groups, other))  # the neighbour averages with 1 mid-step
     rep = groups[0].adpsgd_finish(1)
     twin[0].adpsgd_finish(1)  # nobody touched the twin: plain training from the same start
     trained, now = model(twin, 1), (start + other) / 2
@@ -123,7 +109,8 @@ def test_swift_mixes_its_trained_model_with_the_last_received_ones():
     cfg = RunConfig(**TINY).validate()
     groups, _, _ = build(cfg)
     v1, v3 = model(groups, 1) + 0.1, model(groups, 3) - 0.2
-    rep, trained = groups[0].swift_finish(0, [0.5, 0.25, 0.25], v1.astype(np.float32), v3.astype(np.float32))
+    rep, trained = groups[0].swift_finish(0, [0.5, 0.25, 0.25], ship(groups, v1), ship(groups, v3))
+    trained = trained.open(groups[0].store)
     assert rep.agent == 0 and rep.batches > 0
     assert np.allclose(model(groups, 0), 0.5 * trained + 0.25 * v1 + 0.25 * v3, atol=1e-6)
 
@@ -135,7 +122,7 @@ def test_divshare_one_fragment_to_all_other_agents_is_a_full_average():
     sent = [g.divshare_finish(k, 0, 1, [])[1] for k in (1, 2, 3)]  # Omega = 1: the fragment is the whole model
     rep, mine = g.divshare_finish(0, 0, 1, [FragmentSpec(k, 0, 0) for k in (1, 2, 3)], *sent)
     assert rep.batches > 0
-    models = [unpermute(g, [f], sender) for f, sender in zip([mine, *sent], (0, 1, 2, 3))]
+    models = [unpermute(g, [f], sender) for f, sender in zip(opened(groups, [mine, *sent]), (0, 1, 2, 3))]
     assert not np.allclose(models[0], models[1])
     expected = sum(models) / 4
     assert np.allclose(model(groups, 0), expected, atol=1e-6)
@@ -145,8 +132,9 @@ def test_divshare_per_parameter_mean_over_the_copies_received():
     cfg = RunConfig(**TINY).validate()
     groups, _, _ = build(cfg, layout=[[0, 1, 2, 3]])
     (g,) = groups
-    frags1 = g.divshare_finish(1, 0, 4, [])[1:]
-    frags2 = g.divshare_finish(2, 0, 4, [])[1:]
+    shipped1 = g.divshare_finish(1, 0, 4, [])[1:]
+    shipped2 = g.divshare_finish(2, 0, 4, [])[1:]
+    frags1, frags2 = opened(groups, shipped1), opened(groups, shipped2)
     p = frags1[0].size + frags1[1].size + frags1[2].size + frags1[3].size
     sizes = g.tensor_sizes()
     assert sum(sizes) == p and [f.size for f in frags1] == fragment_sizes(sizes, 4)
@@ -160,8 +148,8 @@ def test_divshare_per_parameter_mean_over_the_copies_received():
     assert not np.array_equal(cut1[0], cut2[0])
     # agent 0 got fragment 0 of agent 1 and fragments 0, 3 of agent 2
     specs = [FragmentSpec(1, 0, 0), FragmentSpec(2, 0, 0), FragmentSpec(2, 0, 3)]
-    _, *mine = g.divshare_finish(0, 0, 4, specs, frags1[0], frags2[0], frags2[3])
-    trained = unpermute(g, mine, 0)
+    _, *mine = g.divshare_finish(0, 0, 4, specs, shipped1[0], shipped2[0], shipped2[3])
+    trained = unpermute(g, opened(groups, mine), 0)
     total, count = trained.copy(), np.ones(p)
     for idx, vals in [(cut1[0], frags1[0]), (cut2[0], frags2[0]), (cut2[3], frags2[3])]:
         total[idx] += vals
@@ -242,7 +230,7 @@ def test_dpsgd_is_local_training_then_one_gossip_step_with_a_barrier():
     twin, _, _ = build(cfg)
     (rounds, _, _), _ = drive("dpsgd", ex, st, cfg, log=quiet)
     for g in twin:
-        g.train_phase(0)
+        g.train_phase(0, [])
     trained = np.stack([model(twin, k) for k in range(4)])
     mixed = metropolis_hastings(st.nbrs) @ trained
     for k in range(4):
@@ -254,14 +242,7 @@ def test_dpsgd_is_local_training_then_one_gossip_step_with_a_barrier():
 # ----------------------------------------------------------------------------- through Ray
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(num_cpus=2, num_gpus=0, log_to_driver=False, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
-def test_ray_runs_equal_the_in_process_runs(ray_cluster, tmp_path):
+def test_ray_runs_equal_the_in_process_runs(ray_local, tmp_path):
     """Every loop through Ray's actors gives exactly what plain groups give: the event order is kept.
 
     One Run serves all four algorithms in turn (actors start once); the in-process
@@ -287,7 +268,7 @@ def test_ray_runs_equal_the_in_process_runs(ray_cluster, tmp_path):
         run.shutdown()
 
 
-def test_run_experiment_routes_an_async_algorithm_to_the_event_clock(ray_cluster, tmp_path):
+def test_run_experiment_routes_an_async_algorithm_to_the_event_clock(ray_local, tmp_path):
     from comdml_ray.experiment import run_experiment
 
     cfg = RunConfig(**(TINY | dict(algorithm="divshare", rounds=1))).validate()

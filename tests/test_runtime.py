@@ -2,9 +2,11 @@
 
 Covers: a run writes its files; same seed gives the same accuracy, loss and virtual
 time; ComDML with equal speeds forms no pairs and equals local; ComDML with the paper
-profile pairs agents and finishes rounds sooner; the ring all-reduce between actors
-is the exact weighted mean; a dead actor ends the run with a message naming its agents;
-bad flags and a too-small cluster end in one sentence with exit code 2.
+profile pairs agents and finishes rounds sooner; the collective all-reduce between
+actors is the exact weighted mean and equals the in-process one; no payload passes
+through the driver; the driver's calls per round grow with actors, not agents; a dead
+actor ends the run with a message naming its agents; bad flags and a too-small
+cluster end in one sentence with exit code 2.
 """
 
 import json
@@ -12,26 +14,24 @@ import os
 
 import numpy as np
 import pandas as pd
+import pickle
+
 import pytest
 import ray
 
 from benchmarks.run import main
+from comdml_ray.baselines import drive
 from comdml_ray.config import RunConfig
 from comdml_ray.experiment import run_experiment
 from comdml_ray.runtime import AgentFailure, Run
+from tests.conftest import local_backend, quiet
 
 SMALL = dict(agents=6, rounds=2, train_samples=3000, lr=0.05, progress=False, num_gpus=0)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def ray_cluster():
-    ray.init(num_cpus=2, num_gpus=0, log_to_driver=False, include_dashboard=False)
+def _ray(ray_local):
     yield
-    ray.shutdown()
-
-
-def quiet(*_args, **_kw):
-    pass
 
 
 def run(tmp_path, name, **kw) -> tuple[dict, pd.DataFrame]:
@@ -73,21 +73,70 @@ def test_comdml_pairs_and_shortens_rounds(tmp_path):
     assert np.allclose(paired.simulated_finish_s, paired.predicted_finish_s, rtol=0.01)
 
 
-def test_allreduce_between_actors_is_the_weighted_mean():
+def test_collective_allreduce_between_actors_is_the_weighted_mean():
     cfg = RunConfig(**(SMALL | dict(agents=5, partition="dirichlet", alpha=0.3, agents_per_actor=2, cpus_per_agent=0.5))).validate()
     r = Run(cfg, log=quiet)
+    be = r.backend
     try:
-        r.run_round(0)  # models differ after local training; run_round also averaged them
-        rep = r.get([h.train_phase.remote(1) for h in r.hosts])
-        assert rep
-        before = np.stack([r.get(r.hosts[r.owner[k]].flat_model.remote(k)) for k in range(5)]).astype(np.float64)
+        assert be.num_groups == 3
+        be.fetch([be.train_phase(g, 0, [])[0] for g in range(3)])  # the models differ after local training
+        before = np.stack(be.fetch([be.flat_model(r.owner[k], k) for k in range(5)])).astype(np.float64)
         assert not np.allclose(before[0], before[1])
-        expected = (r.sizes / r.sizes.sum()) @ before
-        r.aggregate()
-        for k in range(5):
-            assert np.allclose(r.get(r.hosts[r.owner[k]].flat_model.remote(k)), expected, atol=1e-5)
+        sizes = r.setting.num_samples
+        assert len(set(sizes.tolist())) > 1
+        expected = (sizes / sizes.sum()) @ before
+        r.aggregate()  # one collective call per actor
+        after = np.stack(be.fetch([be.flat_model(r.owner[k], k) for k in range(5)]))
+        assert np.abs(after - expected).max() < 1e-6
+        # the same step in process (LocalBackend) gives the same models
+        lb, _ = local_backend(cfg, r.layout.groups)
+        lb.fetch([lb.train_phase(g, 0, [])[0] for g in range(3)])
+        lb.average(model=True, aux=False)
+        assert np.abs(np.stack([lb.flat_model(r.owner[k], k) for k in range(5)]) - after).max() < 1e-6
     finally:
         r.shutdown()
+
+
+class Spy:
+    """Wraps a backend: every handle returned to the driver, to check how large its value is."""
+
+    def __init__(self, be):
+        self.be, self.handles = be, []
+
+    def __getattr__(self, name):
+        attr = getattr(self.be, name)
+        if not callable(attr) or name in ("fetch",):
+            return attr
+
+        def call(*args, **kw):
+            out = attr(*args, **kw)
+            self.handles += out if isinstance(out, list) else [out]
+            return out
+        return call
+
+
+@pytest.mark.parametrize("algorithm", ["swift", "divshare", "adpsgd"])
+def test_no_payload_passes_through_the_driver(algorithm):
+    """Every value an actor returns to the driver is a few KB at most: models and fragments stay in the store."""
+    cfg = RunConfig(**(SMALL | dict(agents=4, rounds=2, algorithm=algorithm, fragments=2, eval_agents=1))).validate()
+    r = Run(cfg, log=quiet)
+    try:
+        spy = Spy(r.backend)
+        drive(algorithm, spy, r.setting, cfg, log=quiet)
+        values = ray.get([h for h in spy.handles if isinstance(h, ray.ObjectRef)])
+        sizes = [len(pickle.dumps(v, protocol=5)) for v in values]
+        assert len(sizes) > 10 and max(sizes) < 4096 < r.setting.model_bytes
+    finally:
+        r.shutdown()
+
+
+def test_driver_calls_per_round_grow_with_actors_not_agents(tmp_path):
+    counts = {}
+    for agents in (4, 12):
+        s, rounds = run(tmp_path, f"a{agents}", agents=agents, agents_per_actor=agents // 2, algorithm="comdml", rounds=1)
+        counts[agents] = int(rounds["driver_calls"].iloc[0])
+        assert s["actors"] == 2
+    assert counts[4] == counts[12]
 
 
 def test_dead_actor_names_its_agents():

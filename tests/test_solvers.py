@@ -409,7 +409,7 @@ def test_exact_on_near_critical_matchings(seed: int, flow_only: bool, monkeypatc
 
 
 def _bimodal_dense(seed: int, n: int = 300) -> OffloadProblem:
-    """benchmarks/solvers.py's `bimodal` stress instance: half the agents 8x slower, every
+    """benchmarks/solver_bench.py's `bimodal` stress instance: half the agents 8x slower, every
     link drawn on its own, seven cuts of a ResNet-56 (32x32 activations, batch 32)."""
     rng = np.random.default_rng(seed)
     batches = np.ceil(np.maximum(32, np.round(600 * np.exp(rng.normal(0.0, 0.3, n)))) / 32)

@@ -1,9 +1,9 @@
 """Benchmark of the offloading solvers on random instances (no torch, no Ray).
 
-    python benchmarks/solvers.py                                  # N = 10, 100, 1000, 10000
-    python benchmarks/solvers.py --sizes 10 100 --ilp-max 100 --json results/solvers.json
-    python benchmarks/solvers.py --profiles paper --methods greedy exact --seed 1
-    python benchmarks/solvers.py --profiles bimodal --sizes 100 1000 3000   # the hard case
+    python benchmarks/solver_bench.py                                  # N = 10, 100, 1000, 10000
+    python benchmarks/solver_bench.py --sizes 10 100 --ilp-max 100 --json results/solvers.json
+    python benchmarks/solver_bench.py --profiles paper --methods greedy exact --seed 1
+    python benchmarks/solver_bench.py --profiles bimodal --sizes 100 1000 3000   # the hard case
 
 For each size N and each profile family it draws one instance and runs each method:
 `greedy` (the paper's scheduler), `exact` (optimal one-to-one, the reference for the
@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh clone
 
 from solvers import OffloadProblem, Plan, SplitTable, no_offload_plan, solve  # noqa: E402
 

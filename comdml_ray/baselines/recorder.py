@@ -1,0 +1,115 @@
+"""Rows of results of the event-driven baselines: one row per N finished local steps (an epochs-equivalent).
+
+Owns `Period` (one row of rounds.csv in the making), `Recorder` (turns periods into
+`rows.RoundRow` / `rows.AgentRow`, fetching each one row late so that the actors stay
+busy), `is_last` (the run's last row: --rounds, or --time-budget reached) and
+`evaluate_now` (submit the evaluation of the evaluated agents' current models).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from comdml_ray.async_steps import StepReport
+from comdml_ray.backend import Backend
+from comdml_ray.config import RunConfig
+from comdml_ray.results import frame
+from comdml_ray.rows import AgentRow, RoundRow
+from comdml_ray.setting import Setting
+
+
+@dataclass
+class Period:
+    """One row of rounds.csv in the making: what happened between two evaluations."""
+
+    index: int
+    virtual_time_s: float = 0.0
+    reports: list[Any] = field(default_factory=list)  # handles of StepReport (or of a PhaseReport for dpsgd)
+    eval_handles: list[Any] = field(default_factory=list)
+    steps: np.ndarray | None = None  # (N,) steps finished in this period
+    last_finish: np.ndarray | None = None  # (N,) absolute virtual time of each agent's last finish so far
+    bytes_sent: np.ndarray | None = None  # (N,) bytes delivered from each agent in this period
+
+
+class Recorder:
+    """Turns periods into rows, fetching each one row late so the actors never idle on the driver."""
+
+    def __init__(self, ex: Backend, n: int, rounds: int, log, progress: bool, on_row: Callable[[list[AgentRow], float | None], None] | None, label: str):
+        self.ex = ex
+        self.n = n
+        self.pending: list[Period] = []
+        self.rows: list[RoundRow] = []
+        self.agent_rows: list[AgentRow] = []
+        self.t0 = time.perf_counter()
+        self.last_wall = 0.0
+        self.last_virtual = 0.0
+        self.log = log
+        self.on_row = on_row
+        self.bar = None
+        if progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=rounds, desc=f"{label} epochs-equivalent", unit="round")
+
+    def close(self, p: Period) -> None:
+        self.pending.append(p)
+        while len(self.pending) > 1:
+            self._finish(self.pending.pop(0))
+
+    def flush(self) -> None:
+        while self.pending:
+            self._finish(self.pending.pop(0))
+        if self.bar is not None:
+            self.bar.close()
+
+    def _finish(self, p: Period) -> None:
+        reports = self.ex.fetch(p.reports)
+        accs = self.ex.fetch(p.eval_handles)
+        wall = time.perf_counter() - self.t0
+        loss_sum, batches = np.zeros(self.n), np.zeros(self.n)
+        for rep in reports:
+            if isinstance(rep, StepReport):
+                loss_sum[rep.agent] += rep.loss_sum
+                batches[rep.agent] += rep.batches
+            else:  # a PhaseReport of a synchronous round
+                for k, v in rep.loss_sum.items():
+                    loss_sum[k] += v
+                for k, v in rep.batches.items():
+                    batches[k] += v
+        per_agent = {k: a for d in accs for k, a in d.items()}
+        acc = float(np.mean(list(per_agent.values()))) if per_agent else math.nan
+        row = RoundRow(p.index, float(loss_sum.sum() / max(batches.sum(), 1)), int(p.bytes_sent.sum()),
+                       p.virtual_time_s - self.last_virtual, wall - self.last_wall, p.virtual_time_s, wall, acc, steps=int(p.steps.sum()))
+        agent_rows = [AgentRow(p.index, k, float(p.last_finish[k]), wall, float(loss_sum[k] / batches[k]) if batches[k] else math.nan,
+                               int(p.bytes_sent[k]), steps=int(p.steps[k]), test_accuracy=per_agent.get(k, math.nan))
+                      for k in range(self.n)]
+        self.last_wall, self.last_virtual = wall, p.virtual_time_s
+        self.rows.append(row)
+        self.agent_rows += agent_rows
+        if self.on_row is not None:
+            self.on_row(agent_rows, None if math.isnan(acc) else acc)
+        if self.bar is not None:
+            self.bar.set_postfix(acc=f"{100 * acc:.1f}%" if not math.isnan(acc) else "-", vtime=f"{p.virtual_time_s:.0f}s")
+            self.bar.update(1)
+        else:
+            self.log(f"row {p.index + 1}: acc {acc:.4f} virtual {p.virtual_time_s:.1f}s wall {wall:.1f}s steps {row.steps}")
+
+    def frames(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        return frame(self.rows), frame(self.agent_rows), pd.DataFrame()
+
+
+def is_last(cfg: RunConfig, row: int, virtual_s: float) -> bool:
+    """The last row: --rounds done, or --time-budget virtual seconds spent (same-clock comparisons)."""
+    return row == cfg.rounds - 1 or (cfg.time_budget_s is not None and virtual_s >= cfg.time_budget_s)
+
+
+def evaluate_now(ex: Backend, st: Setting) -> list[Any]:
+    """Submit the evaluation of the eval agents' current models (handles of {agent: accuracy})."""
+    return [ex.evaluate(g, ks) for g, ks in st.groups_of(st.eval_ids).items()]

@@ -1,0 +1,84 @@
+"""Which agents each actor hosts, and the refusal of a run the cluster cannot hold (pure: no Ray, no torch).
+
+Owns `Layout` and `plan_layout(cfg, resources)`, given the cluster's resources as
+`ray.cluster_resources()` reports them: `--agents-per-actor N`, or `auto`, which
+packs agents only when the cluster's CPUs, GPUs or memory cannot hold one actor per
+agent.  Owns the memory model behind that decision:
+- an actor process that imported torch: ACTOR_BASE_MB;
+- the uint8 dataset: once per node in the object store, mapped zero-copy by every
+  actor there (counted once: a cluster spreads it, so this errs on the safe side);
+- per agent: its model, gradients, momentum, flat copies and batch activations
+  (PER_AGENT_MB) plus its float32 shard.
+A refusal is a ConfigError whose one sentence names the fix.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import psutil
+
+from comdml_ray.config import DATASET_TRAIN_SIZES, ConfigError, RunConfig
+
+ACTOR_BASE_MB = 320  # a Ray worker that imported torch (measured: ~310 MB private)
+DATASET_MB = {"fashion-mnist": 60, "cifar10": 190, "cifar100": 190, "cinic10": 560}  # uint8 arrays in the object store
+SAMPLE_BYTES = {"fashion-mnist": 28 * 28 * 4, "cifar10": 3 * 32 * 32 * 4, "cifar100": 3 * 32 * 32 * 4, "cinic10": 3 * 32 * 32 * 4}
+PER_AGENT_MB = {"cnn": 8, "resnet56": 60, "resnet110": 110}
+MEMORY_SHARE = 0.8  # of the cluster's Ray memory resource we allow the run to plan for
+
+
+@dataclass(frozen=True)
+class Layout:
+    groups: list[list[int]]  # agent ids hosted by each actor
+    cpus: float  # per actor
+    gpus: float  # per actor
+    reason: str  # why this packing
+
+
+def plan_layout(cfg: RunConfig, resources: dict) -> Layout:
+    """Decide agents per actor and refuse (ConfigError) what the cluster cannot hold."""
+    n = cfg.agents
+    cpus = float(resources.get("CPU", 0))
+    gpus = float(resources.get("GPU", 0))
+    mem_mb = float(resources.get("memory", psutil.virtual_memory().available)) / 2**20 * MEMORY_SHARE
+    if cfg.gpus_per_agent > 0 and gpus < cfg.gpus_per_agent:
+        raise ConfigError(f"--gpus-per-agent {cfg.gpus_per_agent} needs GPUs but the cluster has {gpus:g}; drop the flag or add GPU nodes (locally, --num-gpus declares logical GPUs).")
+    if cpus < cfg.cpus_per_agent:
+        raise ConfigError(f"--cpus-per-agent {cfg.cpus_per_agent} is more than the cluster's {cpus:g} CPUs; lower it.")
+    shard_mb = DATASET_TRAIN_SIZES[cfg.dataset] / n * SAMPLE_BYTES[cfg.dataset] / 2**20
+    agent_mb = PER_AGENT_MB[cfg.model] + shard_mb
+
+    def need_mb(actors: int) -> float:
+        return DATASET_MB[cfg.dataset] + actors * ACTOR_BASE_MB + n * agent_mb
+
+    max_cpu = int(cpus // cfg.cpus_per_agent)
+    max_gpu = int(gpus // cfg.gpus_per_agent + 1e-9) if cfg.gpus_per_agent > 0 else n
+    if cfg.agents_per_actor == "auto":
+        actors = min(n, max_cpu, max_gpu)
+        while actors > 1 and need_mb(actors) > mem_mb:
+            actors -= 1
+        k = math.ceil(n / actors)
+        reason = "one agent per actor" if k == 1 else f"{k} agents per actor: the cluster's {cpus:g} CPUs" + (
+            f", {gpus:g} GPUs" if cfg.gpus_per_agent > 0 else "") + f" and {mem_mb / 1024:.1f} GB of usable memory hold {actors} actors at once"
+    else:
+        k = int(cfg.agents_per_actor)
+        actors = math.ceil(n / k)
+        reason = f"{k} agents per actor (--agents-per-actor)"
+        _check_fits(actors, max_cpu, cfg.cpus_per_agent, cpus, "CPUs", "--cpus-per-agent", n)
+        _check_fits(actors, max_gpu, cfg.gpus_per_agent, gpus, "GPUs", "--gpus-per-agent", n)
+    actors = math.ceil(n / k)
+    if need_mb(actors) > mem_mb:
+        fit = int(max((mem_mb - DATASET_MB[cfg.dataset] - ACTOR_BASE_MB) // agent_mb, 0))
+        raise ConfigError(
+            f"{n} agents of {cfg.model} on {cfg.dataset} need about {need_mb(actors) / 1024:.1f} GB but the cluster has {mem_mb / 1024:.1f} GB usable; "
+            f"at most {fit} agents fit: use fewer --agents, a smaller --model, or more nodes.")
+    groups = [list(range(i, min(i + k, n))) for i in range(0, n, k)]
+    return Layout(groups, cfg.cpus_per_agent, cfg.gpus_per_agent, reason)
+
+
+def _check_fits(actors: int, most: int, per_actor: float, total: float, what: str, flag: str, n: int) -> None:
+    if actors > most:
+        raise ConfigError(
+            f"{actors} actors x {per_actor:g} {what} need {actors * per_actor:g} {what} but the cluster has {total:g}; "
+            f"use --agents-per-actor {math.ceil(n / max(most, 1))} or auto, or lower {flag}.")

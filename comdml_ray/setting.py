@@ -1,0 +1,93 @@
+"""The run's setting in one pure place: who the agents are, how they are linked, what the clock charges.
+
+Owns `Setting`, built once by the driver (`Setting.build`) after the actors have
+described their agents and the split profile is known, then shared (one object in
+the store) with every agent group and with the event loops of the baselines:
+- per agent: samples, batches per round, slowdown, link bandwidth and latency;
+- the link matrices (a link i->j runs at its slower end's bandwidth and pays both
+  ends' latency), the `--topology` neighbours, the seconds of the averaging step;
+- the layout's owner map (agent -> actor) and the evaluated agents;
+- `sec_per_batch(r)`: every agent's true seconds per batch in round r (drift included).
+No torch, no Ray.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from comdml_ray.clock import exchange_seconds
+from comdml_ray.config import RunConfig
+from comdml_ray.profiles import drift_slowdowns, link_matrices, make_profiles
+from comdml_ray.topology import neighbours
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Everything the clocks and the planners need about the agents, and where each agent lives."""
+
+    n: int
+    groups: tuple[tuple[int, ...], ...]  # agent ids hosted by each actor
+    num_samples: np.ndarray  # (N,) training samples per agent
+    batches: np.ndarray  # (N,) batches of one round (one local step)
+    slowdown: np.ndarray  # (N,) profile slowdowns at round 0
+    base_sec_per_batch: float
+    model_bytes: int
+    agent_bw: np.ndarray  # (N,) bytes/s of each agent's own link
+    agent_lat: np.ndarray  # (N,) s
+    link_bw: np.ndarray  # (N, N) bytes/s
+    link_lat: np.ndarray  # (N, N) s
+    nbrs: list[list[int]]  # the --topology neighbours
+    exchange_s: np.ndarray  # (N,) seconds of the averaging step under --aggregation
+    eval_ids: list[int]
+    drift: float
+    seed: int
+
+    @property
+    def owner(self) -> dict[int, int]:
+        return {k: g for g, ids in enumerate(self.groups) for k in ids}
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.groups)
+
+    @property
+    def shares(self) -> np.ndarray:
+        """(N,) each agent's share of the training data: its weight in the exact average."""
+        return self.num_samples / self.num_samples.sum()
+
+    def sec_per_batch(self, r: int) -> np.ndarray:
+        """Every agent's true seconds per full-model batch in round (or epochs-equivalent) r, (N,)."""
+        return self.base_sec_per_batch * drift_slowdowns(self.slowdown, r, self.drift, self.seed)
+
+    def step_seconds(self, k: int, r: int) -> float:
+        return float(self.batches[k] * self.sec_per_batch(r)[k])
+
+    def gossip_exchange_s(self) -> np.ndarray:
+        return exchange_seconds("gossip", self.nbrs, self.agent_bw, self.agent_lat, self.model_bytes)
+
+    def groups_of(self, agents: list[int]) -> dict[int, list[int]]:
+        owner = self.owner
+        by: dict[int, list[int]] = {}
+        for k in agents:
+            by.setdefault(owner[k], []).append(k)
+        return by
+
+    @staticmethod
+    def build(cfg: RunConfig, groups: list[list[int]], num_samples: np.ndarray, batches: np.ndarray,
+              base_sec_per_batch: float, model_bytes: int) -> "Setting":
+        n = cfg.agents
+        profiles = make_profiles(cfg.heterogeneity, n, cfg.seed, cfg.slow_link_share)
+        bw = np.array([p.bandwidth_Bps for p in profiles])
+        lat = np.array([p.latency_s for p in profiles])
+        link_bw, link_lat = link_matrices(profiles)
+        nbrs = neighbours(cfg.topology, n, cfg.degree, cfg.seed)
+        return Setting(
+            n=n, groups=tuple(tuple(g) for g in groups), num_samples=np.asarray(num_samples, dtype=np.int64),
+            batches=np.asarray(batches, dtype=float), slowdown=np.array([p.slowdown for p in profiles]),
+            base_sec_per_batch=float(base_sec_per_batch), model_bytes=int(model_bytes),
+            agent_bw=bw, agent_lat=lat, link_bw=link_bw, link_lat=link_lat, nbrs=nbrs,
+            exchange_s=exchange_seconds(cfg.aggregation, nbrs, bw, lat, model_bytes),
+            eval_ids=cfg.eval_agent_ids(), drift=cfg.drift, seed=cfg.seed,
+        )
