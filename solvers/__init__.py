@@ -14,7 +14,8 @@ from __future__ import annotations
 from .exact import exact as _exact
 from .exact import lower_bound
 from .greedy import greedy as _greedy
-from .problem import OffloadProblem, Plan, SplitTable, evaluate_plan, no_offload_plan
+from .plan import Plan, evaluate_plan, no_offload_plan
+from .problem import OffloadProblem, SplitTable
 
 __all__ = [
     "SplitTable",

@@ -38,7 +38,9 @@ import numpy as np
 from scipy.sparse import csr_array
 from scipy.sparse.csgraph import breadth_first_order, maximum_flow
 
-from .problem import OffloadProblem, Plan, _Costs, evaluate_plan
+from .costs import _Costs
+from .plan import Plan, evaluate_plan
+from .problem import OffloadProblem
 
 __all__ = ["exact", "lower_bound", "counting_bound"]
 

@@ -20,7 +20,9 @@ import time
 
 import numpy as np
 
-from .problem import OffloadProblem, Plan, _Costs, evaluate_plan
+from .costs import _Costs
+from .plan import Plan, evaluate_plan
+from .problem import OffloadProblem
 
 __all__ = ["greedy"]
 
@@ -34,15 +36,10 @@ def greedy_pairs(problem: OffloadProblem) -> tuple[np.ndarray, np.ndarray]:
     a = k.a
     order = np.lexsort((np.arange(n), -a))  # slowest first, ties by index
     ms = np.arange(problem.splits.num_splits)
-    rf_min = float(k.rf.min())
-    d_min = float(k.d.min())
-    bw, lat = problem.bandwidth, problem.latency
     partner = np.full(n, -1, dtype=np.int64)
     split = np.full(n, -1, dtype=np.int64)
-    # Work in sorted positions: the agents after position p are exactly those no
-    # slower than order[p], and slices of the sorted arrays are views (no gathers).
-    a_s, c_s = a[order], k.c[order]
-    avail_s = np.ones(n, dtype=bool)
+    search = _HelperSearch(k, order, ms)
+    avail_s = np.ones(n, dtype=bool)  # by sorted position (see _HelperSearch)
     pos = np.empty(n, dtype=np.int64)
     pos[order] = np.arange(n)
     # An agent whose slow side alone cannot beat a_i with any split can never pair.
@@ -51,26 +48,71 @@ def greedy_pairs(problem: OffloadProblem) -> tuple[np.ndarray, np.ndarray]:
         if not avail_s[p]:
             continue
         avail_s[p] = False  # i is decided now: it either offloads or stays alone
-        ai = a[i]
-        if not slow_min[i] < ai:
+        if not slow_min[i] < a[i]:
             continue
+        found = search.best_helper(p, avail_s)
+        if found is not None:
+            j, m = found
+            partner[i] = j
+            split[i] = m
+            avail_s[pos[j]] = False
+    return partner, split
+
+
+class _HelperSearch:
+    """One agent's search for its best still-available helper (the rule's inner step).
+
+    Works in sorted positions: the agents after position p of `order` are exactly those
+    no slower than order[p], and slices of the sorted arrays are views (no gathers).
+    """
+
+    def __init__(self, k: _Costs, order: np.ndarray, ms: np.ndarray) -> None:
+        self.k, self.order, self.ms = k, order, ms
+        self.a_s, self.c_s = k.a[order], k.c[order]
+        self.rf_min = float(k.rf.min())
+        self.d_min = float(k.d.min())
+
+    def best_helper(self, p: int, avail_s: np.ndarray) -> tuple[int, int] | None:
+        """(j, split) of the smallest pair time for the agent at sorted position p over the
+        available agents after p (ties: lower j, then lower split), if it beats a_i."""
+        k, order, ms = self.k, self.order, self.ms
+        i = order[p]
+        ai = k.a[i]
         # Lower bounds on every split's pair time, built with the same operations as
         # the pair time so float rounding keeps them bounds: the helper term with the
         # smallest rho_f (>= a_j, so slower agents drop out too), then, for those left,
         # the transfer term with the smallest D (the link gather is only paid for them).
-        lower = (k.b[i] * rf_min) * c_s[p + 1 :] + a_s[p + 1 :]
+        lower = (k.b[i] * self.rf_min) * self.c_s[p + 1 :] + self.a_s[p + 1 :]
         ok = np.flatnonzero(avail_s[p + 1 :] & (lower < ai))
         if ok.size == 0:
-            continue
+            return None
         cj = order[p + 1 + ok]
-        lower = np.maximum(lower[ok], (k.b[i] * d_min) / bw[i, cj] + (lat[i, cj] + k.o[i]))
+        bw, lat = k.p.bandwidth, k.p.latency
+        lower = np.maximum(lower[ok], (k.b[i] * self.d_min) / bw[i, cj] + (lat[i, cj] + k.o[i]))
         keep = lower < ai
         ok, lower = ok[keep], lower[keep]
         if ok.size == 0:
-            continue
-        # Cost the helpers with the lowest bounds first, then only those whose bound
-        # could still reach (or tie) the best pair found: the outcome is the full
-        # argmin's, at a fraction of the work.
+            return None
+        idx, cost, arg = self._cost_lowest_first(i, p, ok, lower, ai)
+        best = cost.min()
+        if not best < ai:
+            return None
+        # Ties: the lower j (candidates are in speed order, not index order); arg
+        # holds that j's lowest split reaching the minimum.
+        cand = order[p + 1 + idx]
+        tie = np.flatnonzero(cost == best)
+        jj = int(tie[np.argmin(cand[tie])])
+        return int(cand[jj]), int(ms[arg[jj]])
+
+    def _cost_lowest_first(self, i: int, p: int, ok: np.ndarray, lower: np.ndarray,
+                           ai: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(positions after p costed, their best pair time, position in ms of its split).
+
+        Cost the helpers with the lowest bounds first, then only those whose bound could
+        still reach (or tie) the best pair found: the outcome is the full argmin's, at a
+        fraction of the work.
+        """
+        k, order, ms = self.k, self.order, self.ms
         if ok.size > _FIRST:
             first = np.argpartition(lower, _FIRST - 1)[:_FIRST]
             c1, m1 = k.min_cost(i, order[p + 1 + ok[first]], ms)
@@ -78,22 +120,9 @@ def greedy_pairs(problem: OffloadProblem) -> tuple[np.ndarray, np.ndarray]:
             rest = rest[~np.isin(rest, first)]
             c2, m2 = k.min_cost(i, order[p + 1 + ok[rest]], ms)
             idx = ok[np.concatenate([first, rest])]
-            cost, arg = np.concatenate([c1, c2]), np.concatenate([m1, m2])
-        else:
-            idx = ok
-            cost, arg = k.min_cost(i, order[p + 1 + ok], ms)  # best split per helper
-        best = cost.min()
-        if best < ai:
-            # Ties: the lower j (candidates are in speed order, not index order); arg
-            # holds that j's lowest split reaching the minimum.
-            cand = order[p + 1 + idx]
-            tie = np.flatnonzero(cost == best)
-            jj = int(tie[np.argmin(cand[tie])])
-            j = int(cand[jj])
-            partner[i] = j
-            split[i] = int(ms[arg[jj]])
-            avail_s[pos[j]] = False
-    return partner, split
+            return idx, np.concatenate([c1, c2]), np.concatenate([m1, m2])
+        cost, arg = k.min_cost(i, order[p + 1 + ok], ms)  # best split per helper
+        return ok, cost, arg
 
 
 def greedy(problem: OffloadProblem) -> Plan:

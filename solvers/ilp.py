@@ -38,9 +38,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pulp
 
+from .costs import _Costs
 from .exact import counting_bound, exact
 from .greedy import greedy
-from .problem import OffloadProblem, Plan, _Costs, evaluate_plan
+from .plan import Plan, evaluate_plan
+from .problem import OffloadProblem
 
 __all__ = ["ilp", "highs_available"]
 
@@ -93,10 +95,49 @@ def _rank_in_group(group: np.ndarray, key: np.ndarray, tie: np.ndarray) -> np.nd
 
 
 def _candidates(problem: OffloadProblem, ub: float, max_candidates: int | None) -> _Cands:
+    """The (i, j, m) worth a binary, each pruning step exact (see the module docstring)."""
     k = _Costs(problem)
     n = problem.num_agents
     a = k.a
     s = problem.helpers_can_serve
+    i, j, m, pair, best_pair = _useful_pairs(problem, k, ub)
+    # Lower bound: no agent finishes before its best option; a plan needs enough helpers.
+    lb = max(counting_bound(a, s), float(np.max(np.minimum(a, best_pair))))
+    keep = a[i] > lb  # agents at or below a lower bound never need a helper
+    i, j, m, pair = i[keep], j[keep], m[keep], pair[keep]
+    bi = k.b[i]
+    slow = np.maximum((bi * k.rs[m]) * k.c[i] + k.o[i],
+                      (bi * k.d[m]) / problem.bandwidth[i, j] + (problem.latency[i, j] + k.o[i]))
+    work = (bi * k.rf[m]) * k.c[j]
+    inbound = (bi * k.d[m]) / k.inb[j]
+    pair_key = i * n + j
+    if s == 1:
+        # One-to-one: only the pair time matters, so keep each (i, j)'s best split
+        # (lowest row on ties).
+        keep = _rank_in_group(pair_key, pair, m) == 0
+    else:
+        # Many-to-one: drop the splits another split of the same (i, j) dominates.
+        keep = _undominated_splits(pair_key, m, slow, work, inbound)
+    i, j, m, pair, slow, work, inbound = (x[keep] for x in (i, j, m, pair, slow, work, inbound))
+    n_slow = int(np.count_nonzero(a > lb))
+    cap = n_slow if s == 1 else None  # Hall: |S0| cheapest helpers suffice one-to-one
+    exact_pruning = True
+    if max_candidates is not None and (cap is None or max_candidates < cap):
+        cap, exact_pruning = max_candidates, False
+    if cap is not None and i.size:
+        keep = _helper_rank(i, j, m, pair, n) < cap
+        if not exact_pruning and keep.all():
+            exact_pruning = True  # the cap did not bite
+        i, j, m, pair, slow, work, inbound = (x[keep] for x in (i, j, m, pair, slow, work, inbound))
+    return _Cands(i, j, m, pair, slow, work, inbound, lb, exact_pruning)
+
+
+def _useful_pairs(problem: OffloadProblem, k: _Costs, ub: float
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, m, pair time) of every pair with a pair time below a_i and at most ub, over
+    the nondominated splits, and each agent's best pair time (N,), costed in row blocks."""
+    n = problem.num_agents
+    a = k.a
     ms = problem.splits.nondominated()
     cols = np.arange(n)
     best_pair = np.full(n, np.inf)
@@ -114,63 +155,48 @@ def _candidates(problem: OffloadProblem, ub: float, max_candidates: int | None) 
             jj.append(j)
             mm.append(ms[m])
             pp.append(pair[r, j, m])
-    # Lower bound: no agent finishes before its best option; a plan needs enough helpers.
-    lb = max(counting_bound(a, s), float(np.max(np.minimum(a, best_pair))))
     i, j, m, pair = (np.concatenate(x) for x in (ii, jj, mm, pp))
-    keep = a[i] > lb  # agents at or below a lower bound never need a helper
-    i, j, m, pair = i[keep], j[keep], m[keep], pair[keep]
-    bi = k.b[i]
-    slow = np.maximum((bi * k.rs[m]) * k.c[i] + k.o[i],
-                      (bi * k.d[m]) / problem.bandwidth[i, j] + (problem.latency[i, j] + k.o[i]))
-    work = (bi * k.rf[m]) * k.c[j]
-    inbound = (bi * k.d[m]) / k.inb[j]
+    return i, j, m, pair, best_pair
+
+
+def _undominated_splits(pair_key: np.ndarray, m: np.ndarray, slow: np.ndarray, work: np.ndarray,
+                        inbound: np.ndarray) -> np.ndarray:
+    """Mask of the candidates that many-to-one may need.
+
+    A split is useless for (i, j) if another is no worse on the slow side, the helper's
+    compute and the shared link, and better on one (or equal and a lower row).
+    """
+    keep = np.ones(pair_key.size, dtype=bool)
+    o = np.lexsort((m, pair_key))
+    g = pair_key[o]
+    start = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    gid = np.repeat(np.arange(start.size), np.diff(np.r_[start, o.size]))
+    slot = np.arange(o.size) - start[gid]  # position within the (i, j) group
+    width = int(slot.max()) + 1 if o.size else 0
+    f = np.full((start.size, width, 3), np.inf)
+    f[gid, slot] = np.stack([slow[o], work[o], inbound[o]], axis=1)
+    present = np.zeros((start.size, width), dtype=bool)
+    present[gid, slot] = True
+    dominated = np.zeros((start.size, width), dtype=bool)
+    for t in range(width):
+        for u in range(width):
+            if u == t:
+                continue
+            le = np.all(f[:, u] <= f[:, t], axis=1)
+            lt = np.any(f[:, u] < f[:, t], axis=1)
+            dominated[:, t] |= present[:, u] & le & (lt | (u < t))
+    keep[o] = ~dominated[gid, slot]
+    return keep
+
+
+def _helper_rank(i: np.ndarray, j: np.ndarray, m: np.ndarray, pair: np.ndarray, n: int) -> np.ndarray:
+    """Per candidate, the rank of its helper j among agent i's helpers, by their cheapest
+    pair time (ties: lower j)."""
     pair_key = i * n + j
-    if s == 1:
-        # One-to-one: only the pair time matters, so keep each (i, j)'s best split
-        # (lowest row on ties).
-        keep = _rank_in_group(pair_key, pair, m) == 0
-    else:
-        # Many-to-one: a split is useless for (i, j) if another is no worse on the slow
-        # side, the helper's compute and the shared link, and better on one (or equal
-        # and a lower row).
-        keep = np.ones(i.size, dtype=bool)
-        o = np.lexsort((m, pair_key))
-        g = pair_key[o]
-        start = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
-        gid = np.repeat(np.arange(start.size), np.diff(np.r_[start, o.size]))
-        slot = np.arange(o.size) - start[gid]  # position within the (i, j) group
-        width = int(slot.max()) + 1 if o.size else 0
-        f = np.full((start.size, width, 3), np.inf)
-        f[gid, slot] = np.stack([slow[o], work[o], inbound[o]], axis=1)
-        present = np.zeros((start.size, width), dtype=bool)
-        present[gid, slot] = True
-        dominated = np.zeros((start.size, width), dtype=bool)
-        for t in range(width):
-            for u in range(width):
-                if u == t:
-                    continue
-                le = np.all(f[:, u] <= f[:, t], axis=1)
-                lt = np.any(f[:, u] < f[:, t], axis=1)
-                dominated[:, t] |= present[:, u] & le & (lt | (u < t))
-        keep[o] = ~dominated[gid, slot]
-    i, j, m, pair, slow, work, inbound = (x[keep] for x in (i, j, m, pair, slow, work, inbound))
-    n_slow = int(np.count_nonzero(a > lb))
-    cap = n_slow if s == 1 else None  # Hall: |S0| cheapest helpers suffice one-to-one
-    exact_pruning = True
-    if max_candidates is not None and (cap is None or max_candidates < cap):
-        cap, exact_pruning = max_candidates, False
-    if cap is not None and i.size:
-        # Rank helpers per agent by their cheapest pair time (ties: lower j).
-        pair_key = i * n + j
-        head = _rank_in_group(pair_key, pair, m) == 0
-        r_head = _rank_in_group(i[head], pair[head], j[head])
-        lookup = dict(zip(pair_key[head].tolist(), r_head.tolist()))
-        helper_rank = np.fromiter((lookup[x] for x in pair_key.tolist()), dtype=np.int64, count=i.size)
-        keep = helper_rank < cap
-        if not exact_pruning and keep.all():
-            exact_pruning = True  # the cap did not bite
-        i, j, m, pair, slow, work, inbound = (x[keep] for x in (i, j, m, pair, slow, work, inbound))
-    return _Cands(i, j, m, pair, slow, work, inbound, lb, exact_pruning)
+    head = _rank_in_group(pair_key, pair, m) == 0
+    r_head = _rank_in_group(i[head], pair[head], j[head])
+    lookup = dict(zip(pair_key[head].tolist(), r_head.tolist()))
+    return np.fromiter((lookup[x] for x in pair_key.tolist()), dtype=np.int64, count=i.size)
 
 
 def _build(problem: OffloadProblem, c: _Cands, ub: float, warm: Plan) -> tuple[pulp.LpProblem, list[pulp.LpVariable]]:
