@@ -24,7 +24,7 @@ import torch
 
 from comdml_ray.async_steps import AsyncSteps
 from comdml_ray.averaging import Averaging
-from comdml_ray.comdml_steps import AgentState, ComdmlSteps, PhaseReport, PlanDigest  # noqa: F401  (re-exported messages)
+from comdml_ray.comdml_steps import ComdmlSteps
 from comdml_ray.config import RunConfig
 from comdml_ray.costmodel import SplitProfile, profile_flops, profile_measure
 from comdml_ray.data import DatasetArrays, partition, to_tensor

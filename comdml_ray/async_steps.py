@@ -60,7 +60,7 @@ class FragmentSpec:
 
 def fragment_indices(tensor_sizes: Sequence[int], fragments: int, seed: int, sender: int, step: int) -> list[np.ndarray]:
     """DivShare's cut: every tensor permuted (seeded by seed, sender, step) and sliced into
-    `fragments` parts; fragment q is slice q of every tensor (ALGORITHM.md section 6).
+    `fragments` parts; fragment q is slice q of every tensor (docs/method.md §6.6).
 
     `tensor_sizes` are the sizes of the tensors in the flat vector's order (`flatten`).
     Sender and receivers compute the same index sets, so a fragment travels as its

@@ -21,7 +21,7 @@ import numpy as np
 
 from comdml_ray.agent import AgentGroup, AgentInfo
 from comdml_ray.async_steps import FragmentSpec, StepReport
-from comdml_ray.comdml_steps import AgentState, OffloadOut, PhaseReport, PlanDigest
+from comdml_ray.messages import AgentState, OffloadOut, PhaseReport
 from comdml_ray.config import RunConfig
 from comdml_ray.costmodel import SplitProfile
 from comdml_ray.data import DatasetArrays, load_dataset
@@ -75,8 +75,9 @@ class Backend:
     def concat_states(self, states: list[Handle[list[AgentState]]]) -> Handle[list[AgentState]]:
         return self._call(0, AgentGroup.concat_states, *states)
 
-    def plan_round(self, g: int, r: int, states: Handle[list[AgentState]]) -> Handle[PlanDigest]:
-        return self._call(g, AgentGroup.plan_round, r, states)
+    def plan_round(self, g: int, r: int, states: Handle[list[AgentState]]) -> list[Handle]:
+        """[the digest (for the driver), the plan (for the round's reducer)]."""
+        return self._call(g, AgentGroup.plan_round, r, states, returns=2)
 
     def train_phase(self, g: int, r: int, dests: list[int]) -> list[Handle[PhaseReport] | Handle[list[OffloadOut]]]:
         """[report, then per group in dests the offloads bound for it]."""

@@ -1,4 +1,4 @@
-"""The virtual clock of synchronous rounds (ALGORITHM.md section 3).
+"""The virtual clock of synchronous rounds (docs/method.md §3.6).
 
 Owns `AgentWork` (what one agent actually did in a round: batches trained on each
 side, bytes of activations sent, its partner) and `round_finish_times`, which turns
@@ -22,7 +22,7 @@ Not timed: the suffix weights i sends j at the round's start (counted in bytes_s
 They travel while j trains its own batches, which take seconds where the suffix
 (< 0.1 MB for the default CNN, 2.4 MB for ResNet-56) takes milliseconds to a quarter
 second, so with the presets they set no finish time. The solvers' time model
-(ALGORITHM.md) leaves out both suffix trips; the return trip is why the simulated
+(docs/method.md §3.4) leaves out both suffix trips; the return trip is why the simulated
 finish is 1.0002-1.0007x the predicted one (benchmarks/README.md).
 Round time = max over agents (a barrier); training time = the sum of round times.
 No torch, no Ray.
@@ -52,7 +52,7 @@ def exchange_seconds(aggregation: str, nbrs: list[list[int]], bw: np.ndarray, la
     allreduce: 2(N-1) synchronous ring steps, each moving model_bytes/N over every
       ring link, so each step lasts as long as the slowest link takes (same for all).
     gossip: an agent sends its model to each neighbour, one after the other, each over
-      that link (ALGORITHM.md: |w| / nu to each neighbour): sum over neighbours j of
+      that link (docs/method.md §3.5: |w| / nu to each neighbour): sum over neighbours j of
       model_bytes / min(bw_i, bw_j) + lat_i + lat_j.
     `bw` and `lat` are the per-agent link figures (bytes/s, seconds); a link runs at its
     slower end's bandwidth and pays both ends' latency (`profiles.link_matrices`).

@@ -6,7 +6,8 @@ runtime calls it on every group:
    the runtime gathers all groups' states into ONE object (`concat_states` on group 0);
 2. `plan_round(r, states)`: every group solves the same offloading problem from that
    one object (decentralized planning; the runtime compares the digests) and keeps the
-   plan; it returns only its digest and the groups its offloaders send to (`out`);
+   plan; it returns its digest with the groups its offloaders send to (`out`) for the
+   driver, and the plan itself as a second object that only the round's reducer reads;
 3. `train_phase(r, dests)`: offloaders train prefix + aux head on the local loss and put
    activation chunks in the store; everyone else trains its own model.  It returns the
    report and, per helper group in `dests`, the list of `OffloadOut` for that group only;
@@ -23,64 +24,18 @@ refs and an offloader only its helper's return: no actor sees another's full rep
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from comdml_ray.clock import AgentWork
 from comdml_ray.costmodel import SplitProfile
+from comdml_ray.messages import AgentState, OffloadOut, PhaseReport, PlanDigest
 from comdml_ray.profiles import AgentProfile, link_matrices
 from comdml_ray.store import Shipped
 from comdml_ray.training import SuffixTrainer, TrainStats, batches_per_round, flatten, train_prefix, unflatten_into
 from solvers import OffloadProblem, Plan, solve
 
 SPEED_EMA = 0.5  # weight of the newest observation in an agent's seconds-per-batch estimate
-
-
-@dataclass(frozen=True)
-class AgentState:
-    """What an agent publishes before planning: enough for every peer to compute the same plan."""
-
-    agent: int
-    batches: int  # batches it must train this round
-    sec_per_batch: float  # its smoothed estimate of seconds per full-model batch
-    bandwidth_Bps: float
-    latency_s: float
-
-
-@dataclass(frozen=True)
-class PlanDigest:
-    group: int
-    digest: str
-    out: tuple[int, ...]  # groups hosting the helpers of this group's offloaders (sorted)
-    plan: Plan | None  # the whole plan, from group 0 only (for plan.csv); the others send the digest
-
-
-@dataclass
-class OffloadOut:
-    """An offloader's outbound data for its helper: refs only, the data is in the store."""
-
-    offloader: int
-    helper: int
-    split: int  # split point m
-    suffix: Shipped  # flat suffix weights at round start
-    chunk_refs: list[Any] = field(default_factory=list)  # each chunk: list of (z (B, C_m, H_m, W_m) float32, y (B,) int64)
-
-
-@dataclass
-class PhaseReport:
-    """What a group returns from a phase: per-agent work and train statistics (small; no payloads)."""
-
-    work: dict[int, AgentWork] = field(default_factory=dict)
-    loss_sum: dict[int, float] = field(default_factory=dict)
-    batches: dict[int, int] = field(default_factory=dict)
-    bytes_sent: dict[int, int] = field(default_factory=dict)
-
-    def add(self, k: int, loss_sum: float, batches: int, sent: int) -> None:
-        self.loss_sum[k] = self.loss_sum.get(k, 0.0) + loss_sum
-        self.batches[k] = self.batches.get(k, 0) + batches
-        self.bytes_sent[k] = self.bytes_sent.get(k, 0) + sent
 
 
 def plan_digest(plan: Plan) -> str:
@@ -129,12 +84,11 @@ class ComdmlSteps:
         """Every group's states as one list in agent order: the one object every group plans from."""
         return sorted((s for lst in state_lists for s in lst), key=lambda s: s.agent)
 
-    def plan_round(self, round_idx: int, states: list[AgentState]) -> PlanDigest:
+    def plan_round(self, round_idx: int, states: list[AgentState]) -> tuple[PlanDigest, Plan]:
         """Compute the round's plan from every agent's published state (the same on every group)."""
         problem = problem_from_states(states, self.split_profile, self.setting.exchange_s, self.cfg.helpers_can_serve)
         self.plan = solve(problem, method=self.cfg.scheduler)
-        return PlanDigest(self.group_id, plan_digest(self.plan), out_groups(self.plan, self.ids, self.setting.owner),
-                          self.plan if self.group_id == 0 else None)
+        return PlanDigest(self.group_id, plan_digest(self.plan), out_groups(self.plan, self.ids, self.setting.owner)), self.plan
 
     def train_phase(self, round_idx: int, dests: list[int] = ()) -> PhaseReport | tuple:
         """Offloaders first (they never wait), then everyone's own model (solo agents and helpers)."""

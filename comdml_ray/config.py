@@ -94,6 +94,14 @@ class RunConfig:
         """Every agent ends a round with the same model: local/comdml under exact all-reduce."""
         return self.algorithm in ("local", "comdml") and self.aggregation == "allreduce"
 
+    def is_last(self, row: int, virtual_s: float) -> bool:
+        """The run's last round (or row): --rounds done, or --time-budget virtual seconds spent (same-clock comparisons)."""
+        return row == self.rounds - 1 or (self.time_budget_s is not None and virtual_s >= self.time_budget_s)
+
+    def evaluates(self, row: int, virtual_s: float) -> bool:
+        """Is the model evaluated after this round: every --eval-every rounds, and after the last."""
+        return (row + 1) % self.eval_every == 0 or self.is_last(row, virtual_s)
+
     def eval_agent_ids(self) -> list[int]:
         """Agents whose models are evaluated: agent 0 when all hold one model, else --eval-agents spread over the ids."""
         if self.one_model:

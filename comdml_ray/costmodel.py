@@ -1,4 +1,4 @@
-"""Split-model profiling: what one batch costs on each side of every split (ALGORITHM.md section 3).
+"""Split-model profiling: what one batch costs on each side of every split (docs/method.md §3.2).
 
 Owns `SplitProfile` (per split m: rho_s[m], rho_f[m], D[m]; the base seconds per
 batch c of an agent with slowdown 1; the model's size on the wire) and the three

@@ -19,7 +19,7 @@ from datetime import datetime
 import pandas as pd
 import ray
 
-from comdml_ray.config import SYNC_ALGORITHMS, RunConfig
+from comdml_ray.config import SYNC_ALGORITHMS, ConfigError, RunConfig
 from comdml_ray.results import format_summary, frame, time_to_target, write_outputs
 from comdml_ray.runtime import MemoryWatch, Run, start_ray
 
@@ -47,20 +47,19 @@ def _evaluated_models(cfg: RunConfig) -> str:
 def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False) -> dict:
     """Run cfg to the end; returns the summary dict (also written to summary.json)."""
     cfg.validate()
-    out = cfg.out or default_out_dir()
+    out = check_writable(cfg.out or default_out_dir())
     watch = MemoryWatch()
     t_start = time.perf_counter()
     start_ray(cfg)
     run = None
     try:
-        run = Run(cfg, log=log)
-        os.makedirs(out, exist_ok=True)
+        run = Run(cfg, log=log, out_dir=out)
         run.split_profile.to_csv(os.path.join(out, "profile.csv"))
         log(run.split_profile.format())
         startup = time.perf_counter() - t_start
         log(f"start-up: {startup:.1f} s ({len(run.hosts)} actors, {cfg.agents} agents)")
         if cfg.algorithm in SYNC_ALGORITHMS and cfg.algorithm != "dpsgd":
-            rounds, agents, plans = _sync_loop(run, cfg, log)
+            rounds, agents, plans = _sync_loop(run, cfg, log), None, None  # the reducer wrote agents.csv, plan.csv
         else:
             from comdml_ray.baselines import run_event_driven
 
@@ -108,35 +107,39 @@ def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False) -> dict:
             ray.shutdown()
 
 
-def _sync_loop(run: Run, cfg: RunConfig, log) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    rows, agent_rows, plan_rows = [], [], []
+def check_writable(out: str) -> str:
+    """The output folder, created and writable, before Ray starts; else one sentence naming the fix."""
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, ".write-test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise ConfigError(f"cannot write the output folder --out {out} ({e.strerror}); choose a folder you can write to.") from None
+    return out
+
+
+def _sync_loop(run: Run, cfg: RunConfig, log) -> pd.DataFrame:
+    rows = []
     virtual, wall = 0.0, 0.0
     bar = _progress(cfg)
     for r in range(cfg.rounds):
-        res = run.run_round(r)
-        row = res.row
-        virtual += row.round_virtual_s
-        # The last round: --rounds done, or the virtual time budget spent (same-clock comparisons).
-        last = r == cfg.rounds - 1 or (cfg.time_budget_s is not None and virtual >= cfg.time_budget_s)
-        t0 = time.perf_counter()
-        acc = run.evaluate() if (r + 1) % cfg.eval_every == 0 or last else math.nan
-        row.round_wall_s += time.perf_counter() - t0
-        wall += row.round_wall_s
-        row.virtual_time_s, row.wall_time_s, row.test_accuracy = virtual, wall, acc
+        row = run.run_round(r, virtual)
+        virtual, wall = row.virtual_time_s, wall + row.round_wall_s
+        row.wall_time_s = wall
         rows.append(row)
-        agent_rows += res.agent_rows
-        plan_rows += res.plan_rows
-        run.record_metrics(res.agent_rows, None if math.isnan(acc) else acc)
+        acc = row.test_accuracy
         if bar is not None:
             bar.set_postfix(acc=f"{100 * acc:.1f}%" if not math.isnan(acc) else "-", vtime=f"{virtual:.0f}s", pairs=row.pairs)
             bar.update(1)
         else:
             log(f"round {r + 1}/{cfg.rounds}: acc {acc:.4f} virtual {virtual:.1f}s wall {wall:.1f}s")
-        if last:
+        if cfg.is_last(r, virtual):
             break
     if bar is not None:
         bar.close()
-    return frame(rows), frame(agent_rows), frame(plan_rows)
+    return frame(rows)
 
 
 def _progress(cfg: RunConfig):

@@ -1,6 +1,6 @@
 """Split-able models: block sequences with split points, prefixes/suffixes and auxiliary heads.
 
-Owns the model zoo of the project (ALGORITHM.md section 2): every model is a `SplitModel`, a
+Owns the model zoo of the project (docs/method.md §2.1): every model is a `SplitModel`, a
 plain sequence of blocks `[stem, stage1, ..., stageK, head]`. A split point m (1..M, with
 M = len(blocks) - 1) cuts after block m: the offloading agent trains `prefix(m)` plus a fresh
 `make_aux_head(m)` (local loss), the helper trains `suffix(m)`. The head is never split

@@ -1,4 +1,4 @@
-"""Heterogeneity: each agent's compute slowdown and network link (ALGORITHM.md sections 3 and 7).
+"""Heterogeneity: each agent's compute slowdown and network link (docs/method.md §3.1 and §7.1).
 
 Owns `AgentProfile`, the presets (`paper`, `uniform`, `lognormal`), loading a CSV,
 and `drift_slowdowns`, the seeded model of agents speeding up and slowing down

@@ -40,11 +40,13 @@ def time_to_target(rounds: pd.DataFrame, target: float | None) -> float | None:
     return None if hit.empty else float(hit["virtual_time_s"].iloc[0])
 
 
-def write_outputs(out_dir: str, rounds: pd.DataFrame, agents: pd.DataFrame, plan: pd.DataFrame, summary: dict, title: str) -> None:
+def write_outputs(out_dir: str, rounds: pd.DataFrame, agents: pd.DataFrame | None, plan: pd.DataFrame | None, summary: dict, title: str) -> None:
+    """Write the run's files; agents/plan None: already written round by round (the synchronous reducer)."""
     os.makedirs(out_dir, exist_ok=True)
     rounds[ROUND_COLUMNS].to_csv(os.path.join(out_dir, "rounds.csv"), index=False)
-    agents.to_csv(os.path.join(out_dir, "agents.csv"), index=False)
-    if not plan.empty:
+    if agents is not None:
+        agents.to_csv(os.path.join(out_dir, "agents.csv"), index=False)
+    if plan is not None and not plan.empty:
         plan.to_csv(os.path.join(out_dir, "plan.csv"), index=False)
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2, default=_json_default)

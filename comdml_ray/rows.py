@@ -1,11 +1,12 @@
 """Rows of results, built in one place for the synchronous rounds and the event loops.
 
 Owns the three row types of a run's output folder -- `RoundRow` (rounds.csv),
-`AgentRow` (agents.csv), `PlanRow` (plan.csv) -- and `sync_round_rows`, which turns
-one synchronous round's reports into them through the virtual clock
-(`clock.round_finish_times`), from what the agents did, never from the plan.
-The event loops (`baselines.recorder`) build the same dataclasses from their periods.
-No torch, no Ray.
+`AgentRow` (agents.csv), `PlanRow` (plan.csv) -- `ClockSplits` (what the clock needs of
+the split profile) and `sync_round_rows`, which turns one synchronous round's reports
+into rows through the virtual clock (`clock.round_finish_times`), from what the agents
+did, never from the plan.  The event loops (`baselines.recorder`) build the same
+dataclasses from their periods.  No torch, no Ray (the round's reducer runs it in a
+process that never imports torch).
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from comdml_ray.clock import AgentWork, aux_exchange, round_finish_times
-from comdml_ray.comdml_steps import PhaseReport
-from comdml_ray.costmodel import SplitProfile
+from comdml_ray.messages import PhaseReport
 from comdml_ray.setting import Setting
 
 
@@ -66,6 +66,31 @@ class PlanRow:
     note: str
 
 
+@dataclass(frozen=True)
+class ClockSplits:
+    """The split profile's figures the clock charges, per split row, plus each split's aux-head bytes."""
+
+    split_ids: tuple[int, ...]
+    rho_s: np.ndarray
+    rho_f: np.ndarray
+    suffix_bytes: np.ndarray
+    aux_bytes: np.ndarray
+
+    @staticmethod
+    def of(prof, aux_bytes) -> "ClockSplits":
+        """From a `costmodel.SplitProfile` (duck-typed: this module never imports torch)."""
+        return ClockSplits(tuple(int(m) for m in prof.split_ids), np.asarray(prof.rho_s, dtype=float), np.asarray(prof.rho_f, dtype=float),
+                           np.asarray(prof.suffix_bytes, dtype=float), np.asarray(aux_bytes, dtype=float))
+
+
+def averaging_bytes(st: Setting, aggregation: str) -> np.ndarray:
+    """Bytes each agent sends in the averaging step, (N,): its model to every neighbour, or its ring share."""
+    if aggregation == "gossip":
+        return np.array([len(st.nbrs[k]) * st.model_bytes for k in range(st.n)], dtype=float)
+    # Charged as a ring all-reduce: 2(N-1) steps, each moving ~model/N floats per agent.
+    return np.full(st.n, 2 * (st.n - 1) * st.model_bytes / st.n)
+
+
 @dataclass
 class Merged:
     """Every agent's work and statistics of one round, merged over the groups' reports."""
@@ -96,16 +121,16 @@ class Merged:
         return Merged(work, loss_sum, batches, sent)
 
 
-def sync_round_rows(r: int, st: Setting, prof: SplitProfile, aux_bytes: np.ndarray, reports: list[PhaseReport],
-                    averaging_sent: np.ndarray, plan=None) -> tuple[RoundRow, list[AgentRow], list[PlanRow]]:
+def sync_round_rows(r: int, st: Setting, prof: ClockSplits, aggregation: str, reports: list[PhaseReport],
+                    plan=None) -> tuple[RoundRow, list[AgentRow], list[PlanRow]]:
     """One synchronous round's rows: the clock's finish times from what every agent did."""
     mg = Merged.of(st.n, reports)
     partner = np.array([w.partner for w in mg.work])
     split_row = np.array([w.split_row for w in mg.work])
-    aux_s, aux_sent = aux_exchange(partner, split_row, aux_bytes, st.agent_bw, st.agent_lat)
-    sent = mg.sent + averaging_sent + aux_sent
+    aux_s, aux_sent = aux_exchange(partner, split_row, prof.aux_bytes, st.agent_bw, st.agent_lat)
+    sent = mg.sent + averaging_bytes(st, aggregation) + aux_sent
     finish = round_finish_times(
-        mg.work, st.sec_per_batch(r), np.asarray(prof.rho_s), np.asarray(prof.rho_f), np.asarray(prof.suffix_bytes),
+        mg.work, st.sec_per_batch(r), prof.rho_s, prof.rho_f, prof.suffix_bytes,
         st.link_bw, st.link_lat, st.agent_bw, st.exchange_s + aux_s)
     split_of = [int(prof.split_ids[s]) if s >= 0 else -1 for s in split_row]
     agents = [AgentRow(r, k, float(finish[k]), 0.0, float(mg.loss_sum[k] / max(mg.batches[k], 1)), int(sent[k]),

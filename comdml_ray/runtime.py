@@ -19,23 +19,24 @@ from __future__ import annotations
 
 import os
 import pickle
+import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 
 import numpy as np
 import psutil
 import ray
 from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
 from comdml_ray.actors import AgentFailure, AgentHostActor, RayBackend  # noqa: F401  (AgentFailure re-exported)
 from comdml_ray.config import ConfigError, RunConfig
 from comdml_ray.costmodel import SplitProfile
 from comdml_ray.data import load_dataset
 from comdml_ray.layout import plan_layout
-from comdml_ray.rows import AgentRow, PlanRow, RoundRow, sync_round_rows
+from comdml_ray.reducer import RoundReducerActor
+from comdml_ray.rows import ClockSplits, RoundRow
 from comdml_ray.setting import Setting
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -106,17 +107,10 @@ class MemoryWatch:
 # ----------------------------------------------------------------------------- the run
 
 
-@dataclass
-class RoundResult:
-    row: RoundRow
-    agent_rows: list[AgentRow]
-    plan_rows: list[PlanRow] = field(default_factory=list)
-
-
 class Run:
     """Actors of one experiment and the steps of a synchronous round."""
 
-    def __init__(self, cfg: RunConfig, log=print):
+    def __init__(self, cfg: RunConfig, log=print, out_dir: str | None = None):
         self.cfg = cfg
         self.log = log
         self.received = 0  # bytes of results the driver received (reset every round)
@@ -140,8 +134,13 @@ class Run:
         name = f"comdml-{uuid.uuid4().hex[:12]}"
         be.fetch([be.set_setting(g, setting_ref, self.split_profile) for g in range(be.num_groups)]
                  + [h.join_collective.remote(name, len(self.hosts)) for h in self.hosts])
-        self.aux_bytes = 4 * np.array(be.fetch([be.aux_sizes(0)])[0])  # float32 aux head of each split row
+        aux_bytes = 4 * np.array(be.fetch([be.aux_sizes(0)])[0])  # float32 aux head of each split row
         self.profiles = [i.profile for i in self.infos]
+        # The round's reducer lives beside the driver (same node, same output folder).
+        self.out_dir = os.path.abspath(out_dir or tempfile.mkdtemp(prefix="comdml-run-"))
+        self.reducer = RoundReducerActor.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
+        ).remote(setting_ref, ClockSplits.of(self.split_profile, aux_bytes), cfg.aggregation, self.out_dir, self.hosts)
 
     def _bundle(self) -> dict:
         return {"CPU": self.layout.cpus} | ({"GPU": self.layout.gpus} if self.layout.gpus > 0 else {})
@@ -165,6 +164,11 @@ class Run:
             for k, v in b.items():
                 held[k] = held.get(k, 0.0) + v
         before = ray.available_resources()
+        try:
+            ray.get(self.reducer.close.remote(), timeout=timeout_s)
+        except Exception:  # noqa: BLE001 - a reducer that is gone has nothing left to flush
+            pass
+        ray.kill(self.reducer)
         for h in self.hosts:
             ray.kill(h)
         remove_placement_group(self.pg)
@@ -179,58 +183,61 @@ class Run:
             time.sleep(0.05)
 
     # ------------------------------------------------------------------ one round
-    def run_round(self, r: int) -> RoundResult:
-        """Train (ComDML: plan, offload, help, finish), average, and turn what was done into rows."""
-        t0 = time.perf_counter()
+    def run_round(self, r: int, virtual_before: float = 0.0) -> RoundRow:
+        """One round, top to bottom: train (ComDML: plan, offload, help, finish), average, reduce, evaluate.
+
+        The driver hands refs around and receives only digests, acks and the round's row:
+        the reports go from the actors straight to the reducer.
+        """
+        t0, start = time.perf_counter(), time.time()
         be = self.backend
         calls0, self.received = be.calls, 0
-        plan = None
         if self.cfg.algorithm == "comdml":
             reports, plan = self._comdml_phases(r)
         else:
-            reports = self._fetch([be.train_phase(g, r, [])[0] for g in range(be.num_groups)])
-        averaging_sent = self.aggregate()
-        row, agent_rows, plan_rows = sync_round_rows(r, self.setting, self.split_profile, self.aux_bytes, reports, averaging_sent, plan)
+            reports, plan = [be.train_phase(g, r, [])[0] for g in range(be.num_groups)], None
+        acks = self.aggregate()
+        row = self._fetch([self.reducer.reduce.remote(r, start, plan, *reports)] + acks)[0]
+        be.calls += 1
+        row.virtual_time_s = virtual_before + row.round_virtual_s
+        if self.cfg.evaluates(r, row.virtual_time_s):
+            row.test_accuracy = self.evaluate()
+            be.record_metrics(0, [], row.test_accuracy)
         row.round_wall_s = time.perf_counter() - t0
         row.driver_calls, row.driver_bytes = be.calls - calls0, self.received
-        for a in agent_rows:
-            a.wall_time_s = row.round_wall_s
-        return RoundResult(row, agent_rows, plan_rows)
+        return row
 
-    def _comdml_phases(self, r: int):
+    def _comdml_phases(self, r: int) -> tuple[list, object]:
         """One ComDML round: states gathered into one object, a plan on every actor, refs routed pairwise."""
         be, n_groups = self.backend, self.backend.num_groups
         states = be.concat_states([be.publish_states(g, r) for g in range(n_groups)])
-        digests = self._fetch([be.plan_round(g, r, states) for g in range(n_groups)])
+        planned = [be.plan_round(g, r, states) for g in range(n_groups)]
+        digests = self._fetch([p[0] for p in planned])
         if len({d.digest for d in digests}) != 1:
             raise RuntimeError(f"round {r}: agents disagree on the plan ({sorted({d.digest for d in digests})}); the planning function must be deterministic.")
         out = [list(d.out) for d in digests]  # helper groups of each group's offloaders
         back = [[s for s in range(n_groups) if h in out[s]] for h in range(n_groups)]  # offloader groups each group helps
         trained = [be.train_phase(g, r, out[g]) for g in range(n_groups)]
         helped = [be.helper_phase(h, r, back[h], [trained[s][1 + out[s].index(h)] for s in back[h]]) for h in range(n_groups)]
-        finished = [be.finish_phase(g, r, [helped[h][1 + back[h].index(g)] for h in out[g]]) for g in range(n_groups)]
-        reports = self._fetch([t[0] for t in trained] + [h[0] for h in helped])
-        self._fetch(finished)
-        return reports, digests[0].plan
+        for g in range(n_groups):
+            be.finish_phase(g, r, [helped[h][1 + back[h].index(g)] for h in out[g]])
+        return [t[0] for t in trained] + [h[0] for h in helped], planned[0][1]
 
     def _fetch(self, handles: list) -> list:
         values = self.backend.fetch(handles)
         self.received += len(pickle.dumps(values, protocol=5))
         return values
 
-    def aggregate(self) -> np.ndarray:
-        """Average the models: one collective (exact weighted mean) or one gossip step; bytes each agent sent."""
+    def aggregate(self) -> list:
+        """Start the averaging: one collective (exact weighted mean) or one gossip step; returns the acks to wait for."""
         be, st = self.backend, self.setting
         aux = self.cfg.algorithm == "comdml"
         if self.cfg.aggregation == "gossip":
             puts = self._fetch([be.gossip_put(g) for g in range(be.num_groups)])
             models = {k: s for d in puts for k, s in d.items()}
             mixes = [be.gossip_mix(g, {j: models[j] for k in ids for j in (k, *st.nbrs[k])}) for g, ids in enumerate(st.groups)]
-            self._fetch(mixes + (be.average(model=False, aux=True) if aux else []))
-            return np.array([len(st.nbrs[k]) * st.model_bytes for k in range(st.n)], dtype=float)
-        self._fetch(be.average(model=True, aux=aux))
-        # Charged as a ring all-reduce: 2(N-1) steps, each moving ~model/N floats per agent.
-        return np.full(st.n, 2 * (st.n - 1) * st.model_bytes / st.n)
+            return mixes + (be.average(model=False, aux=True) if aux else [])
+        return be.average(model=True, aux=aux)
 
     def evaluate(self) -> float:
         """Test accuracy of the averaged model(s): one model under allreduce (all equal), else the mean over --eval-agents."""
@@ -238,9 +245,10 @@ class Run:
         accs = self._fetch([be.evaluate(g, ks) for g, ks in self.setting.groups_of(self.cfg.eval_agent_ids()).items()])
         return float(np.mean([a for d in accs for a in d.values()]))
 
-    def record_metrics(self, agent_rows: list[AgentRow], accuracy: float | None) -> None:
+    def record_metrics(self, agent_rows: list, accuracy: float | None) -> None:
+        """Dashboard metrics of the event-driven baselines' rows (the reducer does this for synchronous rounds)."""
         by_group: dict[int, list[dict]] = {}
         for a in agent_rows:
             by_group.setdefault(self.owner[a.agent], []).append(vars(a))
-        for g, rows in by_group.items():
-            self.backend.record_metrics(g, rows, accuracy if g == 0 else None)
+        for g in range(self.backend.num_groups):
+            self.backend.record_metrics(g, by_group.get(g, []), accuracy if g == 0 else None)

@@ -1,4 +1,4 @@
-"""Communication topologies and their mixing weights (ALGORITHM.md section 5).
+"""Communication topologies and their mixing weights (docs/method.md §5.2).
 
 Owns the neighbour lists of `ring`, `torus`, `regular` (seeded random d-regular,
 from networkx) and `complete`, and the Metropolis-Hastings mixing matrix

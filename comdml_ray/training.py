@@ -3,7 +3,7 @@
 Owns
 - `minibatches`: the seeded shuffle every agent uses (one torch.Generator per agent);
 - `train_full`: an agent's ordinary local epoch(s) on its whole model;
-- `train_prefix`: the offloading agent's side of ComDML (ALGORITHM.md section 2):
+- `train_prefix`: the offloading agent's side of ComDML (docs/method.md §2.2):
   prefix + auxiliary head trained on the local loss CE(aux(z), y); yields chunks of
   (z.detach(), y) as numpy arrays, so no gradient can flow back from the helper;
 - `SuffixTrainer`: the helper's side, one optimizer state kept for the whole round

@@ -5,7 +5,7 @@
 - "exact": the optimal one-to-one plan in polynomial time (bisection + matching);
 - "ilp": the PuLP integer program, one-to-one or many-to-one (helpers_can_serve > 1),
   falling back to `exact`/`greedy` (reason in `Plan.note` and the log) on any failure.
-`evaluate_plan` scores any plan under the time model (ALGORITHM.md section 3).
+`evaluate_plan` scores any plan under the time model (docs/method.md §3.4).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The optimal one-to-one plan in polynomial time (ALGORITHM.md section 4, project extension).
+"""The optimal one-to-one plan in polynomial time (docs/method.md §4.3, project extension).
 
 For a threshold T, every agent with a_i = B_i c_i + ovh_i > T must offload, to an agent
 that stays whole, over an edge whose best pair time c_ij = min_m T_ij^m is <= T (such

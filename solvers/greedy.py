@@ -1,4 +1,4 @@
-"""The paper's decentralized greedy pairing (ALGORITHM.md section 4), one-to-one.
+"""The paper's decentralized greedy pairing (docs/method.md §4.2), one-to-one.
 
 Agents are taken slowest first (by alone finish a_i = B_i c_i + ovh_i, ties by lower
 index). Each agent not yet taken looks at every still-available agent j and every

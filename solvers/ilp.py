@@ -1,4 +1,4 @@
-"""The offloading integer program in PuLP (ALGORITHM.md section 4), one-to-one or many-to-one.
+"""The offloading integer program in PuLP (docs/method.md §4.4), one-to-one or many-to-one.
 
 Binaries x[i, j, m] (i offloads split m to j) and continuous T; y[i] = 1 - sum x[i, ., .]
 is substituted out. Minimise T subject to

@@ -1,7 +1,7 @@
 """A plan as data, and the time model that scores any plan (the yardstick).
 
 Owns `Plan`, `evaluate_plan` (the one yardstick every solver is checked by) and
-`no_offload_plan`. The time model is ALGORITHM.md section 3:
+`no_offload_plan`. The time model is docs/method.md §3.4:
 
 - alone:      a_i = B_i c_i + ovh_i
 - offloader:  max(B_i rho_s[m] c_i, B_i D[m] / nu_ij + l_ij) + ovh_i

@@ -39,7 +39,7 @@ def _alone(p: OffloadProblem) -> list[float]:
 
 
 def _pair(p: OffloadProblem, i: int, j: int, m: int) -> float:
-    """One-to-one pair time T_ij^m (ALGORITHM.md sec. 3), overheads included."""
+    """One-to-one pair time T_ij^m (docs/method.md §3.4), overheads included."""
     b, c, o, bw, lat, inb, rs, rf, d = _lists(p)
     a_j = b[j] * c[j] + o[j]
     slow = max((b[i] * rs[m]) * c[i] + o[i], (b[i] * d[m]) / bw[i][j] + (lat[i][j] + o[i]))

@@ -85,7 +85,7 @@ def test_collective_allreduce_between_actors_is_the_weighted_mean():
         sizes = r.setting.num_samples
         assert len(set(sizes.tolist())) > 1
         expected = (sizes / sizes.sum()) @ before
-        r.aggregate()  # one collective call per actor
+        be.fetch(r.aggregate())  # one collective call per actor
         after = np.stack(be.fetch([be.flat_model(r.owner[k], k) for k in range(5)]))
         assert np.abs(after - expected).max() < 1e-6
         # the same step in process (LocalBackend) gives the same models

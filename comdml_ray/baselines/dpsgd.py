@@ -11,7 +11,7 @@ import numpy as np
 
 from comdml_ray.backend import Backend
 from comdml_ray.baselines.events import EventClock, StepDone
-from comdml_ray.baselines.recorder import Period, Recorder, evaluate_now, is_last
+from comdml_ray.baselines.recorder import Period, Recorder, evaluate_now
 from comdml_ray.config import RunConfig
 from comdml_ray.setting import Setting
 
@@ -43,8 +43,8 @@ def run_dpsgd(ex: Backend, st: Setting, cfg: RunConfig, rec: Recorder) -> EventC
             ex.gossip_mix(g, {j: models[j] for k in mine for j in (k, *st.nbrs[k])})
         p = Period(r, virtual_time_s=t0, reports=reports, steps=np.ones(n, dtype=int), last_finish=last_finish.copy(),
                    bytes_sent=np.array([len(st.nbrs[k]) * st.model_bytes for k in range(n)], dtype=float))
-        last = is_last(cfg, r, t0)
-        if (r + 1) % cfg.eval_every == 0 or last:
+        last = cfg.is_last(r, t0)
+        if cfg.evaluates(r, t0):
             p.eval_handles = evaluate_now(ex, st)
         rec.close(p)
         if last:

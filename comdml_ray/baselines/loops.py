@@ -18,7 +18,7 @@ import numpy as np
 from comdml_ray.async_steps import FragmentSpec, fragment_sizes
 from comdml_ray.backend import Backend
 from comdml_ray.baselines.events import Delivered, EventClock, PairAverage, StepDone, Transfer, Uplink
-from comdml_ray.baselines.recorder import Period, Recorder, evaluate_now, is_last
+from comdml_ray.baselines.recorder import Period, Recorder, evaluate_now
 from comdml_ray.config import RunConfig
 from comdml_ray.setting import Setting
 from comdml_ray.topology import metropolis_hastings
@@ -91,8 +91,8 @@ class AsyncLoop:
         p.virtual_time_s = t
         p.last_finish = self.last_finish.copy()
         row = p.index
-        self.done = is_last(self.cfg, row, t)
-        if (row + 1) % self.cfg.eval_every == 0 or self.done:
+        self.done = self.cfg.is_last(row, t)
+        if self.cfg.evaluates(row, t):
             p.eval_handles = evaluate_now(self.ex, self.st)
         self.period = self._new_period(row + 1)
         rec.close(p)

@@ -2,8 +2,7 @@
 
 Owns `Period` (one row of rounds.csv in the making), `Recorder` (turns periods into
 `rows.RoundRow` / `rows.AgentRow`, fetching each one row late so that the actors stay
-busy), `is_last` (the run's last row: --rounds, or --time-budget reached) and
-`evaluate_now` (submit the evaluation of the evaluated agents' current models).
+busy), `evaluate_now` (submit the evaluation of the evaluated agents' current models).
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ import pandas as pd
 
 from comdml_ray.async_steps import StepReport
 from comdml_ray.backend import Backend
-from comdml_ray.config import RunConfig
 from comdml_ray.results import frame
 from comdml_ray.rows import AgentRow, RoundRow
 from comdml_ray.setting import Setting
@@ -103,11 +101,6 @@ class Recorder:
 
     def frames(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         return frame(self.rows), frame(self.agent_rows), pd.DataFrame()
-
-
-def is_last(cfg: RunConfig, row: int, virtual_s: float) -> bool:
-    """The last row: --rounds done, or --time-budget virtual seconds spent (same-clock comparisons)."""
-    return row == cfg.rounds - 1 or (cfg.time_budget_s is not None and virtual_s >= cfg.time_budget_s)
 
 
 def evaluate_now(ex: Backend, st: Setting) -> list[Any]:

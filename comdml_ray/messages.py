@@ -1,0 +1,60 @@
+"""The messages of a synchronous round: what agent groups send each other and the driver (pure dataclasses).
+
+Owns `AgentState` (published before planning), `PlanDigest` (a group's plan, summarised
+for the driver's agreement check and routing), `OffloadOut` (an offloader's refs for its
+helper) and `PhaseReport` (a group's per-agent work and statistics).  They carry refs and
+small numbers, never payloads.  No torch, no Ray: the round's reducer imports them
+without torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from comdml_ray.clock import AgentWork
+from comdml_ray.store import Shipped
+
+
+@dataclass(frozen=True)
+class AgentState:
+    """What an agent publishes before planning: enough for every peer to compute the same plan."""
+
+    agent: int
+    batches: int  # batches it must train this round
+    sec_per_batch: float  # its smoothed estimate of seconds per full-model batch
+    bandwidth_Bps: float
+    latency_s: float
+
+
+@dataclass(frozen=True)
+class PlanDigest:
+    group: int
+    digest: str
+    out: tuple[int, ...]  # groups hosting the helpers of this group's offloaders (sorted)
+
+
+@dataclass
+class OffloadOut:
+    """An offloader's outbound data for its helper: refs only, the data is in the store."""
+
+    offloader: int
+    helper: int
+    split: int  # split point m
+    suffix: Shipped  # flat suffix weights at round start
+    chunk_refs: list[Any] = field(default_factory=list)  # each chunk: list of (z (B, C_m, H_m, W_m) float32, y (B,) int64)
+
+
+@dataclass
+class PhaseReport:
+    """What a group returns from a phase: per-agent work and train statistics (small; no payloads)."""
+
+    work: dict[int, AgentWork] = field(default_factory=dict)
+    loss_sum: dict[int, float] = field(default_factory=dict)
+    batches: dict[int, int] = field(default_factory=dict)
+    bytes_sent: dict[int, int] = field(default_factory=dict)
+
+    def add(self, k: int, loss_sum: float, batches: int, sent: int) -> None:
+        self.loss_sum[k] = self.loss_sum.get(k, 0.0) + loss_sum
+        self.batches[k] = self.batches.get(k, 0) + batches
+        self.bytes_sent[k] = self.bytes_sent.get(k, 0) + sent
