@@ -1,30 +1,24 @@
-"""The offloading problem and a plan as data, and the time model that scores any plan.
+"""The offloading problem as data: `SplitTable` and `OffloadProblem`, validated on construction.
 
-Owns `SplitTable`, `OffloadProblem`, `Plan`, `evaluate_plan` (the one yardstick every
-solver is checked by) and `no_offload_plan`, plus the vectorised pair-cost kernel the
-solvers share (`_Costs`). The time model is docs/method.md §3.4:
-
-- alone:      a_i = B_i c_i + ovh_i
-- offloader:  max(B_i rho_s[m] c_i, B_i D[m] / nu_ij + l_ij) + ovh_i
-- helper:     max(B_j c_j + sum_i B_i rho_f[m_i] c_j, sum_i B_i D[m_i] / inbound_j) + ovh_j
-
-An offloader's finish is when its side (prefix+aux compute, sending) is done; its
-suffix is done at its helper's finish. For a one-to-one pair the larger of the two is
-the pair time T_ij^m = max(slow compute, transfer, helper) (overheads included). The
-shared-inbound term applies one-to-one too; by default (inbound = the fastest link into
-j) it never binds there.
-
-Every solver computes costs with the *same* floating-point expressions as
-`evaluate_plan` (same operands, same association), so a solver's predicted makespan
-and the yardstick's agree bit for bit and comparisons such as "beats T_i" are
-decided identically everywhere.
+Owns the inputs every solver reads (per-agent batches and speed, the link matrices, the
+split table) and their checks: a bad input raises ValueError in one sentence that says
+how to fix it. The rest of the model lives beside it and is re-exported here, so
+`from solvers.problem import ...` keeps working:
+- `Plan`, `evaluate_plan`, `no_offload_plan` (solvers/plan.py): a plan and the time
+  model (docs/method.md §3.4) that scores it, the yardstick every solver is checked by;
+- `_Costs` (solvers/costs.py): the pair-cost kernel the solvers share, built from the
+  same floating-point expressions as `evaluate_plan`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
+
+# Re-exported: these lived here before the split, and callers import them from here.
+from .costs import _Costs  # noqa: F401
+from .plan import Plan, evaluate_plan, no_offload_plan
 
 __all__ = [
     "SplitTable",
@@ -232,197 +226,3 @@ class OffloadProblem:
     def alone(self) -> np.ndarray:
         """(N,) finish time of each agent training alone: B_i c_i + ovh_i."""
         return self.batches * self.sec_per_batch + self.overhead_s
-
-
-@dataclass(frozen=True, eq=False)
-class Plan:
-    """Who offloads which split to whom, and each agent's predicted finish."""
-
-    partner: np.ndarray  # (N,) int: helper j of an offloader i; -1 for helpers and solo agents
-    split: np.ndarray  # (N,) int: SplitTable row for offloaders; -1 otherwise
-    finish: np.ndarray  # (N,) predicted finish (s) under the time model, overhead included
-    makespan: float  # max(finish)
-    method: str  # "greedy" | "exact" | "ilp" | "none" | "custom"
-    optimal: bool  # proven optimal for the problem's class (one-to-one or many-to-one)
-    note: str = ""
-    solve_time_s: float = 0.0
-    lower_bound: float = field(default=float("nan"))  # a proven lower bound on the optimum, when known
-
-    def helpers_of(self) -> dict[int, list[int]]:
-        """helper -> its offloaders (ascending)."""
-        out: dict[int, list[int]] = {}
-        for i in np.flatnonzero(self.partner >= 0):
-            out.setdefault(int(self.partner[i]), []).append(int(i))
-        return out
-
-    @property
-    def num_offloaders(self) -> int:
-        return int(np.count_nonzero(self.partner >= 0))
-
-
-def evaluate_plan(
-    problem: OffloadProblem,
-    partner: np.ndarray,
-    split: np.ndarray,
-    *,
-    method: str = "custom",
-    optimal: bool = False,
-    note: str = "",
-    solve_time_s: float = 0.0,
-    lower_bound: float = float("nan"),
-) -> Plan:
-    """Score a plan under the time model; raise ValueError if it is infeasible."""
-    n = problem.num_agents
-    partner = np.asarray(partner)
-    split = np.asarray(split)
-    if partner.shape != (n,) or split.shape != (n,):
-        raise ValueError(f"partner and split must each have {n} entries; pass one per agent (-1 for none).")
-    if not (np.issubdtype(partner.dtype, np.integer) and np.issubdtype(split.dtype, np.integer)):
-        raise ValueError("partner and split must be integer arrays; pass agent indices and split rows (-1 for none).")
-    partner = partner.astype(np.int64)
-    split = split.astype(np.int64)
-    off = np.flatnonzero(partner >= 0)
-    if np.any(partner < -1) or np.any(partner >= n):
-        raise ValueError(f"partner entries must be -1 or an agent index in [0, {n}); fix the plan's partner array.")
-    if np.any(split < -1) or np.any(split >= problem.splits.num_splits):
-        raise ValueError(f"split entries must be -1 or a row in [0, {problem.splits.num_splits}); fix the plan's split array.")
-    if np.any((partner >= 0) != (split >= 0)):
-        raise ValueError("an agent has a partner without a split (or a split without a partner); give offloaders both and others -1.")
-    helpers = partner[off]
-    if np.any(helpers == off):
-        raise ValueError("an agent is paired with itself; give it -1 (train alone) or another agent.")
-    if np.any(partner[helpers] >= 0):
-        raise ValueError("a helper is itself offloading; a helper must train its own model whole (partner -1).")
-    counts = np.bincount(helpers, minlength=n)
-    if np.any(counts > problem.helpers_can_serve):
-        raise ValueError(
-            f"a helper serves {int(counts.max())} offloaders but helpers_can_serve is {problem.helpers_can_serve}; "
-            "raise helpers_can_serve or pair fewer agents with it."
-        )
-
-    b, c, o = problem.batches, problem.sec_per_batch, problem.overhead_s
-    sp = problem.splits
-    finish = b * c + o  # alone
-    alone = finish.copy()
-    m = split[off]
-    # Offloader: prefix+aux compute and sending overlap (local loss, no backward wait).
-    slow_cmp = (b[off] * sp.rho_s[m]) * c[off] + o[off]
-    xfer = (b[off] * sp.bytes_per_batch[m]) / problem.bandwidth[off, helpers] + (problem.latency[off, helpers] + o[off])
-    finish[off] = np.maximum(slow_cmp, xfer)
-    # Helper: own epoch (+ overhead) then every offloaded suffix; all inbound smashed data
-    # shares one link. np.add.at is unbuffered and goes in index order: deterministic.
-    load = alone
-    np.add.at(load, helpers, (b[off] * sp.rho_f[m]) * c[helpers])
-    inbound = np.zeros(n)
-    np.add.at(inbound, helpers, (b[off] * sp.bytes_per_batch[m]) / problem.inbound_bandwidth[helpers])
-    hs = np.flatnonzero(counts > 0)
-    finish[hs] = np.maximum(load[hs], inbound[hs] + o[hs])
-    return Plan(
-        partner=partner,
-        split=split,
-        finish=finish,
-        makespan=float(finish.max()),
-        method=method,
-        optimal=optimal,
-        note=note,
-        solve_time_s=solve_time_s,
-        lower_bound=lower_bound,
-    )
-
-
-def no_offload_plan(problem: OffloadProblem) -> Plan:
-    """Everyone trains alone (the straggler-bound baseline)."""
-    n = problem.num_agents
-    none = np.full(n, -1, dtype=np.int64)
-    return evaluate_plan(problem, none, none.copy(), method="none")
-
-
-_SMALL = 1 << 16  # pair times per call below which one (n, M) slab beats a loop over splits
-
-
-class _Costs:
-    """Pair times T_ij^m computed with exactly the expressions `evaluate_plan` uses.
-
-    The solvers take minima and argmins of these, so every comparison they make
-    ("beats a_i", "<= T") is the one the yardstick would make, bit for bit:
-    slow = (B_i rho_s) c_i + o_i,  xfer = (B_i D) / nu_ij + (l_ij + o_i),
-    helper = a_j + (B_i rho_f) c_j,  inbound = (B_i D) / inbound_j + o_j.
-    """
-
-    def __init__(self, problem: OffloadProblem) -> None:
-        self.p = problem
-        self.b = problem.batches
-        self.c = problem.sec_per_batch
-        self.o = problem.overhead_s
-        self.a = self.b * self.c + self.o  # (N,) alone finish
-        sp = problem.splits
-        self.rs, self.rf, self.d = sp.rho_s, sp.rho_f, sp.bytes_per_batch
-        self.inb = problem.inbound_bandwidth
-
-    def slow_side(self, i: np.ndarray | int, ms: np.ndarray) -> np.ndarray:
-        """shape(i) + (M,) offloader compute finish (helper-independent)."""
-        i = np.asarray(i)
-        return (self.b[i][..., None] * self.rs[ms]) * self.c[i][..., None] + self.o[i][..., None]
-
-    def cost(self, i: np.ndarray | int, j: np.ndarray | int, ms: np.ndarray) -> np.ndarray:
-        """broadcast(shape(i), shape(j)) + (M,) one-to-one pair time of i offloading
-        split ms to j. i = (r, 1), j = (1, C) gives a block; equal shapes give pairs.
-        The same elementwise operations as `_per_split`, so the values are identical."""
-        i, j = np.asarray(i), np.asarray(j)
-        bi, ci, oi = self.b[i][..., None], self.c[i][..., None], self.o[i][..., None]
-        bd = bi * self.d[ms]
-        x = bd / self.p.bandwidth[i, j][..., None]
-        x += (self.p.latency[i, j] + self.o[i])[..., None]
-        np.maximum(x, (bi * self.rs[ms]) * ci + oi, out=x)
-        h = (bi * self.rf[ms]) * self.c[j][..., None]
-        h += self.a[j][..., None]
-        inb = bd / self.inb[j][..., None]
-        inb += self.o[j][..., None]
-        np.maximum(h, inb, out=h)
-        np.maximum(x, h, out=x)
-        return x
-
-    def min_cost(self, i: np.ndarray | int, j: np.ndarray | int, ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(min over ms of the pair time, position in ms of the first minimum)."""
-        i, j = np.asarray(i), np.asarray(j)
-        if np.broadcast_shapes(i.shape, j.shape, (1,))[0] * len(ms) <= _SMALL and i.ndim <= 1 and j.ndim <= 1:
-            # Small (the greedy's per-agent calls): one (n, M) slab, few Python steps.
-            full = self.cost(i, j, ms)
-            return full.min(axis=-1), np.argmin(full, axis=-1)
-        best: np.ndarray | None = None
-        arg: np.ndarray | None = None
-        for t, cm in enumerate(self._per_split(i, j, ms)):
-            if best is None:
-                best, arg = cm, np.zeros(cm.shape, dtype=np.int64)
-            else:
-                better = cm < best  # strict: ties keep the lower split row
-                np.copyto(best, cm, where=better)
-                arg[better] = t
-        assert best is not None and arg is not None
-        return best, arg
-
-    def _per_split(self, i: np.ndarray | int, j: np.ndarray | int, ms: np.ndarray):
-        """Yield, per split in ms, the broadcast(shape(i), shape(j)) pair times.
-
-        One (r, C) slab at a time: no (r, C, M) temporaries, and the j-independent and
-        m-independent parts are computed once.
-        """
-        i, j = np.asarray(i), np.asarray(j)
-        shape = np.broadcast_shapes(i.shape, j.shape)
-        bi, ci, oi = self.b[i], self.c[i], self.o[i]
-        bw = self.p.bandwidth[i, j]
-        lo = self.p.latency[i, j] + oi  # (l_ij + o_i)
-        cj, aj, oj, inbj = self.c[j], self.a[j], self.o[j], self.inb[j]
-        h = np.empty(shape)
-        for m in ms:
-            bd = bi * self.d[m]
-            x = np.divide(bd, bw)  # a fresh slab per split: it is handed out
-            x += lo
-            np.maximum(x, (bi * self.rs[m]) * ci + oi, out=x)
-            np.multiply(bi * self.rf[m], cj, out=h)
-            h += aj
-            np.maximum(x, h, out=x)
-            np.divide(bd, inbj, out=h)
-            h += oj
-            np.maximum(x, h, out=x)
-            yield x
