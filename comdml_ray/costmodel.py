@@ -53,9 +53,6 @@ class SplitProfile:
             bytes_per_batch=np.asarray(self.bytes_per_batch, dtype=float),
         )
 
-    def row_of(self, split_id: int) -> int:
-        return self.split_ids.index(split_id)
-
     def to_csv(self, path: str) -> None:
         with open(path, "w", newline="") as f:
             w = csv.writer(f)

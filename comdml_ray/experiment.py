@@ -64,38 +64,7 @@ def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False) -> dict:
             from comdml_ray.baselines import run_event_driven
 
             rounds, agents, plans = run_event_driven(run, cfg, log)
-        train_wall = float(rounds["round_wall_s"].sum())
-        peak = watch.stop()
-        evaluated = rounds.dropna(subset=["test_accuracy"])
-        summary = {
-            "algorithm": cfg.algorithm,
-            "agents": cfg.agents,
-            "rounds": int(len(rounds)),
-            "dataset": cfg.dataset,
-            "model": cfg.model,
-            "aggregation": _aggregation_rule(cfg),
-            "evaluated": _evaluated_models(cfg),
-            "heterogeneity": cfg.heterogeneity,
-            "final_accuracy": float(evaluated["test_accuracy"].iloc[-1]) if len(evaluated) else None,
-            "best_accuracy": float(evaluated["test_accuracy"].max()) if len(evaluated) else None,
-            "virtual_time_s": float(rounds["virtual_time_s"].iloc[-1]),
-            "wall_time_s": train_wall,
-            "startup_s": startup,
-            "total_wall_s": time.perf_counter() - t_start,
-            "mean_round_wall_s": float(rounds["round_wall_s"].mean()),
-            "target_acc": cfg.target_acc,
-            "time_to_target_s": time_to_target(rounds, cfg.target_acc),
-            "peak_memory_mb": peak,
-            "actors": len(run.hosts),
-            "agents_per_actor": max(len(g) for g in run.layout.groups),
-            "bytes_sent": int(rounds["bytes_sent"].sum()),
-            "bytes_offloaded": int(rounds["bytes_offloaded"].sum()),
-            "split_profile": run.split_profile.source,
-            "out": out,
-            "driver_calls_per_round": float(rounds["driver_calls"].mean()),
-            "driver_bytes_per_round": float(rounds["driver_bytes"].mean()),
-            "config": dataclasses.asdict(cfg),
-        }
+        summary = _summary(cfg, run, rounds, out, startup, watch.stop(), time.perf_counter() - t_start)
         write_outputs(out, rounds, agents, plans, summary, cfg.algorithm)
         log(format_summary(summary))
         return summary
@@ -106,6 +75,40 @@ def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False) -> dict:
         if not keep_ray and not cfg.address:
             ray.shutdown()
 
+
+def _summary(cfg: RunConfig, run: Run, rounds: pd.DataFrame, out: str, startup: float, peak_mb: float, total_wall: float) -> dict:
+    """The run's summary (summary.json and the lines printed at the end)."""
+    evaluated = rounds.dropna(subset=["test_accuracy"])
+    return {
+        "algorithm": cfg.algorithm,
+        "agents": cfg.agents,
+        "rounds": int(len(rounds)),
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "aggregation": _aggregation_rule(cfg),
+        "evaluated": _evaluated_models(cfg),
+        "heterogeneity": cfg.heterogeneity,
+        "final_accuracy": float(evaluated["test_accuracy"].iloc[-1]) if len(evaluated) else None,
+        "best_accuracy": float(evaluated["test_accuracy"].max()) if len(evaluated) else None,
+        "virtual_time_s": float(rounds["virtual_time_s"].iloc[-1]),
+        "wall_time_s": float(rounds["round_wall_s"].sum()),
+        "startup_s": startup,
+        "total_wall_s": total_wall,
+        "mean_round_wall_s": float(rounds["round_wall_s"].mean()),
+        "target_acc": cfg.target_acc,
+        "time_to_target_s": time_to_target(rounds, cfg.target_acc),
+        "peak_memory_mb": peak_mb,
+        "actors": len(run.hosts),
+        "agents_per_actor": max(len(g) for g in run.layout.groups),
+        "bytes_sent": int(rounds["bytes_sent"].sum()),
+        "bytes_offloaded": int(rounds["bytes_offloaded"].sum()),
+        "split_profile": run.split_profile.source,
+        "out": out,
+        "driver_calls_per_round": float(rounds["driver_calls"].mean()),
+        "driver_bytes_per_round": float(rounds["driver_bytes"].mean()),
+        "driver_cpu_s_per_round": float(rounds["driver_cpu_s"].mean()),
+        "config": dataclasses.asdict(cfg),
+    }
 
 def check_writable(out: str) -> str:
     """The output folder, created and writable, before Ray starts; else one sentence naming the fix."""

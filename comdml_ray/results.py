@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 
 ROUND_COLUMNS = [
     "round", "virtual_time_s", "wall_time_s", "train_loss", "test_accuracy", "bytes_sent",
-    "round_virtual_s", "round_wall_s", "bytes_offloaded", "pairs", "driver_calls", "driver_bytes",
+    "round_virtual_s", "round_wall_s", "bytes_offloaded", "pairs", "driver_calls", "driver_bytes", "driver_cpu_s",
 ]
 
 
@@ -91,6 +91,8 @@ def format_summary(summary: dict) -> str:
         f"wall time            {fmt(summary['wall_time_s'], ' s')}  (real time of the rounds on this cluster)",
         f"start-up             {fmt(summary['startup_s'], ' s')}  (Ray start, actors, data, profiling)",
         f"peak memory          {fmt(summary['peak_memory_mb'], ' MB')}  (PSS of the driver and its local Ray processes)",
+        f"driver per round     {summary['driver_calls_per_round']:.0f} remote calls, {summary['driver_bytes_per_round'] / 1024:.1f} KB received, "
+        f"{summary['driver_cpu_s_per_round']:.2f} s CPU  (its work grows with actors, not agents)",
     ]
     if tgt is not None:
         lines.append(f"time to {100 * tgt:.1f}%        {fmt(summary.get('time_to_target_s'), ' s')}  (virtual; '-' = not reached)")

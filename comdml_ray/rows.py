@@ -36,6 +36,7 @@ class RoundRow:
     steps: int | None = None  # local steps finished (event-driven methods)
     driver_calls: int = 0  # remote calls the driver made in this round
     driver_bytes: int = 0  # bytes of results the driver received in this round
+    driver_cpu_s: float = 0.0  # CPU seconds the driver process spent in this round (all its threads)
 
 
 @dataclass

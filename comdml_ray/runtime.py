@@ -189,7 +189,7 @@ class Run:
         The driver hands refs around and receives only digests, acks and the round's row:
         the reports go from the actors straight to the reducer.
         """
-        t0, start = time.perf_counter(), time.time()
+        t0, start, cpu0 = time.perf_counter(), time.time(), time.process_time()
         be = self.backend
         calls0, self.received = be.calls, 0
         if self.cfg.algorithm == "comdml":
@@ -205,6 +205,7 @@ class Run:
             be.record_metrics(0, [], row.test_accuracy)
         row.round_wall_s = time.perf_counter() - t0
         row.driver_calls, row.driver_bytes = be.calls - calls0, self.received
+        row.driver_cpu_s = time.process_time() - cpu0
         return row
 
     def _comdml_phases(self, r: int) -> tuple[list, object]:

@@ -8,6 +8,7 @@ busy), `evaluate_now` (submit the evaluation of the evaluated agents' current mo
 from __future__ import annotations
 
 import math
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ class Recorder:
         self.t0 = time.perf_counter()
         self.last_wall = 0.0
         self.last_virtual = 0.0
+        self.last_calls = getattr(ex, "calls", 0)
+        self.last_cpu = time.process_time()
         self.log = log
         self.on_row = on_row
         self.bar = None
@@ -70,6 +73,7 @@ class Recorder:
     def _finish(self, p: Period) -> None:
         reports = self.ex.fetch(p.reports)
         accs = self.ex.fetch(p.eval_handles)
+        received = len(pickle.dumps((reports, accs), protocol=5))
         wall = time.perf_counter() - self.t0
         loss_sum, batches = np.zeros(self.n), np.zeros(self.n)
         for rep in reports:
@@ -84,7 +88,11 @@ class Recorder:
         per_agent = {k: a for d in accs for k, a in d.items()}
         acc = float(np.mean(list(per_agent.values()))) if per_agent else math.nan
         row = RoundRow(p.index, float(loss_sum.sum() / max(batches.sum(), 1)), int(p.bytes_sent.sum()),
-                       p.virtual_time_s - self.last_virtual, wall - self.last_wall, p.virtual_time_s, wall, acc, steps=int(p.steps.sum()))
+                       p.virtual_time_s - self.last_virtual, wall - self.last_wall, p.virtual_time_s, wall, acc, steps=int(p.steps.sum()),
+                       driver_calls=getattr(self.ex, "calls", 0) - self.last_calls, driver_bytes=received)
+        self.last_calls = getattr(self.ex, "calls", 0)
+        now_cpu = time.process_time()
+        row.driver_cpu_s, self.last_cpu = now_cpu - self.last_cpu, now_cpu
         agent_rows = [AgentRow(p.index, k, float(p.last_finish[k]), wall, float(loss_sum[k] / batches[k]) if batches[k] else math.nan,
                                int(p.bytes_sent[k]), steps=int(p.steps[k]), test_accuracy=per_agent.get(k, math.nan))
                       for k in range(self.n)]
