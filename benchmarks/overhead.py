@@ -7,9 +7,9 @@
 Two ways, same agents, shards, model, batches and seeds:
 1. without Ray: one plain process per core (multiprocessing, spawn), each hosting its
    share of the agents as an `AgentGroup` in the same packing the runtime chooses; a
-   round is every agent's local epoch, the exact weighted average (each process's
-   float64 partial sum, summed by the parent through pipes) and the evaluation of
-   agent 0's model: what the runtime's round does, with nothing else around it;
+   round is every agent's local epoch, the exact weighted average (the same ring-order
+   sum as the runtime's, its blocks passed between the processes through pipes) and the
+   evaluation of agent 0's model: what the runtime's round does, with nothing around it;
 2. through `run.py`'s runtime (`run_experiment`: Ray actors, collective all-reduce,
    the virtual clock, rows of results), with the same flags.
 It prints each way's seconds per round (mean of the rounds after the first, which
@@ -46,8 +46,11 @@ def _worker(cfg, ids: list[int], all_groups: list[list[int]], conn, evaluate: bo
     for r in range(cfg.rounds):
         conn.recv()  # start of round r
         grp.train_phase(r, [])
-        conn.send(grp.reduce_partial(model=True, aux=False))
-        grp.apply_total(conn.recv(), model=True, aux=False)
+        conn.send(grp.ring_start())
+        for _ in all_groups:  # one hop per group, as the actors' ring: add to the block the parent hands over
+            owner, block = conn.recv()
+            conn.send(grp.ring_add(block, owner))
+        grp.ring_finish(conn.recv())
         acc = grp.evaluate([grp.ids[0]])[grp.ids[0]] if evaluate else None
         conn.send(acc)
     conn.close()
@@ -70,9 +73,17 @@ def without_ray(cfg, groups: list[list[int]]) -> list[float]:
         t0 = time.perf_counter()
         for c in pipes:
             c.send("go")
-        total = sum(c.recv() for c in pipes)
+        blocks = [c.recv() for c in pipes]  # blocks[o]: the running sums of group o's chunks
+        n = len(pipes)
+        for h in range(n):
+            owners = [(g - 1 - h) % n for g in range(n)]
+            for g, c in enumerate(pipes):
+                c.send((owners[g], blocks[owners[g]]))
+            for g, c in enumerate(pipes):
+                blocks[owners[g]] = c.recv()
+        full = np.concatenate(blocks)
         for c in pipes:
-            c.send(total)
+            c.send(full)
         for c in pipes:
             c.recv()
         times.append(time.perf_counter() - t0)

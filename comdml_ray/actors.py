@@ -5,7 +5,8 @@ Owns
 - `AgentHost`: an `AgentGroup` living in an actor process: picks its device from the
   GPU ids Ray assigned, caps its share of a shared GPU, limits torch threads to its
   CPUs, joins the run's `ray.util.collective` group (GLOO on CPU, NCCL on GPUs) and
-  runs its half of the round's all-reduce (`allreduce`);
+  runs its part of the round's all-reduce (`allreduce`: one point-to-point hop per
+  actor round the ring, then one gather; the driver starts it with one call per actor);
 - `RayBackend`: `backend.Backend` on these actors: every typed method is an actor
   call that returns ObjectRefs; `average` starts the collective on every actor at
   once (one call each per round); `fetch` turns a dead actor into `AgentFailure`
@@ -21,6 +22,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 from ray.util import metrics
@@ -136,18 +138,50 @@ class AgentHost(AgentGroup):
         self.collective = (name, world_size)
 
     def allreduce(self, model: bool, aux: bool) -> None:
-        """This actor's half of the round's all-reduce: pre-reduce its agents, sum over actors, apply."""
-        import torch
+        """This actor's part of the round's collective (see `averaging`): G ring hops then a gather, and/or the aux sums."""
 
-        total = self.reduce_partial(model, aux)
         name, world = self.collective
-        if world > 1 and total.size:
-            from ray.util import collective
+        g = self.group_id
+        if model:
+            acc = self.ring_start()
+            for h in range(world):  # the block received at hop h started in group g-1-h; the last one is our own
+                owner = (g - 1 - h) % world
+                if world > 1:
+                    acc = self._ring_hop(acc, owner)
+                acc = self.ring_add(acc, owner)
+            lo, hi = self.ring_block(g)
+            full = np.zeros(int(self._bounds()[-1]), dtype=np.float32)
+            full[lo:hi] = acc
+            self.ring_finish(self._sum(full) if world > 1 else full)  # blocks are disjoint: the sum gathers them
+        if aux:
+            part = self.aux_partial()
+            self.apply_aux(self._sum(part) if world > 1 else part)
 
-            t = torch.from_numpy(total).to(self.device)
-            collective.allreduce(t, group_name=name)
-            total = t.cpu().numpy()
-        self.apply_total(total, model, aux)
+    def _ring_hop(self, acc: np.ndarray, owner: int) -> np.ndarray:
+        """Send our block to the next actor, receive group `owner`'s block from the previous one."""
+        import torch
+        from ray.util import collective
+
+        name, world = self.collective
+        g = self.group_id
+        lo, hi = self.ring_block(owner)
+        out = torch.from_numpy(acc).to(self.device)
+        into = torch.empty(hi - lo, dtype=torch.float32, device=self.device)
+        if g % 2 == 0:  # even ranks send first, odd ranks receive first: no cycle of blocked sends
+            collective.send(out, (g + 1) % world, name)
+            collective.recv(into, (g - 1) % world, name)
+        else:
+            collective.recv(into, (g - 1) % world, name)
+            collective.send(out, (g + 1) % world, name)
+        return into.cpu().numpy()
+
+    def _sum(self, x: np.ndarray) -> np.ndarray:
+        import torch
+        from ray.util import collective
+
+        t = torch.from_numpy(x).to(self.device)
+        collective.allreduce(t, group_name=self.collective[0])
+        return t.cpu().numpy()
 
     def __repr__(self) -> str:
         ids = self._args[1]

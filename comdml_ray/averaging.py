@@ -1,19 +1,18 @@
-"""Group-side averaging: the exact all-reduce's local half, ComDML's aux-head averaging, and gossip; mixed into AgentGroup.
+"""Group-side averaging: the group's part of the model all-reduce, ComDML's aux heads, gossip; mixed into AgentGroup.
 
-Owns
-- `reduce_partial(model, aux)`: the group's pre-reduced contribution to the round's
-  collective, one float64 vector [sum_k share_k * x_k | per split s: sum of w_k * aux_k
-  over this group's offloaders of split s | per split s: sum of w_k], where share_k is
-  agent k's share of all training data and w_k its sample count.  Agents packed in one
-  actor are summed here, so the collective has one rank per actor, not per agent;
-- `apply_total(total, model, aux)`: after the collective has summed every group's
-  partial, every agent takes the exact data-weighted mean model, and every offloader
-  of split s the mean of that split group's aux heads;
-- `gossip_put` / `gossip_mix`: one Metropolis-Hastings step, x_i <- sum_j W_ij x_j over
-  i's neighbours and itself, models as `Shipped` refs handed out by the driver.
-The collective itself is the transport's: `ray.util.collective` in `actors.py`, a sum
-over plain groups in `backend.LocalBackend`.  float64 partials keep the mean exact to
-float32 rounding whatever the number of agents and the order of the sum.
+Owns the arithmetic; the transport between groups is the caller's (`ray.util.collective`
+in `actors.AgentHost.allreduce`, plain calls in `backend.LocalBackend.average`):
+- the model: the exact data-weighted mean sum_k share_k x_k, summed in the one order a
+  ring all-reduce over the agents uses (chunk c of the flat model, which belongs to agent
+  c, is summed x_c + x_{c+1} + ... + x_{c-1}, in float32), so a run's results do not
+  depend on how agents are packed into actors.  Agents are numbered contiguously by
+  group, so the sum of a group's chunks starts in that group (`ring_start`, its agents
+  from c on), passes once through every other group in ring order (`ring_add`: all of
+  that group's agents at once: the pre-reduction), and ends back in its own group
+  (`ring_add`: its agents before c).  One hop per group; `ring_finish` applies the result;
+- the aux heads: a float64 sum per split group (`aux_partial`, `apply_aux`);
+- gossip: one Metropolis-Hastings step, x_i <- sum_j W_ij x_j over i's neighbours and
+  itself, models as `Shipped` refs handed out by the driver.
 """
 
 from __future__ import annotations
@@ -38,45 +37,75 @@ class Averaging:
                                for m in self.split_profile.split_ids]
         return self._aux_sizes
 
-    def reduce_partial(self, model: bool, aux: bool) -> np.ndarray:
-        """This group's float64 contribution to the collective sum (layout in the module docstring)."""
-        parts = []
-        if model:
-            share = self.setting.shares
-            acc = None
-            for k, a in self.agents.items():
-                x = flatten(a.model).astype(np.float64) * share[k]
-                acc = x if acc is None else acc + x
-            parts.append(acc)
-        if aux:
-            sizes = self.aux_sizes()
-            rows = {int(m): s for s, m in enumerate(self.split_profile.split_ids)}
-            vecs = [np.zeros(n) for n in sizes]
-            weights = np.zeros(len(sizes))
-            for k, m in self.aux_used.items():
-                w = float(self.agents[k].num_samples)
-                vecs[rows[m]] += w * flatten(self.agents[k].aux[m]).astype(np.float64)
-                weights[rows[m]] += w
-            parts += [*vecs, weights]
-        return np.concatenate(parts) if parts else np.zeros(0)
+    # ------------------------------------------------------------------ the model: a ring in agent order
+    def _bounds(self) -> np.ndarray:
+        """Chunk c of the flat model belongs to agent c: [bounds[c], bounds[c+1])."""
+        size = flatten(next(iter(self.agents.values())).model).size
+        return np.linspace(0, size, self.cfg.agents + 1).astype(np.int64)
 
-    def apply_total(self, total: np.ndarray, model: bool, aux: bool) -> None:
-        """Set every agent's model to the mean and every offloader's aux head to its split group's mean."""
-        pos = 0
-        if model:
-            size = flatten(next(iter(self.agents.values())).model).size
-            mean = total[:size].astype(np.float32)
-            for a in self.agents.values():
-                unflatten_into(a.model, mean)
-            pos = size
-        if aux:
-            sizes = self.aux_sizes()
-            weights = total[pos + sum(sizes):]
-            rows = {int(m): s for s, m in enumerate(self.split_profile.split_ids)}
-            starts = pos + np.concatenate([[0], np.cumsum(sizes)])
-            for k, m in self.aux_used.items():
-                s = rows[m]
-                unflatten_into(self.agents[k].aux[m], (total[starts[s]:starts[s + 1]] / weights[s]).astype(np.float32))
+    def ring_block(self, owner: int) -> tuple[int, int]:
+        """The part of the flat model whose chunks belong to group `owner`'s agents."""
+        ids, b = self.setting.groups[owner], self._bounds()
+        return int(b[ids[0]]), int(b[ids[-1] + 1])
+
+    def ring_start(self) -> np.ndarray:
+        """Scale every agent's model by its data share; start the sums of this group's chunks, (block,) float32.
+
+        Chunk c's sum runs x_c + x_{c+1} + ... + x_{N-1} + x_0 + ... + x_{c-1}, added one
+        agent at a time in float32: here from agent c to this group's last agent.
+        """
+        share = self.setting.shares
+        self._scaled = {k: flatten(a.model) * np.float32(share[k]) for k, a in self.agents.items()}
+        b, (lo, hi) = self._bounds(), self.ring_block(self.group_id)
+        acc = np.zeros(hi - lo, dtype=np.float32)
+        for k in self.ids:  # agent k adds to the chunks c <= k
+            acc[: b[k + 1] - lo] += self._scaled[k][lo : b[k + 1]]
+        return acc
+
+    def ring_add(self, acc: np.ndarray, owner: int) -> np.ndarray:
+        """Add this group's agents, in id order, to the running sums of group `owner`'s chunks.
+
+        Another group's chunks get every agent of this group; this group's own chunks, back
+        from their trip round the ring, get the agents before each chunk's own (k < c).
+        """
+        lo, hi = self.ring_block(owner)
+        if owner != self.group_id:
+            for k in self.ids:
+                acc += self._scaled[k][lo:hi]
+            return acc
+        b = self._bounds()
+        for k in self.ids:  # agent k adds to the chunks c > k
+            acc[b[k + 1] - lo :] += self._scaled[k][b[k + 1] : hi]
+        return acc
+
+    def ring_finish(self, full: np.ndarray) -> None:
+        """Every agent takes the summed model (the exact data-weighted mean, to float32 rounding)."""
+        for a in self.agents.values():
+            unflatten_into(a.model, full)
+        self._scaled = {}
+
+    # ------------------------------------------------------------------ aux heads: a float64 sum per split group
+    def aux_partial(self) -> np.ndarray:
+        """[per split s: sum of w_k * aux_k over this group's offloaders of split s | per split s: sum of w_k], float64."""
+        sizes = self.aux_sizes()
+        rows = {int(m): s for s, m in enumerate(self.split_profile.split_ids)}
+        vecs = [np.zeros(n) for n in sizes]
+        weights = np.zeros(len(sizes))
+        for k, m in self.aux_used.items():
+            w = float(self.agents[k].num_samples)
+            vecs[rows[m]] += w * flatten(self.agents[k].aux[m]).astype(np.float64)
+            weights[rows[m]] += w
+        return np.concatenate([*vecs, weights])
+
+    def apply_aux(self, total: np.ndarray) -> None:
+        """Every offloader's aux head becomes its split group's data-weighted mean."""
+        sizes = self.aux_sizes()
+        weights = total[sum(sizes):]
+        rows = {int(m): s for s, m in enumerate(self.split_profile.split_ids)}
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        for k, m in self.aux_used.items():
+            s = rows[m]
+            unflatten_into(self.agents[k].aux[m], (total[starts[s]:starts[s + 1]] / weights[s]).astype(np.float32))
         self.aux_used = {}
 
     # ------------------------------------------------------------------ gossip

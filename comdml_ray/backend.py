@@ -49,7 +49,7 @@ class Backend:
         raise NotImplementedError
 
     def average(self, model: bool, aux: bool) -> list[Handle[None]]:
-        """The round's collective: every group's `reduce_partial` summed, then `apply_total` on every group."""
+        """The round's collective over every group: the model's ring-order sum and/or the aux heads' sums (`averaging`)."""
         raise NotImplementedError
 
     def record_metrics(self, g: int, rows: list[dict], accuracy: float | None) -> None:
@@ -158,7 +158,18 @@ class LocalBackend(Backend):
         return list(handles)
 
     def average(self, model: bool, aux: bool) -> list[None]:
-        total = sum(grp.reduce_partial(model, aux) for grp in self.groups)
-        for grp in self.groups:
-            grp.apply_total(total, model, aux)
-        return [None] * self.num_groups
+        """The same arithmetic as the collective: each group's chunks start at home, visit every other group, end at home."""
+        grps, n = self.groups, self.num_groups
+        if model:
+            blocks = [g.ring_start() for g in grps]
+            for o in range(n):
+                for h in range(1, n + 1):  # the groups after o in ring order, then o itself
+                    blocks[o] = grps[(o + h) % n].ring_add(blocks[o], o)
+            full = np.concatenate(blocks)
+            for g in grps:
+                g.ring_finish(full)
+        if aux:
+            total = sum(g.aux_partial() for g in grps)
+            for g in grps:
+                g.apply_aux(total)
+        return [None] * n

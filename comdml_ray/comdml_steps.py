@@ -79,8 +79,7 @@ class ComdmlSteps:
             out.append(AgentState(k, bpr, float(a.sec_estimate), a.profile.bandwidth_Bps, a.profile.latency_s))
         return out
 
-    @staticmethod
-    def concat_states(*state_lists: list[AgentState]) -> list[AgentState]:
+    def concat_states(self, *state_lists: list[AgentState]) -> list[AgentState]:
         """Every group's states as one list in agent order: the one object every group plans from."""
         return sorted((s for lst in state_lists for s in lst), key=lambda s: s.agent)
 

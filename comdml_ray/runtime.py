@@ -36,6 +36,7 @@ from comdml_ray.costmodel import SplitProfile
 from comdml_ray.data import load_dataset
 from comdml_ray.layout import plan_layout
 from comdml_ray.reducer import RoundReducerActor
+from comdml_ray.rounds import average, train_round
 from comdml_ray.rows import ClockSplits, RoundRow
 from comdml_ray.setting import Setting
 
@@ -192,10 +193,7 @@ class Run:
         t0, start, cpu0 = time.perf_counter(), time.time(), time.process_time()
         be = self.backend
         calls0, self.received = be.calls, 0
-        if self.cfg.algorithm == "comdml":
-            reports, plan = self._comdml_phases(r)
-        else:
-            reports, plan = [be.train_phase(g, r, [])[0] for g in range(be.num_groups)], None
+        reports, plan = train_round(be, r, comdml=self.cfg.algorithm == "comdml", fetch=self._fetch)
         acks = self.aggregate()
         row = self._fetch([self.reducer.reduce.remote(r, start, plan, *reports)] + acks)[0]
         be.calls += 1
@@ -208,37 +206,14 @@ class Run:
         row.driver_cpu_s = time.process_time() - cpu0
         return row
 
-    def _comdml_phases(self, r: int) -> tuple[list, object]:
-        """One ComDML round: states gathered into one object, a plan on every actor, refs routed pairwise."""
-        be, n_groups = self.backend, self.backend.num_groups
-        states = be.concat_states([be.publish_states(g, r) for g in range(n_groups)])
-        planned = [be.plan_round(g, r, states) for g in range(n_groups)]
-        digests = self._fetch([p[0] for p in planned])
-        if len({d.digest for d in digests}) != 1:
-            raise RuntimeError(f"round {r}: agents disagree on the plan ({sorted({d.digest for d in digests})}); the planning function must be deterministic.")
-        out = [list(d.out) for d in digests]  # helper groups of each group's offloaders
-        back = [[s for s in range(n_groups) if h in out[s]] for h in range(n_groups)]  # offloader groups each group helps
-        trained = [be.train_phase(g, r, out[g]) for g in range(n_groups)]
-        helped = [be.helper_phase(h, r, back[h], [trained[s][1 + out[s].index(h)] for s in back[h]]) for h in range(n_groups)]
-        for g in range(n_groups):
-            be.finish_phase(g, r, [helped[h][1 + back[h].index(g)] for h in out[g]])
-        return [t[0] for t in trained] + [h[0] for h in helped], planned[0][1]
-
     def _fetch(self, handles: list) -> list:
         values = self.backend.fetch(handles)
         self.received += len(pickle.dumps(values, protocol=5))
         return values
 
     def aggregate(self) -> list:
-        """Start the averaging: one collective (exact weighted mean) or one gossip step; returns the acks to wait for."""
-        be, st = self.backend, self.setting
-        aux = self.cfg.algorithm == "comdml"
-        if self.cfg.aggregation == "gossip":
-            puts = self._fetch([be.gossip_put(g) for g in range(be.num_groups)])
-            models = {k: s for d in puts for k, s in d.items()}
-            mixes = [be.gossip_mix(g, {j: models[j] for k in ids for j in (k, *st.nbrs[k])}) for g, ids in enumerate(st.groups)]
-            return mixes + (be.average(model=False, aux=True) if aux else [])
-        return be.average(model=True, aux=aux)
+        """Start the averaging step (see `rounds.average`); returns the acks to wait for."""
+        return average(self.backend, self.setting, self.cfg.aggregation, aux=self.cfg.algorithm == "comdml", fetch=self._fetch)
 
     def evaluate(self) -> float:
         """Test accuracy of the averaged model(s): one model under allreduce (all equal), else the mean over --eval-agents."""

@@ -97,9 +97,24 @@ def test_suffix_optimizer_state_persists_across_batches():
     assert torch.allclose(tr.optim.state[p]["momentum_buffer"], 0.9 * buf1 + p.grad, atol=1e-6)
 
 
+def ring_reference(models: np.ndarray, shares: np.ndarray) -> np.ndarray:
+    """The ring all-reduce over agents, literally: chunk c summed x_c + x_{c+1} + ... + x_{c-1} in float32."""
+    n, size = models.shape
+    scaled = [models[k] * np.float32(shares[k]) for k in range(n)]
+    bounds = np.linspace(0, size, n + 1).astype(np.int64)
+    out = np.empty(size, dtype=np.float32)
+    for c in range(n):
+        lo, hi = bounds[c], bounds[c + 1]
+        acc = scaled[c][lo:hi].copy()
+        for j in range(1, n):
+            acc += scaled[(c + j) % n][lo:hi]
+        out[lo:hi] = acc
+    return out
+
+
 @pytest.mark.parametrize("layout", [[[0, 1, 2, 3, 4]], [[0, 1, 2], [3, 4]], [[0], [1], [2], [3], [4]]])
-def test_allreduce_equals_weighted_mean(layout):
-    """Pre-reduce per group + a sum over groups + apply = the exact data-weighted mean, whatever the packing."""
+def test_allreduce_is_the_ring_sum_bit_for_bit_whatever_the_packing(layout):
+    """Start at home, one hop per group, end at home = the agent ring's float32 sum, exactly; = the weighted mean to 1e-6."""
     cfg = RunConfig(agents=5, partition="dirichlet", alpha=0.3, train_samples=500).validate()
     be, st = local_backend(cfg, layout)
     groups, owner = be.groups, st.owner
@@ -108,13 +123,15 @@ def test_allreduce_equals_weighted_mean(layout):
             with torch.no_grad():
                 for p in a.model.parameters():
                     p.add_(0.1 * k)
-    models = np.stack([groups[owner[k]].flat_model(k) for k in range(5)]).astype(np.float64)
+    models = np.stack([groups[owner[k]].flat_model(k) for k in range(5)])
     sizes = st.num_samples
     assert len(set(sizes.tolist())) > 1  # unequal shards: the weights matter
-    expected = (sizes / sizes.sum()) @ models
+    reference = ring_reference(models, st.shares)
     be.average(model=True, aux=False)
     for k in range(5):
-        assert np.allclose(groups[owner[k]].flat_model(k), expected, rtol=0, atol=1e-6)
+        after = groups[owner[k]].flat_model(k)
+        assert np.array_equal(after, reference)
+        assert np.abs(after - (sizes / sizes.sum()) @ models.astype(np.float64)).max() < 1e-6
 
 
 def test_aux_heads_are_averaged_per_split_group():
@@ -161,3 +178,24 @@ def test_gossip_step_is_metropolis_hastings():
     w = metropolis_hastings(st.nbrs)
     after = np.stack([groups[k // 3].flat_model(k) for k in range(6)])
     assert np.allclose(after, w @ before, atol=1e-5)
+
+
+def test_whole_comdml_round_in_process():
+    """A full ComDML round through LocalBackend: plan, offload, help, finish, one averaging, the clock's rows."""
+    from comdml_ray.rounds import average, train_round
+    from comdml_ray.rows import ClockSplits, sync_round_rows
+
+    cfg = RunConfig(agents=10, algorithm="comdml", train_samples=6000).validate()
+    be, st = local_backend(cfg, [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]])
+    reports, plan = train_round(be, 0, comdml=True)
+    average(be, st, cfg.aggregation, aux=True)
+    splits = ClockSplits.of(be.split_profile, 4 * np.array(be.groups[0].aux_sizes()))
+    row, agents, plans = sync_round_rows(0, st, splits, cfg.aggregation, reports, plan)
+    assert row.pairs == (plan.partner >= 0).sum() > 0 and row.bytes_offloaded > 0
+    models = np.stack([be.flat_model(k // 5, k) for k in range(10)])
+    assert np.abs(models - models[0]).max() == 0  # one model after the all-reduce
+    # the clock follows what was done: each offloader finishes near its plan's prediction
+    # (the clock adds the suffix's return trip and the aux heads' averaging, which the plan leaves out)
+    paired = [p for p in plans if p.partner >= 0]
+    assert all(abs(p.simulated_finish_s / p.predicted_finish_s - 1) < 0.01 for p in paired)
+    assert all(not g.aux_used for g in be.groups)  # aux heads averaged and cleared

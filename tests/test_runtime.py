@@ -25,6 +25,7 @@ from comdml_ray.config import RunConfig
 from comdml_ray.experiment import run_experiment
 from comdml_ray.runtime import AgentFailure, Run
 from tests.conftest import local_backend, quiet
+from tests.test_agent import ring_reference
 
 SMALL = dict(agents=6, rounds=2, train_samples=3000, lr=0.05, progress=False, num_gpus=0)
 
@@ -88,11 +89,12 @@ def test_collective_allreduce_between_actors_is_the_weighted_mean():
         be.fetch(r.aggregate())  # one collective call per actor
         after = np.stack(be.fetch([be.flat_model(r.owner[k], k) for k in range(5)]))
         assert np.abs(after - expected).max() < 1e-6
-        # the same step in process (LocalBackend) gives the same models
+        # the same step in process (LocalBackend), and the agent ring itself, give the same models bit for bit
         lb, _ = local_backend(cfg, r.layout.groups)
         lb.fetch([lb.train_phase(g, 0, [])[0] for g in range(3)])
         lb.average(model=True, aux=False)
-        assert np.abs(np.stack([lb.flat_model(r.owner[k], k) for k in range(5)]) - after).max() < 1e-6
+        assert np.array_equal(np.stack([lb.flat_model(r.owner[k], k) for k in range(5)]), after)
+        assert np.array_equal(after[0], ring_reference(before.astype(np.float32), r.setting.shares))
     finally:
         r.shutdown()
 
