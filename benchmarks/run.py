@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--placement", default=d.placement, help=f"{', '.join(PLACEMENTS)}: actors packed on few nodes or spread over many")
     g.add_argument("--num-cpus", type=int, default=d.num_cpus, help="CPUs of the local Ray (default: all of this machine)")
     g.add_argument("--num-gpus", type=float, default=d.num_gpus, help="GPUs of the local Ray (logical GPUs let a CPU machine test GPU placement)")
+    g.add_argument("--scale-timeout", dest="scale_timeout_s", type=float, default=d.scale_timeout_s, help="on an autoscaling cluster, seconds to wait for the nodes the run asks for (then it goes on with what joined)")
     return p
 
 

@@ -18,6 +18,7 @@ from ray.util import metrics
 
 from comdml_ray.agent import AgentGroup, AgentInfo
 from comdml_ray.config import RunConfig
+from comdml_ray.telemetry import ActorTelemetry
 
 METRIC_NAMES = (
     "comdml_round",
@@ -107,6 +108,7 @@ class AgentHost(AgentGroup):
         group_id, agent_ids, cfg = self._args
         AgentGroup.__init__(self, group_id, agent_ids, cfg, RayStore(), self.device_name)
         self.metrics = AgentMetrics()
+        self.telemetry = ActorTelemetry(agent_ids, self.device_name, self.gpu_ids)  # log lines + extra metrics (issue 16)
         return self.describe()
 
     def __repr__(self) -> str:
@@ -126,6 +128,7 @@ class AgentHost(AgentGroup):
         self.metrics.record(rows)
         if accuracy is not None:
             self.metrics.record_accuracy(accuracy)
+        self.telemetry.record(rows, accuracy)  # one INFO line per round, WARNING on a non-finite loss (issue 16)
 
 
 AgentHostActor = ray.remote(AgentHost)

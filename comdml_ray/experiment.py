@@ -21,7 +21,8 @@ import ray
 
 from comdml_ray.config import SYNC_ALGORITHMS, RunConfig
 from comdml_ray.results import format_summary, time_to_target, write_outputs
-from comdml_ray.runtime import MemoryWatch, Run, start_ray
+from comdml_ray.cluster import start_ray
+from comdml_ray.runtime import MemoryWatch, Run
 
 
 def default_out_dir() -> str:
@@ -50,7 +51,7 @@ def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False) -> dict:
     out = cfg.out or default_out_dir()
     watch = MemoryWatch()
     t_start = time.perf_counter()
-    start_ray(cfg)
+    start_ray(cfg, log)
     run = None
     try:
         run = Run(cfg, log=log)

@@ -1,7 +1,7 @@
 """The experiment loop on Ray: start or join a cluster, place agent actors, drive synchronous rounds.
 
 Owns
-- `start_ray` and `plan_layout`: which agents each actor hosts (`--agents-per-actor`,
+- `plan_layout`: which agents each actor hosts (`--agents-per-actor`,
   `auto` packs only when the cluster's CPUs, GPUs or memory cannot hold one actor per
   agent) and the refusal, before any actor starts, of a run the cluster cannot hold;
 - `Run`: the actors (in a placement group: `pack` or `spread`), the split profile,
@@ -30,11 +30,13 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from comdml_ray.actors import AgentHostActor
 from comdml_ray.agent import drive_ring
+from comdml_ray.cluster import failure_message, wait_for_placement  # start_ray moved to comdml_ray.cluster (issue 16)
 from comdml_ray.clock import AgentWork, exchange_seconds, round_finish_times
 from comdml_ray.config import DATASET_TRAIN_SIZES, ConfigError, RunConfig
 from comdml_ray.costmodel import SplitProfile
 from comdml_ray.data import DatasetError
 from comdml_ray.profiles import drift_slowdowns, link_matrices, make_profiles
+from comdml_ray.telemetry import with_idle_share
 from comdml_ray.topology import neighbours
 
 ACTOR_BASE_MB = 320  # a Ray worker that imported torch (measured: ~310 MB private)
@@ -50,25 +52,6 @@ class AgentFailure(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- cluster and layout
-
-
-def start_ray(cfg: RunConfig) -> None:
-    if ray.is_initialized():
-        return
-    if cfg.address:
-        try:
-            ray.init(address=cfg.address, log_to_driver=False)
-        except ConnectionError:
-            raise ConfigError(f"no Ray cluster found at --address {cfg.address}; start one with `ray up` / `ray start --head`, or drop --address to run locally.") from None
-    elif os.environ.get("RAY_ADDRESS"):
-        # Inside `ray job submit` (or with RAY_ADDRESS exported): the cluster that runs the job.
-        ray.init(log_to_driver=False)
-    else:
-        # A Ray of this run's own ("local"), never one another user or session started on
-        # this machine. Workers import this project from its root, wherever the driver ran.
-        path = os.pathsep.join(p for p in (PROJECT_ROOT, os.environ.get("PYTHONPATH", "")) if p)
-        ray.init(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": path}})
 
 
 @dataclass
@@ -191,8 +174,7 @@ class Run:
         strategy = "PACK" if cfg.placement == "pack" else "SPREAD"
         bundle = {"CPU": self.layout.cpus} | ({"GPU": self.layout.gpus} if self.layout.gpus > 0 else {})
         self.pg = placement_group([bundle] * len(self.layout.groups), strategy=strategy)
-        if not self.pg.wait(timeout_seconds=120):
-            raise ConfigError("the cluster could not place all agent actors within 120 s; check `ray status` for free CPUs/GPUs or lower --agents/--cpus-per-agent.")
+        wait_for_placement(self.pg, self.log, timeout_s=120)  # progress lines while it waits (issue 16)
         self.hosts = []
         for g, ids in enumerate(self.layout.groups):
             name = f"agent-{ids[0]:03d}" if len(ids) == 1 else f"agents-{ids[0]:03d}-{ids[-1]:03d}"
@@ -237,7 +219,7 @@ class Run:
             except Exception:
                 ids = self.layout.groups[g]
                 who = f"agent {ids[0]}" if len(ids) == 1 else f"agents {ids[0]}-{ids[-1]}"
-                return f"the actor hosting {who} died ({type(err).__name__}); see its log under /tmp/ray/session_latest/logs and rerun."
+                return failure_message(who, h, err)  # names its node IP and the command that shows its log (issue 16)
         return f"an agent actor died ({err}); rerun."
 
     def shutdown(self, timeout_s: float = 30.0, release_wait_s: float = 5.0) -> None:
@@ -372,6 +354,7 @@ class Run:
         return float(np.mean([a for d in accs for a in d.values()]))
 
     def record_metrics(self, agent_rows: list[dict], accuracy: float | None) -> None:
+        agent_rows = with_idle_share(agent_rows)  # the dashboard's idle share needs every agent's finish (issue 16)
         for g, h in enumerate(self.hosts):
             rows = [r for r in agent_rows if self.owner[r["agent"]] == g]
             h.record_metrics.remote(rows, accuracy if g == 0 else None)
