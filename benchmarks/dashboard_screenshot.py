@@ -63,6 +63,8 @@ class LocalHead:
     temp_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="comdml-ray-", dir="/tmp"))  # short: Ray's socket paths are limited
     ports: dict[str, int] = field(default_factory=dict)
     token: str = field(default_factory=lambda: secrets.token_hex(32))
+    extra_args: list[str] = field(default_factory=list)  # more `ray start` flags (e.g. --autoscaling-config)
+    extra_env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
 
     @property
@@ -86,7 +88,7 @@ class LocalHead:
         Path(self.token_path).write_text(self.token)
         os.chmod(self.token_path, 0o600)
         names = ("gcs", "dashboard", "agent_http", "agent_grpc", "metrics", "client", "runtime_env", "node_manager", "object_manager")
-        self.ports = {n: free_port() for n in names}
+        self.ports = {n: self.ports.get(n) or free_port() for n in names}  # a caller may fix some (e.g. the GCS port)
         p = self.ports
         # No --node-ip-address: Ray maps 127.0.0.1 to the machine's own address anyway. The
         # dashboard (and with it the Jobs API) listens on 127.0.0.1 only.
@@ -96,9 +98,9 @@ class LocalHead:
                f"--metrics-export-port={p['metrics']}", f"--ray-client-server-port={p['client']}",
                f"--runtime-env-agent-port={p['runtime_env']}", f"--node-manager-port={p['node_manager']}",
                f"--object-manager-port={p['object_manager']}", f"--temp-dir={self.temp_dir}",
-               f"--num-cpus={self.num_cpus}", f"--num-gpus={self.num_gpus}", "--disable-usage-stats"]
+               f"--num-cpus={self.num_cpus}", f"--num-gpus={self.num_gpus}", "--disable-usage-stats", *self.extra_args]
         self.log_file = open(os.path.join(self.temp_dir, "ray-start.log"), "w")
-        self.proc = subprocess.Popen(cmd, env=self.env(), stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(cmd, env=self.env() | self.extra_env, stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

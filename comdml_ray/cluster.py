@@ -10,10 +10,12 @@ Owns
   (`ray.autoscaler.sdk.request_resources`, which launches them all at once, unlike
   the pending-task path that `upscaling_speed` throttles), and wait with a progress
   line until they have joined, the autoscaler stops adding nodes, or
-  `--scale-timeout` passes; then drop the request, so the nodes go back once the
-  run has released them (`idle_timeout_minutes`).
+  `--scale-timeout` passes.  The request stands until the run's placement group
+  holds the nodes (else nodes that joined early could count as idle and go back
+  first); `release_capacity_request()` then drops it, so the nodes go back once
+  the run has ended (`idle_timeout_minutes`).
 - `wait_for_placement(pg, log, timeout_s)`: wait for the agents' placement group,
-  with a progress line, instead of a silent `pg.wait`.
+  with a progress line, instead of a silent `pg.wait`; then drop the request.
 - `failure_message(who, actor, err)`: the sentence a user reads when an agent
   actor died: the agents it hosted, its node's IP and the command (or, for a Ray of
   the run's own, the file) that shows its log.
@@ -103,21 +105,34 @@ class AutoscalerView:
     failed: int
 
 
-def autoscaler_view() -> AutoscalerView | None:
-    """The autoscaler's last report from the GCS; None on a fixed cluster (`ray start` without --autoscaling-config)."""
+def autoscaler_view(wait_s: float = 0.0) -> AutoscalerView | None:
+    """What the cluster's autoscaler reports now; None on a fixed cluster (`ray start` without --autoscaling-config).
+
+    Autoscaler v1 (the default of `ray up`): Ray's monitor runs on every head and
+    publishes a status every few seconds, with an autoscaler report only when it has a
+    cluster config; wait_s covers a head so new that it has not published yet.
+    Autoscaler v2 (RAY_enable_autoscaler_v2=1): its own cluster status.
+    """
     import json
 
     from ray._private import ray_constants
+    from ray.autoscaler.v2.utils import is_autoscaler_v2
     from ray.experimental.internal_kv import _internal_kv_get
 
-    try:
+    if is_autoscaler_v2(fetch_from_server=True):
+        from ray.autoscaler.v2.sdk import get_cluster_status
+
+        st = get_cluster_status(ray.get_runtime_context().gcs_address)
+        pending = len(st.pending_nodes) + sum(int(getattr(r, "count", 1)) for r in st.pending_launches)
+        return AutoscalerView(pending=pending, failed=len(st.failed_nodes))
+    deadline = time.monotonic() + wait_s
+    while True:
         raw = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
-    except Exception:  # noqa: BLE001 - an older or newer GCS without the key: treat as fixed
-        return None
-    if not raw:
-        return None
-    report = json.loads(raw).get("autoscaler_report")
-    if not report:  # the monitor runs on every head; it reports only when it has a config
+        if raw or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    report = json.loads(raw).get("autoscaler_report") if raw else None
+    if not report:
         return None
     pending = len(report.get("pending_nodes") or []) + sum(int(n) for n in (report.get("pending_launches") or {}).values())
     return AutoscalerView(pending=pending, failed=len(report.get("failed_nodes") or []))
@@ -134,38 +149,52 @@ def request_capacity(cfg: RunConfig, log: Callable[[str], None] = print, timeout
     if need.met_by(have):
         return have
     timeout_s = cfg.scale_timeout_s if timeout_s is None else timeout_s
-    view = autoscaler_view()
-    if view is None or timeout_s <= 0:
+    if timeout_s <= 0:
+        return have
+    view = autoscaler_view(wait_s=15.0)
+    if view is None:
         return have
     from ray.autoscaler.sdk import request_resources
 
+    global _request_open
     request_resources(bundles=need.bundles)
+    _request_open = True
     t0 = last_line = last_change = time.monotonic()
     seen = (have.get("CPU", 0.0), have.get("GPU", 0.0))
-    try:
-        log(_progress_line(need, have, view, 0.0, timeout_s))
-        while True:
-            time.sleep(POLL_S)
-            now = time.monotonic()
-            have = ray.cluster_resources()
-            view = autoscaler_view() or AutoscalerView(0, 0)
-            if need.met_by(have):
-                log(f"cluster ready after {(now - t0) / 60:.1f} min: {_count(have, need)}")
-                return have
-            if (have.get("CPU", 0.0), have.get("GPU", 0.0)) != seen or view.pending:
-                seen, last_change = (have.get("CPU", 0.0), have.get("GPU", 0.0)), now
-            if now - last_change > STALL_S:
-                log(f"the autoscaler adds no more nodes (max_workers reached, or quota): going on with {_count(have, need)}")
-                return have
-            if now - t0 > timeout_s:
-                log(f"--scale-timeout {timeout_s:.0f} s passed: going on with {_count(have, need)}")
-                return have
-            if now - last_line >= PROGRESS_EVERY_S:
-                log(_progress_line(need, have, view, now - t0, timeout_s))
-                last_line = now
-    finally:
-        # Drop the request: once the run's placement group is gone, idle nodes may go back.
-        request_resources(bundles=[])
+    log(_progress_line(need, have, view, 0.0, timeout_s))
+    while True:
+        time.sleep(POLL_S)
+        now = time.monotonic()
+        have = ray.cluster_resources()
+        view = autoscaler_view() or AutoscalerView(0, 0)
+        if need.met_by(have):
+            log(f"cluster ready after {(now - t0) / 60:.1f} min: {_count(have, need)}")
+            return have
+        if (have.get("CPU", 0.0), have.get("GPU", 0.0)) != seen or view.pending:
+            seen, last_change = (have.get("CPU", 0.0), have.get("GPU", 0.0)), now
+        if now - last_change > STALL_S:
+            log(f"the autoscaler adds no more nodes (max_workers reached, or quota): going on with {_count(have, need)}")
+            return have
+        if now - t0 > timeout_s:
+            log(f"--scale-timeout {timeout_s:.0f} s passed: going on with {_count(have, need)}")
+            return have
+        if now - last_line >= PROGRESS_EVERY_S:
+            log(_progress_line(need, have, view, now - t0, timeout_s))
+            last_line = now
+
+
+_request_open = False  # request_capacity asked the autoscaler for nodes and nobody has dropped the request yet
+
+
+def release_capacity_request() -> None:
+    """Drop this run's standing request to the autoscaler (no-op when there is none, or Ray is gone)."""
+    global _request_open
+    if not _request_open or not ray.is_initialized():
+        return
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=[])
+    _request_open = False
 
 
 def _count(have: dict, need: Demand) -> str:
@@ -186,13 +215,16 @@ def wait_for_placement(pg: PlacementGroup, log: Callable[[str], None] = print, t
     """Wait until the agents' placement group is placed, printing what it waits for; ConfigError at timeout_s."""
     t0 = time.monotonic()
     step = min(PROGRESS_EVERY_S, timeout_s)
-    while not pg.wait(timeout_seconds=step):
-        waited = time.monotonic() - t0
-        if waited >= timeout_s:
-            raise ConfigError(f"the cluster could not place all agent actors within {timeout_s:.0f} s; check `ray status` for free CPUs/GPUs or lower --agents/--cpus-per-agent.")
-        free = ray.available_resources()
-        log(f"placing {len(pg.bundle_specs)} agent actors: waiting {waited:.0f} s for CPUs/GPUs "
-            f"({free.get('CPU', 0.0):g} CPUs, {free.get('GPU', 0.0):g} GPUs free now)")
+    try:
+        while not pg.wait(timeout_seconds=step):
+            waited = time.monotonic() - t0
+            if waited >= timeout_s:
+                raise ConfigError(f"the cluster could not place all agent actors within {timeout_s:.0f} s; check `ray status` for free CPUs/GPUs or lower --agents/--cpus-per-agent.")
+            free = ray.available_resources()
+            log(f"placing {len(pg.bundle_specs)} agent actors: waiting {waited:.0f} s for CPUs/GPUs "
+                f"({free.get('CPU', 0.0):g} CPUs, {free.get('GPU', 0.0):g} GPUs free now)")
+    finally:
+        release_capacity_request()  # placed: the group holds the nodes now
 
 
 # ----------------------------------------------------------------------------- failures

@@ -19,9 +19,9 @@ from datetime import datetime
 import pandas as pd
 import ray
 
+from comdml_ray.cluster import release_capacity_request, start_ray
 from comdml_ray.config import SYNC_ALGORITHMS, RunConfig
 from comdml_ray.results import format_summary, time_to_target, write_outputs
-from comdml_ray.cluster import start_ray
 from comdml_ray.runtime import MemoryWatch, Run
 
 
@@ -101,6 +101,7 @@ def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False) -> dict:
         return summary
     finally:
         watch.stop()
+        release_capacity_request()  # a run that failed before placing its actors must not keep nodes up (issue 16)
         if run is not None:
             run.shutdown()
         if not keep_ray and not cfg.address:
