@@ -30,8 +30,8 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from comdml_ray.actors import AgentHostActor
 from comdml_ray.agent import drive_ring
-from comdml_ray.cluster import failure_message, wait_for_placement  # start_ray moved to comdml_ray.cluster (issue 16)
 from comdml_ray.clock import AgentWork, exchange_seconds, round_finish_times
+from comdml_ray.cluster import failure_message, wait_for_placement  # start_ray moved to comdml_ray.cluster (issue 16)
 from comdml_ray.config import DATASET_TRAIN_SIZES, ConfigError, RunConfig
 from comdml_ray.costmodel import SplitProfile
 from comdml_ray.data import DatasetError
