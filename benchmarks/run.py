@@ -14,6 +14,7 @@ the run ends with one sentence on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--placement", default=d.placement, help=f"{', '.join(PLACEMENTS)}: actors packed on few nodes or spread over many")
     g.add_argument("--num-cpus", type=int, default=d.num_cpus, help="CPUs of the local Ray (default: all of this machine)")
     g.add_argument("--num-gpus", type=float, default=d.num_gpus, help="GPUs of the local Ray (logical GPUs let a CPU machine test GPU placement)")
+    g.add_argument("--scale-timeout", dest="scale_timeout_s", type=float, default=d.scale_timeout_s, help="on an autoscaling cluster, seconds to wait for the nodes the run asks for (then it goes on with what joined)")
     return p
 
 
@@ -114,7 +116,14 @@ def exit_code_of(job) -> int:
     return 0
 
 
+# Ray folds log lines that differ only in numbers (within 5 s, across actors and rounds);
+# the actors' one line per round must reach `ray job logs` every round. Read by Ray at import.
+ACTOR_ROUND_LINES = r"INFO (round|row) \d+ agent"
+
+
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("RAY_DEDUP_LOGS_ALLOW_REGEX", ACTOR_ROUND_LINES)
+
     def job() -> None:
         from comdml_ray.experiment import run_experiment
 

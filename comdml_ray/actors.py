@@ -29,8 +29,10 @@ from ray.util import metrics
 
 from comdml_ray.agent import AgentGroup, AgentInfo
 from comdml_ray.backend import Backend
+from comdml_ray.cluster import failure_message
 from comdml_ray.config import ConfigError, RunConfig
 from comdml_ray.data import DatasetArrays, DatasetError
+from comdml_ray.telemetry import ActorTelemetry
 
 METRIC_NAMES = (
     "comdml_round",
@@ -126,6 +128,7 @@ class AgentHost(AgentGroup):
         group_id, agent_ids, cfg = self._args
         AgentGroup.__init__(self, group_id, agent_ids, cfg, data, RayStore(), self.device_name)
         self.metrics = AgentMetrics()
+        self.telemetry = ActorTelemetry(agent_ids, self.device_name, self.gpu_ids)  # log lines + extra metrics (issue 16)
         return self.describe()
 
     def join_collective(self, name: str, world_size: int) -> None:
@@ -186,8 +189,8 @@ class AgentHost(AgentGroup):
     def __repr__(self) -> str:
         ids = self._args[1]
         who = f"agent {ids[0]:03d}" if len(ids) == 1 else f"agents {ids[0]:03d}-{ids[-1]:03d}"
-        if not hasattr(self, "agents"):
-            return f"AgentHost({who} on {self.device_name}, not set up)"
+        if not hasattr(self, "agents"):  # Ray takes the repr for its logs right after construction
+            return f"AgentHost({who} on {self.device_name})"
         extra = "" if len(ids) == 1 else f" (+{len(ids) - 1} more)"
         return f"AgentHost({who} on {self.device_name}, {self.agents[ids[0]].profile!r}{extra})"
 
@@ -200,6 +203,7 @@ class AgentHost(AgentGroup):
         self.metrics.record(rows)
         if accuracy is not None:
             self.metrics.record_accuracy(accuracy)
+        self.telemetry.record(rows, accuracy)  # one INFO line per round, WARNING on a non-finite loss (issue 16)
 
 
 AgentHostActor = ray.remote(AgentHost)
@@ -234,12 +238,14 @@ class RayBackend(Backend):
             raise
 
     def _who_died(self, err: RayActorError) -> str:
-        ids_by_actor = {h._actor_id.hex(): self.groups[g] for g, h in enumerate(self.hosts)}
-        ids = ids_by_actor.get(getattr(err, "actor_id", None) or "")
-        if ids is None:
-            return f"an agent actor died ({type(err).__name__}); see `ray logs` for its output and rerun."
+        """Which actor died, from Ray's own error (its actor id), with its node and the command that shows its log."""
+        by_id = {h._actor_id.hex(): g for g, h in enumerate(self.hosts)}
+        g = by_id.get(getattr(err, "actor_id", None) or "")
+        if g is None:
+            return f"an agent actor died ({type(err).__name__}); see `ray list actors --filter state=DEAD` and its log, and rerun."
+        ids = self.groups[g]
         who = f"agent {ids[0]}" if len(ids) == 1 else f"agents {ids[0]}-{ids[-1]}"
-        return f"the actor hosting {who} died ({type(err).__name__}); see its log under /tmp/ray/session_latest/logs and rerun."
+        return failure_message(who, self.hosts[g], err)
 
     def average(self, model: bool, aux: bool) -> list:
         self.calls += self.num_groups

@@ -85,6 +85,7 @@ class RunConfig:
     placement: str = "pack"
     num_cpus: int | None = None  # CPUs of the local Ray started when address is None (default: all)
     num_gpus: float | None = None  # logical GPUs of the local Ray (lets CI exercise GPU scheduling)
+    scale_timeout_s: float = 1200.0  # on an autoscaling cluster: wait at most this long for the nodes the run asks for
 
     def replace(self, **changes) -> "RunConfig":
         return dataclasses.replace(self, **changes)
@@ -185,4 +186,5 @@ class RunConfig:
             need(self.num_cpus >= 1, f"--num-cpus must be at least 1, got {self.num_cpus}.")
         if self.num_gpus is not None:
             need(self.num_gpus >= 0, f"--num-gpus must be >= 0, got {self.num_gpus}.")
+        need(self.scale_timeout_s >= 0, f"--scale-timeout must be >= 0 seconds (0: do not wait for new nodes), got {self.scale_timeout_s}.")
         return self

@@ -19,9 +19,10 @@ from datetime import datetime
 import pandas as pd
 import ray
 
+from comdml_ray.cluster import release_capacity_request, start_ray
 from comdml_ray.config import SYNC_ALGORITHMS, ConfigError, RunConfig
 from comdml_ray.results import format_summary, frame, time_to_target, write_outputs
-from comdml_ray.runtime import MemoryWatch, Run, start_ray
+from comdml_ray.runtime import MemoryWatch, Run
 
 
 def default_out_dir() -> str:
@@ -50,7 +51,7 @@ def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False) -> dict:
     out = check_writable(cfg.out or default_out_dir())
     watch = MemoryWatch()
     t_start = time.perf_counter()
-    start_ray(cfg)
+    start_ray(cfg, log)
     run = None
     try:
         run = Run(cfg, log=log, out_dir=out)
@@ -70,6 +71,7 @@ def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False) -> dict:
         return summary
     finally:
         watch.stop()
+        release_capacity_request()  # a run that failed before placing its actors must not keep nodes up (issue 16)
         if run is not None:
             run.shutdown()
         if not keep_ray and not cfg.address:

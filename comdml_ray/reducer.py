@@ -23,6 +23,7 @@ import ray
 from comdml_ray.messages import PhaseReport
 from comdml_ray.rows import AgentRow, ClockSplits, PlanRow, RoundRow, sync_round_rows
 from comdml_ray.setting import Setting
+from comdml_ray.telemetry import with_idle_share
 
 SYNC_AGENT_COLUMNS = [f.name for f in dataclasses.fields(AgentRow) if f.name not in ("steps", "test_accuracy")]
 PLAN_COLUMNS = [f.name for f in dataclasses.fields(PlanRow)]
@@ -51,8 +52,9 @@ class RoundReducer:
         self._append("agents.csv", agent_rows)
         self._append("plan.csv", plan_rows)
         by_group: dict[int, list[dict]] = {}
-        for a in agent_rows:
-            by_group.setdefault(self.owner[a.agent], []).append(dataclasses.asdict(a))
+        rows = [{k: v for k, v in dataclasses.asdict(a).items() if v is not None} for a in agent_rows]
+        for a in with_idle_share(rows):
+            by_group.setdefault(self.owner[a["agent"]], []).append(a)
         for g, rows in by_group.items():
             self.hosts[g].record_metrics.remote(rows, None)
         return row

@@ -1,7 +1,6 @@
-"""The experiment on Ray: start or join a cluster, place the agent actors, drive synchronous rounds.
+"""The experiment on Ray: place the agent actors, drive synchronous rounds (`cluster.start_ray` starts or joins Ray).
 
 Owns
-- `start_ray`: a Ray of the run's own, the `ray job submit` cluster, or `--address`;
 - `Run`: the actors (in a placement group: `pack` or `spread`, sized by
   `layout.plan_layout`), the dataset put once in the object store, the split profile,
   the run's `Setting`, the collective group, and one round of `local` or `comdml`:
@@ -31,7 +30,8 @@ from ray.util.placement_group import placement_group, placement_group_table, rem
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
 from comdml_ray.actors import AgentFailure, AgentHostActor, RayBackend  # noqa: F401  (AgentFailure re-exported)
-from comdml_ray.config import ConfigError, RunConfig
+from comdml_ray.cluster import wait_for_placement
+from comdml_ray.config import RunConfig
 from comdml_ray.costmodel import SplitProfile
 from comdml_ray.data import load_dataset
 from comdml_ray.layout import plan_layout
@@ -39,31 +39,7 @@ from comdml_ray.reducer import RoundReducerActor
 from comdml_ray.rounds import average, train_round
 from comdml_ray.rows import ClockSplits, RoundRow
 from comdml_ray.setting import Setting
-
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-# ----------------------------------------------------------------------------- cluster and layout
-
-
-def start_ray(cfg: RunConfig) -> None:
-    if ray.is_initialized():
-        return
-    if cfg.address:
-        try:
-            ray.init(address=cfg.address, log_to_driver=False)
-        except ConnectionError:
-            raise ConfigError(f"no Ray cluster found at --address {cfg.address}; start one with `ray up` / `ray start --head`, or drop --address to run locally.") from None
-    elif os.environ.get("RAY_ADDRESS"):
-        # Inside `ray job submit` (or with RAY_ADDRESS exported): the cluster that runs the job.
-        ray.init(log_to_driver=False)
-    else:
-        # A Ray of this run's own ("local"), never one another user or session started on
-        # this machine. Workers import this project from its root, wherever the driver ran.
-        path = os.pathsep.join(p for p in (PROJECT_ROOT, os.environ.get("PYTHONPATH", "")) if p)
-        ray.init(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": path}})
-
+from comdml_ray.telemetry import with_idle_share
 
 class MemoryWatch:
     """Peak memory of this run: proportional set size (PSS) summed over the driver and its process tree.
@@ -120,8 +96,7 @@ class Run:
         groups = self.layout.groups
         self.owner = {k: g for g, ids in enumerate(groups) for k in ids}
         self.pg = placement_group([self._bundle()] * len(groups), strategy="PACK" if cfg.placement == "pack" else "SPREAD")
-        if not self.pg.wait(timeout_seconds=120):
-            raise ConfigError("the cluster could not place all agent actors within 120 s; check `ray status` for free CPUs/GPUs or lower --agents/--cpus-per-agent.")
+        wait_for_placement(self.pg, self.log, timeout_s=120)
         self.hosts = [self._host(g, ids) for g, ids in enumerate(groups)]
         self.backend = be = RayBackend(self.hosts, groups)
         # The uint8 dataset goes into the object store once; every actor on a node maps that one copy.
@@ -224,7 +199,7 @@ class Run:
     def record_metrics(self, agent_rows: list, accuracy: float | None) -> None:
         """Dashboard metrics of the event-driven baselines' rows (the reducer does this for synchronous rounds)."""
         by_group: dict[int, list[dict]] = {}
-        for a in agent_rows:
-            by_group.setdefault(self.owner[a.agent], []).append(vars(a))
+        for a in with_idle_share([vars(a) for a in agent_rows]):
+            by_group.setdefault(self.owner[a["agent"]], []).append(a)
         for g in range(self.backend.num_groups):
             self.backend.record_metrics(g, by_group.get(g, []), accuracy if g == 0 else None)

@@ -15,6 +15,7 @@ Owns
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -149,7 +150,10 @@ def unflatten_into(model: nn.Module, vec: np.ndarray, keys: list[str] | None = N
     """Write a vector made by `flatten(model, keys)` back into the model, in place."""
     sd = model.state_dict()
     ks = float_keys(model, keys)
-    t = torch.from_numpy(np.ascontiguousarray(vec, dtype=np.float32))
+    with warnings.catch_warnings():
+        # t is only read: the vector may be a read-only view into Ray's object store (zero-copy).
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        t = torch.from_numpy(np.ascontiguousarray(vec, dtype=np.float32))
     off = 0
     with torch.no_grad():
         for k in ks:

@@ -5,7 +5,9 @@ against the cluster-config JSON schema shipped inside the Ray package
 (`ray/autoscaler/ray-schema.json`) and through Ray's own `prepare_config` +
 `validate_config`. The schema leaves `provider` and each `node_config` open (any
 keys), so the properties this project relies on are checked directly: no Ray port
-open to the internet, a head that hosts no agents, token authentication kept on.
+open to the internet, a head that hosts no agents, token authentication kept on;
+and the elastic set-up: cloud workers start from zero, the image-based variants
+(and clusters/Dockerfile) use Ray's image of the pinned Ray version.
 No cluster is started; the module runs in about a second.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shlex
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -160,3 +163,31 @@ def test_token_authentication_stays_on(path: Path) -> None:
         assert env.get("RAY_AUTH_MODE") == "token", f"{path.name}: `ray start {' '.join(args)}` without RAY_AUTH_MODE=token"
     # Every node gets the same token file as the user's CLI.
     assert config["file_mounts"].get("~/.ray/auth_token") == "~/.ray/auth_token", f"{path.name}: token not shipped"
+
+
+def ray_pin() -> str:
+    """The Ray version requirements.txt pins (ray[default]==X)."""
+    text = (CLUSTERS.parent / "requirements.txt").read_text()
+    return re.search(r"^ray\[default\]==(\S+)", text, re.M).group(1)
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if "available_node_types" in load(p)], ids=lambda p: p.name)
+def test_cloud_workers_start_from_zero(path: Path) -> None:
+    # Elastic: the job asks the autoscaler for its nodes (comdml_ray.cluster.request_capacity).
+    config = load(path)
+    for name, node_type in config["available_node_types"].items():
+        if name != config["head_node_type"]:
+            assert node_type.get("min_workers", 0) <= 1, f"{path.name}: {name} keeps {node_type['min_workers']} workers up"
+    assert sum(t.get("max_workers", 0) for n, t in config["available_node_types"].items() if n != config["head_node_type"]) >= 25
+    assert config.get("idle_timeout_minutes", 5) <= 10
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if "docker" in load(p)] + [CLUSTERS / "Dockerfile"], ids=lambda p: p.name)
+def test_images_are_rays_pinned_image(path: Path) -> None:
+    image = load(path)["docker"]["image"] if path.suffix == ".yaml" else re.search(r"^FROM (\S+)", path.read_text(), re.M).group(1)
+    assert image == f"rayproject/ray:{ray_pin()}-py311-gpu", f"{path.name}: {image} is not Ray's image of the pinned version"
+
+
+def test_there_is_an_image_based_variant_of_each_cloud_config() -> None:
+    names = {p.name for p in CONFIGS}
+    assert {"aws-image.yaml", "gcp-image.yaml"} <= names

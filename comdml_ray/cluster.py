@@ -1,0 +1,267 @@
+"""The run's Ray cluster as the user sees it: start or join it, grow it, and point at a dead actor's log.
+
+Owns
+- `start_ray(cfg, log)`: start a Ray of the run's own, or join the cluster of a
+  `ray job submit` job / `--address`.  `log_to_driver` is on, so what the agent
+  actors log (one line per round per actor, warnings; see `comdml_ray.telemetry`)
+  reaches the driver's output and therefore `ray job logs`.
+- `request_capacity(cfg, log)`: on a cluster with an autoscaler (`min_workers: 0` in
+  clusters/*.yaml), ask it for the CPU/GPU bundles the run's layout needs
+  (`ray.autoscaler.sdk.request_resources`, which launches them all at once, unlike
+  the pending-task path that `upscaling_speed` throttles), and wait with a progress
+  line until they have joined, the autoscaler stops adding nodes, or
+  `--scale-timeout` passes.  The request stands until the run's placement group
+  holds the nodes (else nodes that joined early could count as idle and go back
+  first); `release_capacity_request()` then drops it, so the nodes go back once
+  the run has ended (`idle_timeout_minutes`).
+- `wait_for_placement(pg, log, timeout_s)`: wait for the agents' placement group,
+  with a progress line, instead of a silent `pg.wait`; then drop the request.
+- `failure_message(who, actor, err)`: the sentence a user reads when an agent
+  actor died: the agents it hosted, its node's IP and the command (or, for a Ray of
+  the run's own, the file) that shows its log.
+
+The layout itself (agents per actor) stays in `comdml_ray.runtime.plan_layout`; this
+module only makes sure the resources it plans from are there.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import ray
+from ray.util.placement_group import PlacementGroup
+
+from comdml_ray.config import ConfigError, RunConfig
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROGRESS_EVERY_S = 15.0  # one progress line this often while waiting for nodes
+POLL_S = 2.0
+STALL_S = 90.0  # no node pending or joining for this long: the autoscaler has given what it can
+
+
+# ----------------------------------------------------------------------------- start or join
+
+
+def start_ray(cfg: RunConfig, log: Callable[[str], None] = print) -> None:
+    """Start or join Ray for cfg; on a cluster that can grow, wait for the nodes the run needs."""
+    if ray.is_initialized():
+        return
+    if cfg.address:
+        try:
+            ray.init(address=cfg.address, log_to_driver=True)
+        except ConnectionError:
+            raise ConfigError(f"no Ray cluster found at --address {cfg.address}; start one with `ray up` / `ray start --head`, or drop --address to run locally.") from None
+        request_capacity(cfg, log)
+    elif os.environ.get("RAY_ADDRESS"):
+        # Inside `ray job submit` (or with RAY_ADDRESS exported): the cluster that runs the job.
+        ray.init(log_to_driver=True)
+        request_capacity(cfg, log)
+    else:
+        # A Ray of this run's own ("local"), never one another user or session started on
+        # this machine. Workers import this project from its root, wherever the driver ran.
+        path = os.pathsep.join(p for p in (PROJECT_ROOT, os.environ.get("PYTHONPATH", "")) if p)
+        ray.init(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, log_to_driver=True,
+                 runtime_env={"env_vars": {"PYTHONPATH": path}})
+
+
+# ----------------------------------------------------------------------------- elastic clusters
+
+
+@dataclass
+class Demand:
+    """What the run's actors ask Ray for: one bundle per actor."""
+
+    bundles: list[dict[str, float]]
+
+    @property
+    def cpus(self) -> float:
+        return sum(b.get("CPU", 0.0) for b in self.bundles)
+
+    @property
+    def gpus(self) -> float:
+        return sum(b.get("GPU", 0.0) for b in self.bundles)
+
+    def met_by(self, resources: dict) -> bool:
+        return resources.get("CPU", 0.0) >= self.cpus - 1e-9 and resources.get("GPU", 0.0) >= self.gpus - 1e-9
+
+
+def demand_of(cfg: RunConfig) -> Demand:
+    """Bundles of the layout the run prefers: one actor per agent under `auto`, else ceil(agents / k) actors."""
+    actors = cfg.agents if cfg.agents_per_actor == "auto" else math.ceil(cfg.agents / int(cfg.agents_per_actor))
+    bundle = {"CPU": float(cfg.cpus_per_agent)} | ({"GPU": float(cfg.gpus_per_agent)} if cfg.gpus_per_agent > 0 else {})
+    return Demand([dict(bundle) for _ in range(actors)])
+
+
+@dataclass
+class AutoscalerView:
+    """What the autoscaler last reported (None when the cluster has no autoscaler)."""
+
+    pending: int  # nodes being launched or set up
+    failed: int
+
+
+def autoscaler_view(wait_s: float = 0.0) -> AutoscalerView | None:
+    """What the cluster's autoscaler reports now; None on a fixed cluster (`ray start` without --autoscaling-config).
+
+    Autoscaler v1 (the default of `ray up`): Ray's monitor runs on every head and
+    publishes a status every few seconds, with an autoscaler report only when it has a
+    cluster config; wait_s covers a head so new that it has not published yet.
+    Autoscaler v2 (RAY_enable_autoscaler_v2=1): its own cluster status.
+    """
+    import json
+
+    from ray._private import ray_constants
+    from ray.autoscaler.v2.utils import is_autoscaler_v2
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    if is_autoscaler_v2(fetch_from_server=True):
+        from ray.autoscaler.v2.sdk import get_cluster_status
+
+        st = get_cluster_status(ray.get_runtime_context().gcs_address)
+        pending = len(st.pending_nodes) + sum(int(getattr(r, "count", 1)) for r in st.pending_launches)
+        return AutoscalerView(pending=pending, failed=len(st.failed_nodes))
+    deadline = time.monotonic() + wait_s
+    while True:
+        raw = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
+        if raw or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    report = json.loads(raw).get("autoscaler_report") if raw else None
+    if not report:
+        return None
+    pending = len(report.get("pending_nodes") or []) + sum(int(n) for n in (report.get("pending_launches") or {}).values())
+    return AutoscalerView(pending=pending, failed=len(report.get("failed_nodes") or []))
+
+
+def request_capacity(cfg: RunConfig, log: Callable[[str], None] = print, timeout_s: float | None = None) -> dict:
+    """Ask an autoscaler for the run's bundles and wait for them; returns the cluster's resources then.
+
+    A fixed cluster, or one that already holds the run, returns at once: `plan_layout`
+    then packs agents into fewer actors or refuses, as before.
+    """
+    need = demand_of(cfg)
+    have = ray.cluster_resources()
+    if need.met_by(have):
+        return have
+    timeout_s = cfg.scale_timeout_s if timeout_s is None else timeout_s
+    if timeout_s <= 0:
+        return have
+    view = autoscaler_view(wait_s=15.0)
+    if view is None:
+        return have
+    from ray.autoscaler.sdk import request_resources
+
+    global _request_open
+    request_resources(bundles=need.bundles)
+    _request_open = True
+    t0 = last_line = last_change = time.monotonic()
+    seen = (have.get("CPU", 0.0), have.get("GPU", 0.0))
+    log(_progress_line(need, have, view, 0.0, timeout_s))
+    while True:
+        time.sleep(POLL_S)
+        now = time.monotonic()
+        have = ray.cluster_resources()
+        view = autoscaler_view() or AutoscalerView(0, 0)
+        if need.met_by(have):
+            log(f"cluster ready after {(now - t0) / 60:.1f} min: {_count(have, need)}")
+            return have
+        if (have.get("CPU", 0.0), have.get("GPU", 0.0)) != seen or view.pending:
+            seen, last_change = (have.get("CPU", 0.0), have.get("GPU", 0.0)), now
+        if now - last_change > STALL_S:
+            log(f"the autoscaler adds no more nodes (max_workers reached, or quota): going on with {_count(have, need)}")
+            return have
+        if now - t0 > timeout_s:
+            log(f"--scale-timeout {timeout_s:.0f} s passed: going on with {_count(have, need)}")
+            return have
+        if now - last_line >= PROGRESS_EVERY_S:
+            log(_progress_line(need, have, view, now - t0, timeout_s))
+            last_line = now
+
+
+_request_open = False  # request_capacity asked the autoscaler for nodes and nobody has dropped the request yet
+
+
+def release_capacity_request() -> None:
+    """Drop this run's standing request to the autoscaler (no-op when there is none, or Ray is gone)."""
+    global _request_open
+    if not _request_open or not ray.is_initialized():
+        return
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=[])
+    _request_open = False
+
+
+def _count(have: dict, need: Demand) -> str:
+    parts = [f"{have.get('CPU', 0.0):g}/{need.cpus:g} CPUs"]
+    if need.gpus:
+        parts.insert(0, f"{have.get('GPU', 0.0):g}/{need.gpus:g} GPUs")
+    return ", ".join(parts)
+
+
+def _progress_line(need: Demand, have: dict, view: AutoscalerView, elapsed_s: float, timeout_s: float) -> str:
+    extra = f", {view.pending} nodes starting" if view.pending else ""
+    extra += f", {view.failed} failed to start" if view.failed else ""
+    return (f"waiting for the autoscaler: {_count(have, need)}{extra} "
+            f"({elapsed_s / 60:.1f} of at most {timeout_s / 60:.0f} min; `ray status` on the head shows more)")
+
+
+def wait_for_placement(pg: PlacementGroup, log: Callable[[str], None] = print, timeout_s: float = 120.0) -> None:
+    """Wait until the agents' placement group is placed, printing what it waits for; ConfigError at timeout_s."""
+    t0 = time.monotonic()
+    step = min(PROGRESS_EVERY_S, timeout_s)
+    try:
+        while not pg.wait(timeout_seconds=step):
+            waited = time.monotonic() - t0
+            if waited >= timeout_s:
+                raise ConfigError(f"the cluster could not place all agent actors within {timeout_s:.0f} s; check `ray status` for free CPUs/GPUs or lower --agents/--cpus-per-agent.")
+            free = ray.available_resources()
+            log(f"placing {len(pg.bundle_specs)} agent actors: waiting {waited:.0f} s for CPUs/GPUs "
+                f"({free.get('CPU', 0.0):g} CPUs, {free.get('GPU', 0.0):g} GPUs free now)")
+    finally:
+        release_capacity_request()  # placed: the group holds the nodes now
+
+
+# ----------------------------------------------------------------------------- failures
+
+
+@dataclass
+class ActorWhere:
+    """Where an actor ran, from the GCS actor table (kept after it died)."""
+
+    actor_id: str
+    name: str
+    node_ip: str
+    pid: int
+
+
+def actor_where(actor: ray.actor.ActorHandle) -> ActorWhere:
+    actor_id = actor._actor_id.hex()
+    try:
+        info = ray._private.state.actors(actor_id)  # GCS, so it works without the dashboard
+    except Exception:  # noqa: BLE001 - the GCS is gone too: say what we know
+        info = {}
+    return ActorWhere(actor_id, info.get("Name") or "?", (info.get("Address") or {}).get("IPAddress") or "?", int(info.get("Pid") or 0))
+
+
+def failure_message(who: str, actor: ray.actor.ActorHandle, err: Exception) -> str:
+    """One sentence: which agents died, on which node, and how to read the actor's log."""
+    w = actor_where(actor)
+    where = f"the actor hosting {who} ({w.name}, pid {w.pid}) died on node {w.node_ip} ({type(err).__name__})"
+    return f"{where}; {log_hint(w)}; rerun."
+
+
+def log_hint(w: ActorWhere) -> str:
+    """The command that prints the actor's log on a cluster; the file itself for a Ray of the run's own (gone after the run)."""
+    node = ray._private.worker._global_node
+    if node is not None and node.is_head() and w.pid:  # this driver started the Ray (a local run): head=False when it joined one
+        files = sorted(glob.glob(os.path.join(node.get_logs_dir_path(), f"worker-*-{w.pid}.err")))
+        if files:
+            return f"its log is {files[-1]} (and the .out beside it)"
+    gcs = ray.get_runtime_context().gcs_address
+    return f"show its log with `ray logs actor --id {w.actor_id} --address {gcs} --err` on a node of the cluster"
