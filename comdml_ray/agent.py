@@ -38,6 +38,7 @@ from comdml_ray.costmodel import SplitProfile, profile_flops, profile_measure
 from comdml_ray.data import DatasetArrays, load_dataset, partition, to_tensor
 from comdml_ray.models import SplitModel, build_model
 from comdml_ray.profiles import AgentProfile, drift_slowdowns, link_matrices, make_profiles
+from comdml_ray.smashed import SmashedEncoder, SmashedSpec
 from comdml_ray.topology import metropolis_hastings, neighbours
 from comdml_ray.training import (
     OptimConfig,
@@ -121,7 +122,7 @@ class OffloadOut:
     helper: int
     split: int  # split point m
     suffix_ref: Any  # flat suffix weights at round start
-    chunk_refs: list[Any]  # each chunk: list of (z (B, C_m, H_m, W_m) float32, y (B,) int64)
+    chunk_refs: list[Any]  # each chunk: list of smashed.SmashedBatch (z (B, C_m, H_m, W_m) encoded, y (B,) int64)
 
 
 @dataclass
@@ -169,6 +170,7 @@ class Agent:
         self.full_optim = make_sgd(self.model.parameters(), self.opt)
         self.prefix_optim: dict[int, torch.optim.Optimizer] = {}
         self.sec_estimate: float | None = None
+        self.encoder = SmashedEncoder(SmashedSpec.from_config(cfg), seed=cfg.seed + agent_id)  # what leaves: --smashed-*
 
     @property
     def num_samples(self) -> int:
@@ -235,12 +237,12 @@ class AgentGroup(AsyncSteps):
         model = self.agents[self.ids[0]].blank_model().cpu()
         shape = (self.data.channels, self.data.image_size, self.data.image_size)
         if self.cfg.profile == "flops":
-            return profile_flops(model, shape, self.cfg.batch_size, self.cfg.reference_gflops)
+            return profile_flops(model, shape, self.cfg.batch_size, self.cfg.reference_gflops, self.cfg.smashed_dtype)
         if self.cfg.profile == "measure":
-            return profile_measure(model, shape, self.cfg.batch_size)
+            return profile_measure(model, shape, self.cfg.batch_size, smashed_dtype=self.cfg.smashed_dtype)
         prof = SplitProfile.from_csv(self.cfg.profile)
         prof.check_matches(model, self.cfg.batch_size)
-        return prof
+        return prof.with_smashed_dtype(model, shape, self.cfg.smashed_dtype)
 
     def set_split_profile(self, prof: SplitProfile) -> None:
         self.split_profile = prof
@@ -283,9 +285,9 @@ class AgentGroup(AsyncSteps):
             stats = TrainStats()
             sent = suffix_vec.nbytes
             act_bytes = 0
-            for chunk in train_prefix(a.model.prefix(m), a.aux_head(m), a.x, a.y, a.round_batches(), a.prefix_optimizer(m), self.cfg.chunk_batches, stats):
+            for chunk in train_prefix(a.model.prefix(m), a.aux_head(m), a.x, a.y, a.round_batches(), a.prefix_optimizer(m), self.cfg.chunk_batches, stats, a.encoder):
                 out.chunk_refs.append(self.store.put(chunk))
-                act_bytes += sum(z.nbytes + y.nbytes for z, y in chunk)
+                act_bytes += sum(b.nbytes for b in chunk)  # encoded size: what the clock charges
             rep.offloads.append(out)
             rep.work[k] = AgentWork(k, prefix_batches=stats.batches, partner=out.helper, split_row=int(plan.split[k]), bytes_offloaded=act_bytes)
             rep.loss_sum[k], rep.batches[k] = stats.loss_sum, stats.batches
@@ -314,8 +316,8 @@ class AgentGroup(AsyncSteps):
                 for i, ref in enumerate(refs):
                     if i + 1 < len(refs):
                         self.store.prefetch([refs[i + 1]])  # fetch the next chunk while training on this one
-                    for z, y in self.store.get(ref):
-                        trainer.step(z, y)
+                    for batch in self.store.get(ref):
+                        trainer.step_smashed(batch)
                 trained = flatten(holder, holder.suffix_keys(off.split))
                 rep.returns[off.offloader] = self.store.put(trained)
                 rep.work.setdefault(off.helper, AgentWork(off.helper)).suffix_batches[off.offloader] = trainer.stats.batches
