@@ -4,7 +4,8 @@ Owns `run_experiment(cfg)`: validate, start or join Ray, place the agent actors
 (`runtime.Run`), profile the model's splits, then for every round: train (and,
 for ComDML, plan + offload), average, evaluate every `--eval-every` rounds, add the
 round's virtual time to the clock and its wall time to the stopwatch; finally write
-the output folder (`results.py`) and return the summary.  Asynchronous baselines
+the output folder (`results.py`; with a `--smashed-*` option also `privacy.csv`,
+`leakage.py`) and return the summary.  Asynchronous baselines
 (`adpsgd`, `swift`, `divshare`, `dpsgd`) go to `comdml_ray.baselines`.
 """
 
@@ -20,6 +21,7 @@ import pandas as pd
 import ray
 
 from comdml_ray.config import SYNC_ALGORITHMS, RunConfig
+from comdml_ray.leakage import report_privacy
 from comdml_ray.results import format_summary, time_to_target, write_outputs
 from comdml_ray.runtime import MemoryWatch, Run, start_ray
 
@@ -44,8 +46,12 @@ def _evaluated_models(cfg: RunConfig) -> str:
     return "averaged model" if cfg.one_model else f"mean over {len(cfg.eval_agent_ids())} agents' models"
 
 
-def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False) -> dict:
-    """Run cfg to the end; returns the summary dict (also written to summary.json)."""
+def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False, privacy_splits: list[int] | None = None) -> dict:
+    """Run cfg to the end; returns the summary dict (also written to summary.json).
+
+    privacy_splits: measure the final model's leakage at these splits into privacy.csv
+    (default: only a ComDML run with a --smashed-* option set, at the splits it used).
+    """
     cfg.validate()
     out = cfg.out or default_out_dir()
     watch = MemoryWatch()
@@ -97,6 +103,7 @@ def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False) -> dict:
         }
         write_outputs(out, rounds, agents, plans, summary, cfg.algorithm)
         log(format_summary(summary))
+        report_privacy(cfg, plans, lambda: run.get(run.hosts[run.owner[0]].flat_model.remote(0)), out, privacy_splits, log)
         return summary
     finally:
         watch.stop()
