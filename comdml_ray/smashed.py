@@ -128,13 +128,16 @@ def protect(z: torch.Tensor, spec: SmashedSpec, gen: torch.Generator | None = No
 
 
 def encode(z: torch.Tensor, y: torch.Tensor, dtype: str) -> SmashedBatch:
-    """Encode a batch (B, C, ...) and its labels (B,) for the wire (CPU numpy arrays)."""
-    z = z.detach().to("cpu", torch.float32)
+    """Encode a batch (B, C, ...) and its labels (B,) for the wire (CPU numpy arrays).
+
+    The encoding runs on z's device, so a GPU agent copies the smaller codes to the host.
+    """
+    z = z.detach().to(torch.float32)
     labels = y.detach().to("cpu", torch.int64).numpy()
     if dtype == "float32":
-        return SmashedBatch(z.numpy(), labels)
+        return SmashedBatch(z.cpu().numpy(), labels)
     if dtype == "float16":
-        return SmashedBatch(z.clamp(-FP16_MAX, FP16_MAX).to(torch.float16).numpy(), labels)
+        return SmashedBatch(z.clamp(-FP16_MAX, FP16_MAX).to(torch.float16).cpu().numpy(), labels)
     if dtype != "int8":
         raise ValueError(f"unknown smashed dtype {dtype!r}: choose one of {', '.join(SMASHED_DTYPES)}")
     dims = _non_channel_dims(z.dim())
@@ -144,7 +147,7 @@ def encode(z: torch.Tensor, y: torch.Tensor, dtype: str) -> SmashedBatch:
     zero_point = -128.0 - lo / scale  # code of 0.0; fractional, so lo maps exactly to -128 and hi to 127
     view = _channel_view(z.dim())
     q = torch.round(z / scale.view(view) + zero_point.view(view)).clamp_(-128, 127).to(torch.int8)
-    return SmashedBatch(q.numpy(), labels, scale.numpy(), zero_point.numpy())
+    return SmashedBatch(q.cpu().numpy(), labels, scale.cpu().numpy(), zero_point.cpu().numpy())
 
 
 def noise_seed(seed: int) -> int:
