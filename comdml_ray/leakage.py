@@ -127,8 +127,9 @@ class Decoder(nn.Module):
 
 
 def reconstruction_mse(z_aux: torch.Tensor, x_aux: torch.Tensor, z_probe: torch.Tensor, x_probe: torch.Tensor, seed: int = 0,
-                       epochs: int = DECODER_EPOCHS) -> tuple[float, float]:
-    """Train a `Decoder` on (z_aux -> x_aux); return (its MSE on the probe, the mean-image MSE on the probe)."""
+                       epochs: int | None = None) -> tuple[float, float]:
+    """Train a `Decoder` on (z_aux -> x_aux) for `epochs` (default DECODER_EPOCHS); return (its MSE on the probe, the mean-image MSE on the probe)."""
+    epochs = DECODER_EPOCHS if epochs is None else epochs
     torch.manual_seed(seed)
     dec = Decoder(tuple(z_aux.shape[1:]), tuple(x_aux.shape[1:]))
     opt = torch.optim.Adam(dec.parameters(), lr=2e-3)
