@@ -191,7 +191,7 @@ def write_privacy_csv(cfg, flat_model: np.ndarray, out: str, splits: list[int], 
 
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
     model = build_model(cfg.model, data.channels, data.image_size, data.num_classes)
-    unflatten_into(model, flat_model)
+    unflatten_into(model, np.array(flat_model, dtype=np.float32))  # a writable copy: arrays from Ray's store are read-only
     probe, aux = probe_indices(len(data.train_y))
     x_probe = to_tensor(data.train_x[probe], data.mean, data.std)
     x_aux = to_tensor(data.train_x[aux], data.mean, data.std)
