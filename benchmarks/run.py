@@ -26,6 +26,7 @@ from comdml_ray.config import (
     PARTITIONS,
     PLACEMENTS,
     SCHEDULERS,
+    SMASHED_DTYPES,
     TOPOLOGIES,
     ConfigError,
     RunConfig,
@@ -72,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--scheduler", default=d.scheduler, help=f"pairing: {', '.join(SCHEDULERS)} (greedy = the paper's)")
     g.add_argument("--helpers-can-serve", type=int, default=d.helpers_can_serve, help="offloaders one helper may serve (ilp only; 1 = the paper's one-to-one)")
     g.add_argument("--chunk-batches", type=int, default=d.chunk_batches, help="batches of activations per object-store chunk")
+    g.add_argument("--smashed-dtype", default=d.smashed_dtype,
+                   help=f"encoding of the activations an offloader sends: {', '.join(SMASHED_DTYPES)} (int8: per-channel scale and zero point); labels stay exact")
+    g.add_argument("--smashed-noise", type=float, default=d.smashed_noise,
+                   help="SIGMA: Gaussian noise added to the activations before they leave, std = SIGMA x each channel's std (0 = off)")
+    g.add_argument("--smashed-clip", type=float, default=d.smashed_clip,
+                   help="bound each sample's activation L2 norm to this before the noise (default: no clipping)")
     g = p.add_argument_group("asynchronous baselines")
     g.add_argument("--fragments", type=int, default=d.fragments, help="DivShare: fragments Omega per model")
     g.add_argument("--fanout", type=int, default=d.fanout, help="DivShare: agents J each fragment is sent to")

@@ -31,6 +31,7 @@ from comdml_ray.data import DatasetArrays, partition, to_tensor
 from comdml_ray.models import SplitModel, build_model
 from comdml_ray.profiles import AgentProfile, make_profiles
 from comdml_ray.setting import Setting
+from comdml_ray.smashed import SmashedEncoder, SmashedSpec
 from comdml_ray.store import Store
 from comdml_ray.training import OptimConfig, TrainStats, batches_per_round, evaluate, flatten, make_sgd, minibatches, train_full
 
@@ -65,6 +66,7 @@ class Agent:
         self.full_optim = make_sgd(self.model.parameters(), self.opt)
         self.prefix_optim: dict[int, torch.optim.Optimizer] = {}
         self.sec_estimate: float | None = None
+        self.encoder = SmashedEncoder(SmashedSpec.from_config(cfg), seed=cfg.seed + agent_id)  # what leaves: --smashed-*
 
     @property
     def num_samples(self) -> int:
@@ -124,12 +126,12 @@ class AgentGroup(ComdmlSteps, Averaging, AsyncSteps):
         model = self.agents[self.ids[0]].blank_model().cpu()
         shape = (self.data.channels, self.data.image_size, self.data.image_size)
         if self.cfg.profile == "flops":
-            return profile_flops(model, shape, self.cfg.batch_size, self.cfg.reference_gflops)
+            return profile_flops(model, shape, self.cfg.batch_size, self.cfg.reference_gflops, self.cfg.smashed_dtype)
         if self.cfg.profile == "measure":
-            return profile_measure(model, shape, self.cfg.batch_size)
+            return profile_measure(model, shape, self.cfg.batch_size, smashed_dtype=self.cfg.smashed_dtype)
         prof = SplitProfile.from_csv(self.cfg.profile)
         prof.check_matches(model, self.cfg.batch_size)
-        return prof
+        return prof.with_smashed_dtype(model, shape, self.cfg.smashed_dtype)
 
     def set_setting(self, setting: Setting, prof: SplitProfile) -> None:
         self.setting, self.split_profile = setting, prof

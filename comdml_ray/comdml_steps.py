@@ -112,9 +112,9 @@ class ComdmlSteps:
         out = OffloadOut(k, int(self.plan.partner[k]), m, Shipped.of(self.store, flatten(a.model, a.model.suffix_keys(m))))
         stats = TrainStats()
         act_bytes = 0
-        for chunk in train_prefix(a.model.prefix(m), a.aux_head(m), a.x, a.y, a.round_batches(), a.prefix_optimizer(m), self.cfg.chunk_batches, stats):
+        for chunk in train_prefix(a.model.prefix(m), a.aux_head(m), a.x, a.y, a.round_batches(), a.prefix_optimizer(m), self.cfg.chunk_batches, stats, a.encoder):
             out.chunk_refs.append(self.store.put(chunk))
-            act_bytes += sum(z.nbytes + y.nbytes for z, y in chunk)
+            act_bytes += sum(b.nbytes for b in chunk)  # encoded size: what the clock charges
         self.aux_used[k] = m
         rep.work[k] = AgentWork(k, prefix_batches=stats.batches, partner=out.helper, split_row=row, bytes_offloaded=act_bytes)
         rep.add(k, stats.loss_sum, stats.batches, out.suffix.nbytes + act_bytes)
@@ -134,8 +134,8 @@ class ComdmlSteps:
             for i, ref in enumerate(refs):
                 if i + 1 < len(refs):
                     self.store.prefetch([refs[i + 1]])  # fetch the next chunk while training on this one
-                for z, y in self.store.get(ref):
-                    trainer.step(z, y)
+                for batch in self.store.get(ref):
+                    trainer.step_smashed(batch)
             trained = Shipped.of(self.store, flatten(holder, holder.suffix_keys(off.split)))
             returns[owner[off.offloader]][off.offloader] = trained
             rep.work.setdefault(off.helper, AgentWork(off.helper)).suffix_batches[off.offloader] = trainer.stats.batches

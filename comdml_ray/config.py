@@ -8,6 +8,7 @@ and the tables of allowed names.  No torch, no Ray: the driver imports this firs
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ SCHEDULERS = ("greedy", "exact", "ilp")
 PROFILE_SOURCES = ("flops", "measure")
 PLACEMENTS = ("pack", "spread")
 MODEL_NAMES = ("cnn", "resnet56", "resnet110")
+SMASHED_DTYPES = ("float32", "float16", "int8")  # encodings of the activations an offloader sends (comdml_ray/smashed.py)
 DATASET_NAMES = ("fashion-mnist", "cifar10", "cifar100", "cinic10")
 # Training-set sizes, so "more agents than samples" is refused before any actor starts.
 DATASET_TRAIN_SIZES = {"fashion-mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000, "cinic10": 90_000}
@@ -67,6 +69,9 @@ class RunConfig:
     scheduler: str = "greedy"
     helpers_can_serve: int = 1
     chunk_batches: int = 4  # batches of activations per object-store chunk
+    smashed_dtype: str = "float32"  # encoding of the activations sent to the helper: float32, float16 or int8
+    smashed_noise: float = 0.0  # SIGMA: Gaussian noise std as a multiple of each channel's activation std (0 = off)
+    smashed_clip: float | None = None  # bound on each sample's activation L2 norm before the noise (None = off)
     # --- asynchronous baselines
     fragments: int = 4  # DivShare Omega
     fanout: int = 2  # DivShare J
@@ -162,6 +167,12 @@ class RunConfig:
         one_of(self.scheduler, SCHEDULERS, "--scheduler")
         need(self.helpers_can_serve >= 1, f"--helpers-can-serve must be at least 1, got {self.helpers_can_serve}.")
         need(self.chunk_batches >= 1, f"--chunk-batches must be at least 1, got {self.chunk_batches}.")
+        one_of(self.smashed_dtype, SMASHED_DTYPES, "--smashed-dtype")
+        need(math.isfinite(self.smashed_noise) and self.smashed_noise >= 0,
+             f"--smashed-noise is a multiple of each channel's activation std and must be >= 0 (0 turns it off), got {self.smashed_noise}.")
+        if self.smashed_clip is not None:
+            need(math.isfinite(self.smashed_clip) and self.smashed_clip > 0,
+                 f"--smashed-clip must be a positive L2 norm per sample (leave it out to turn clipping off), got {self.smashed_clip}.")
         need(self.fragments >= 1, f"--fragments must be at least 1, got {self.fragments}.")
         need(1 <= self.fanout, f"--fanout must be at least 1, got {self.fanout}.")
         need(0 <= self.slow_link_share <= 1, f"--slow-link-share must be in [0, 1], got {self.slow_link_share}.")

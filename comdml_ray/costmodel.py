@@ -10,12 +10,16 @@ ways to get one:
 - `profile_measure` (`--profile measure`): forward+backward timed on this host,
   median of a few batches, for prefix+aux, suffix and the whole model.
 - `SplitProfile.from_csv` (`--profile path/to/profile.csv`): a saved table.
-D[m] = batch * C_m * H_m * W_m * 4 bytes (float32 activations) + batch * 8 (int64 labels).
+D[m] is the size of one *encoded* batch (`smashed.encoded_nbytes`): batch * C_m * H_m * W_m *
+(4, 2 or 1 bytes for `--smashed-dtype` float32, float16, int8) + batch * 8 (exact int64
+labels), + 8 bytes per channel for int8's scale and zero point.  So the solver knows when
+offloading became cheaper, and D[m] equals what `train_prefix` puts in the object store.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import statistics
 import time
 from dataclasses import dataclass
@@ -27,10 +31,8 @@ from torch import nn
 
 from comdml_ray.config import ConfigError
 from comdml_ray.models import SplitModel
+from comdml_ray.smashed import encoded_nbytes
 from solvers import SplitTable
-
-LABEL_BYTES = 8  # int64 label per sample
-ACT_BYTES = 4  # float32 activations
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,9 @@ class SplitProfile:
     split_ids: tuple[int, ...]
     rho_s: tuple[float, ...]  # prefix + aux share of a full batch's compute
     rho_f: tuple[float, ...]  # suffix share
-    bytes_per_batch: tuple[int, ...]  # D[m]
+    bytes_per_batch: tuple[int, ...]  # D[m]: one encoded batch of smashed data + labels
     suffix_bytes: tuple[int, ...]  # floating state of suffix(m): sent to the helper and back each round
+    smashed_dtype: str = "float32"  # the encoding D[m] was computed for
 
     def table(self) -> SplitTable:
         return SplitTable(
@@ -56,10 +59,11 @@ class SplitProfile:
     def to_csv(self, path: str) -> None:
         with open(path, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["split", "rho_s", "rho_f", "bytes_per_batch", "suffix_bytes", "base_sec_per_batch", "batch_size", "model_bytes", "source"])
+            w.writerow(["split", "rho_s", "rho_f", "bytes_per_batch", "suffix_bytes", "base_sec_per_batch", "batch_size", "model_bytes", "source",
+                        "smashed_dtype"])
             for i, m in enumerate(self.split_ids):
                 w.writerow([m, f"{self.rho_s[i]:.6f}", f"{self.rho_f[i]:.6f}", self.bytes_per_batch[i], self.suffix_bytes[i],
-                            f"{self.base_sec_per_batch:.9f}", self.batch_size, self.model_bytes, self.source])
+                            f"{self.base_sec_per_batch:.9f}", self.batch_size, self.model_bytes, self.source, self.smashed_dtype])
 
     @staticmethod
     def from_csv(path: str) -> "SplitProfile":
@@ -76,6 +80,7 @@ class SplitProfile:
                 rho_f=tuple(float(r["rho_f"]) for r in rows),
                 bytes_per_batch=tuple(int(r["bytes_per_batch"]) for r in rows),
                 suffix_bytes=tuple(int(r["suffix_bytes"]) for r in rows),
+                smashed_dtype=rows[0].get("smashed_dtype") or "float32",  # files from before the column: float32
             )
         except (OSError, KeyError, IndexError, ValueError) as e:
             raise ConfigError(f"--profile {path} is not a profile.csv written by an earlier run ({type(e).__name__}: {e}); pass 'flops' or 'measure' instead.") from None
@@ -87,19 +92,26 @@ class SplitProfile:
                 f"but this run has splits {model.split_points()} at batch {batch_size}; re-profile with --profile flops or measure."
             )
 
+    def with_smashed_dtype(self, model: SplitModel, input_shape: tuple[int, int, int], dtype: str) -> "SplitProfile":
+        """This profile with D[m] for another activation encoding (compute shares and c are unchanged)."""
+        if dtype == self.smashed_dtype:
+            return self
+        d = tuple(encoded_nbytes(self.batch_size, model.cut_shape(m, input_shape), dtype) for m in self.split_ids)
+        return dataclasses.replace(self, bytes_per_batch=d, smashed_dtype=dtype)
+
     def format(self) -> str:
         lines = [f"split profile ({self.source}): base cost {self.base_sec_per_batch * 1e3:.2f} ms/batch of {self.batch_size}, "
-                 f"model {self.model_bytes / 1e6:.3f} MB",
+                 f"model {self.model_bytes / 1e6:.3f} MB, activations sent as {self.smashed_dtype}",
                  "  split  rho_s  rho_f  D[m] (KB/batch)"]
         for i, m in enumerate(self.split_ids):
             lines.append(f"  {m:5d}  {self.rho_s[i]:.3f}  {self.rho_f[i]:.3f}  {self.bytes_per_batch[i] / 1e3:10.1f}")
         return "\n".join(lines)
 
 
-def _split_bytes(model: SplitModel, input_shape: tuple[int, int, int], batch: int) -> tuple[list[int], list[int], int]:
+def _split_bytes(model: SplitModel, input_shape: tuple[int, int, int], batch: int, smashed_dtype: str) -> tuple[list[int], list[int], int]:
     from comdml_ray.training import flatten
 
-    d = [batch * int(np.prod(model.cut_shape(m, input_shape))) * ACT_BYTES + batch * LABEL_BYTES for m in model.split_points()]
+    d = [encoded_nbytes(batch, model.cut_shape(m, input_shape), smashed_dtype) for m in model.split_points()]
     sfx = [flatten(model, model.suffix_keys(m)).nbytes for m in model.split_points()]
     return d, sfx, flatten(model).nbytes
 
@@ -126,7 +138,8 @@ def _count_macs(module: nn.Module, x: torch.Tensor) -> tuple[float, torch.Tensor
     return total, out
 
 
-def profile_flops(model: SplitModel, input_shape: tuple[int, int, int], batch_size: int, reference_gflops: float) -> SplitProfile:
+def profile_flops(model: SplitModel, input_shape: tuple[int, int, int], batch_size: int, reference_gflops: float,
+                  smashed_dtype: str = "float32") -> SplitProfile:
     model.eval()
     x = torch.zeros(batch_size, *input_shape)
     block_macs = []
@@ -139,10 +152,11 @@ def profile_flops(model: SplitModel, input_shape: tuple[int, int, int], batch_si
         aux_macs, _ = _count_macs(model.make_aux_head(m), torch.zeros(batch_size, *model.cut_shape(m, input_shape)))
         rho_s.append((sum(block_macs[:m]) + aux_macs) / full)
         rho_f.append(sum(block_macs[m:]) / full)
-    d, sfx, model_bytes = _split_bytes(model, input_shape, batch_size)
+    d, sfx, model_bytes = _split_bytes(model, input_shape, batch_size, smashed_dtype)
     # forward + backward ~ 3 forwards; 2 FLOPs per multiply-accumulate
     base = 3 * 2 * full / (reference_gflops * 1e9)
-    return SplitProfile("flops", batch_size, base, model_bytes, tuple(model.split_points()), tuple(rho_s), tuple(rho_f), tuple(d), tuple(sfx))
+    return SplitProfile("flops", batch_size, base, model_bytes, tuple(model.split_points()), tuple(rho_s), tuple(rho_f), tuple(d), tuple(sfx),
+                        smashed_dtype)
 
 
 def _time_fwd_bwd(modules: list[nn.Module], x: torch.Tensor, y: torch.Tensor, repeats: int) -> float:
@@ -161,7 +175,8 @@ def _time_fwd_bwd(modules: list[nn.Module], x: torch.Tensor, y: torch.Tensor, re
     return statistics.median(times)
 
 
-def profile_measure(model: SplitModel, input_shape: tuple[int, int, int], batch_size: int, repeats: int = 5) -> SplitProfile:
+def profile_measure(model: SplitModel, input_shape: tuple[int, int, int], batch_size: int, repeats: int = 5,
+                    smashed_dtype: str = "float32") -> SplitProfile:
     model.train()
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch_size, *input_shape, generator=gen)
@@ -174,5 +189,6 @@ def profile_measure(model: SplitModel, input_shape: tuple[int, int, int], batch_
         with torch.no_grad():
             z = model.prefix(m)(x)
         rho_f.append(_time_fwd_bwd([model.suffix(m)], z, y, repeats) / full)
-    d, sfx, model_bytes = _split_bytes(model, input_shape, batch_size)
-    return SplitProfile("measure", batch_size, full, model_bytes, tuple(model.split_points()), tuple(rho_s), tuple(rho_f), tuple(d), tuple(sfx))
+    d, sfx, model_bytes = _split_bytes(model, input_shape, batch_size, smashed_dtype)
+    return SplitProfile("measure", batch_size, full, model_bytes, tuple(model.split_points()), tuple(rho_s), tuple(rho_f), tuple(d), tuple(sfx),
+                        smashed_dtype)

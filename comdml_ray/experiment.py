@@ -4,7 +4,8 @@ Owns `run_experiment(cfg)`: validate, start or join Ray, place the agent actors
 (`runtime.Run`), profile the model's splits, then for every round: train (and,
 for ComDML, plan + offload), average, evaluate every `--eval-every` rounds, add the
 round's virtual time to the clock and its wall time to the stopwatch; finally write
-the output folder (`results.py`) and return the summary.  Asynchronous baselines
+the output folder (`results.py`; with a `--smashed-*` option also `privacy.csv`,
+`leakage.py`) and return the summary.  Asynchronous baselines
 (`adpsgd`, `swift`, `divshare`, `dpsgd`) go to `comdml_ray.baselines`.
 """
 
@@ -21,6 +22,7 @@ import ray
 
 from comdml_ray.cluster import release_capacity_request, start_ray
 from comdml_ray.config import SYNC_ALGORITHMS, ConfigError, RunConfig
+from comdml_ray.leakage import report_privacy
 from comdml_ray.results import format_summary, frame, time_to_target, write_outputs
 from comdml_ray.runtime import MemoryWatch, Run
 
@@ -45,8 +47,12 @@ def _evaluated_models(cfg: RunConfig) -> str:
     return "averaged model" if cfg.one_model else f"mean over {len(cfg.eval_agent_ids())} agents' models"
 
 
-def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False) -> dict:
-    """Run cfg to the end; returns the summary dict (also written to summary.json)."""
+def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False, privacy_splits: list[int] | None = None) -> dict:
+    """Run cfg to the end; returns the summary dict (also written to summary.json).
+
+    privacy_splits: measure the final model's leakage at these splits into privacy.csv
+    (default: only a ComDML run with a --smashed-* option set, at the splits it used).
+    """
     cfg.validate()
     out = check_writable(cfg.out or default_out_dir())
     watch = MemoryWatch()
@@ -68,6 +74,9 @@ def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False) -> dict:
         summary = _summary(cfg, run, rounds, out, startup, watch.stop(), time.perf_counter() - t_start)
         write_outputs(out, rounds, agents, plans, summary, cfg.algorithm)
         log(format_summary(summary))
+        be = run.backend
+        report_privacy(cfg, _plans_on_disk(out) if plans is None else plans, lambda: be.fetch([be.flat_model(run.owner[0], 0)])[0],
+                       out, privacy_splits, log)
         return summary
     finally:
         watch.stop()
@@ -111,6 +120,12 @@ def _summary(cfg: RunConfig, run: Run, rounds: pd.DataFrame, out: str, startup: 
         "driver_cpu_s_per_round": float(rounds["driver_cpu_s"].mean()),
         "config": dataclasses.asdict(cfg),
     }
+
+def _plans_on_disk(out: str) -> pd.DataFrame:
+    """plan.csv as the round reducer wrote it (empty when no round planned)."""
+    path = os.path.join(out, "plan.csv")
+    return pd.read_csv(path) if os.path.exists(path) else pd.DataFrame()
+
 
 def check_writable(out: str) -> str:
     """The output folder, created and writable, before Ray starts; else one sentence naming the fix."""

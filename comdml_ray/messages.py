@@ -42,7 +42,7 @@ class OffloadOut:
     helper: int
     split: int  # split point m
     suffix: Shipped  # flat suffix weights at round start
-    chunk_refs: list[Any] = field(default_factory=list)  # each chunk: list of (z (B, C_m, H_m, W_m) float32, y (B,) int64)
+    chunk_refs: list[Any] = field(default_factory=list)  # each chunk: list of smashed.SmashedBatch (z (B, C_m, H_m, W_m) encoded, y (B,) int64)
 
 
 @dataclass

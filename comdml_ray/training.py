@@ -5,9 +5,12 @@ Owns
 - `train_full`: an agent's ordinary local epoch(s) on its whole model;
 - `train_prefix`: the offloading agent's side of ComDML (docs/method.md §2.2):
   prefix + auxiliary head trained on the local loss CE(aux(z), y); yields chunks of
-  (z.detach(), y) as numpy arrays, so no gradient can flow back from the helper;
+  encoded batches (`smashed.SmashedBatch`: z.detach() clipped, noised and encoded as
+  `--smashed-*` say, and the exact labels) as numpy arrays, so no gradient can flow
+  back from the helper;
 - `SuffixTrainer`: the helper's side, one optimizer state kept for the whole round
-  (the reference code re-created it every batch: a bug we do not copy);
+  (the reference code re-created it every batch: a bug we do not copy); `step_smashed`
+  decodes a received batch and trains on it;
 - `flatten` / `unflatten_into`: a model's floating state (parameters and BN buffers)
   as one flat float32 numpy vector, the unit of averaging and of object-store transport;
 - `evaluate`: accuracy and loss on a test set.
@@ -23,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from comdml_ray.smashed import SmashedBatch, SmashedEncoder, SmashedSpec
 
 
 @dataclass
@@ -91,22 +96,26 @@ def train_prefix(
     optim: torch.optim.Optimizer,
     chunk_batches: int,
     stats: TrainStats,
-) -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
-    """Train prefix+aux on the local loss; yield chunks of `chunk_batches` (z, y) batches.
+    encoder: SmashedEncoder | None = None,
+) -> Iterator[list[SmashedBatch]]:
+    """Train prefix+aux on the local loss; yield chunks of `chunk_batches` encoded (z, y) batches.
 
     `optim` covers the prefix's and the aux head's parameters.  z = prefix(x) is
     detached before it leaves: the helper trains the suffix on it, but no gradient
-    returns, so this side never waits for the helper.
+    returns, so this side never waits for the helper.  The aux head trains on the
+    clean z; `encoder` (default: plain float32) clips, noises and encodes the copy
+    that leaves.
     """
+    encode = encoder if encoder is not None else SmashedEncoder(SmashedSpec(), seed=0)
     prefix.train()
     aux.train()
-    chunk: list[tuple[np.ndarray, np.ndarray]] = []
+    chunk: list[SmashedBatch] = []
     for idx in batches:
         xb, yb = x[idx], y[idx]
         optim.zero_grad(set_to_none=True)
         z = prefix(xb)  # (B, C_m, H_m, W_m)
         sgd_step(optim, F.cross_entropy(aux(z), yb), stats, len(idx))
-        chunk.append((z.detach().to("cpu", torch.float32).numpy(), yb.to("cpu").numpy()))
+        chunk.append(encode(z.detach(), yb))
         if len(chunk) == chunk_batches:
             yield chunk
             chunk = []
@@ -124,10 +133,15 @@ class SuffixTrainer:
         self.stats = TrainStats()
 
     def step(self, z: np.ndarray, y: np.ndarray) -> float:
+        """One SGD step on float32 activations z (B, C_m, H_m, W_m) and labels y (B,)."""
         zb = torch.from_numpy(z).to(self.device)
         yb = torch.from_numpy(y).to(self.device)
         self.optim.zero_grad(set_to_none=True)
         return sgd_step(self.optim, F.cross_entropy(self.suffix(zb), yb), self.stats, len(y))
+
+    def step_smashed(self, batch: SmashedBatch) -> float:
+        """Decode a received batch (float32, float16 or int8) and take one step on it."""
+        return self.step(batch.decode(), batch.y)
 
 
 def float_keys(model: nn.Module, keys: list[str] | None = None) -> list[str]:

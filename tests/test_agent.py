@@ -56,7 +56,7 @@ def test_offload_round_prefix_isolated_and_model_reassembled():
     (out,) = outs
     assert out.offloader == 1 and out.helper == 0 and out.split == m
     chunk = store.get(out.chunk_refs[0])
-    assert isinstance(chunk[0][0], np.ndarray) and len(chunk) == 3  # detached numpy, chunk_batches per chunk
+    assert isinstance(chunk[0].codes, np.ndarray) and len(chunk) == 3  # detached numpy, chunk_batches per chunk
     assert sum(len(store.get(r)) for r in out.chunk_refs) == a.work[1].prefix_batches == 10
     prefix_after_own_training = flatten(slow.model, slow.model.prefix_keys(m))
     suffix_before = flatten(slow.model, slow.model.suffix_keys(m))
