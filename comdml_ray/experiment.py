@@ -124,7 +124,7 @@ def _summary(cfg: RunConfig, run: Run, rounds: pd.DataFrame, out: str, startup: 
 def _plans_on_disk(out: str) -> pd.DataFrame:
     """plan.csv as the round reducer wrote it (empty when no round planned)."""
     path = os.path.join(out, "plan.csv")
-    return pd.read_csv(path) if os.path.exists(path) else pd.DataFrame()
+    return pd.read_csv(path) if os.path.exists(path) and os.path.getsize(path) > 0 else pd.DataFrame()
 
 
 def check_writable(out: str) -> str:
