@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Virtual time is the simulated training time under the heterogeneity profile; wall time is real.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    for add in (_what_to_train, _averaging, _heterogeneity, _comdml, _baselines, _evaluation, _placement):
+        add(p, d)
+    return p
+
+
+def _what_to_train(p: argparse.ArgumentParser, d: RunConfig) -> None:
     g = p.add_argument_group("what to train")
     g.add_argument("--algorithm", default=d.algorithm, help=f"training method: {', '.join(ALGORITHMS)}")
     g.add_argument("--agents", type=int, default=d.agents, help="number of agents (each a data shard and a model)")
@@ -59,16 +65,25 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="SGD weight decay (L2)")
     g.add_argument("--local-epochs", type=int, default=d.local_epochs, help="passes over the local shard per round")
     g.add_argument("--seed", type=int, default=d.seed, help="run seed; agent k uses seed + k")
+
+
+def _averaging(p: argparse.ArgumentParser, d: RunConfig) -> None:
     g = p.add_argument_group("averaging")
     g.add_argument("--aggregation", default=d.aggregation, help=f"{', '.join(AGGREGATIONS)}: exact ring all-reduce, or one Metropolis-Hastings gossip step")
     g.add_argument("--topology", default=d.topology, help=f"gossip topology: {', '.join(TOPOLOGIES)}")
     g.add_argument("--degree", type=int, default=d.degree, help="neighbours per agent for --topology regular")
+
+
+def _heterogeneity(p: argparse.ArgumentParser, d: RunConfig) -> None:
     g = p.add_argument_group("heterogeneity and the virtual clock")
     g.add_argument("--heterogeneity", default=d.heterogeneity, help="preset paper|uniform|lognormal, or a CSV with agent,slowdown,bandwidth_mbps[,latency_ms]")
     g.add_argument("--profile", default=d.profile, help="split cost profile: flops (counted, host-independent), measure (timed on this host), or a saved profile.csv")
     g.add_argument("--profile-file", dest="profile", default=argparse.SUPPRESS, help="same as --profile PATH: reuse a profile.csv from an earlier run's output folder")
     g.add_argument("--reference-gflops", type=float, default=d.reference_gflops, help="GFLOP/s of an agent with slowdown 1 under --profile flops")
     g.add_argument("--drift", type=float, default=d.drift, help="per-round log-normal sigma of agents' slowdown changes (0 = static)")
+
+
+def _comdml(p: argparse.ArgumentParser, d: RunConfig) -> None:
     g = p.add_argument_group("ComDML")
     g.add_argument("--scheduler", default=d.scheduler, help=f"pairing: {', '.join(SCHEDULERS)} (greedy = the paper's)")
     g.add_argument("--helpers-can-serve", type=int, default=d.helpers_can_serve, help="offloaders one helper may serve (ilp only; 1 = the paper's one-to-one)")
@@ -79,16 +94,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SIGMA: Gaussian noise added to the activations before they leave, std = SIGMA x each channel's std (0 = off)")
     g.add_argument("--smashed-clip", type=float, default=d.smashed_clip,
                    help="bound each sample's activation L2 norm to this before the noise (default: no clipping)")
+
+
+def _baselines(p: argparse.ArgumentParser, d: RunConfig) -> None:
     g = p.add_argument_group("asynchronous baselines")
     g.add_argument("--fragments", type=int, default=d.fragments, help="DivShare: fragments Omega per model")
     g.add_argument("--fanout", type=int, default=d.fanout, help="DivShare: agents J each fragment is sent to")
     g.add_argument("--slow-link-share", type=float, default=d.slow_link_share, help="share of agents whose links are 5x slower (DivShare's setting)")
+
+
+def _evaluation(p: argparse.ArgumentParser, d: RunConfig) -> None:
     g = p.add_argument_group("evaluation and output")
     g.add_argument("--eval-every", type=int, default=d.eval_every, help="evaluate the averaged model every this many rounds")
     g.add_argument("--eval-agents", type=int, default=d.eval_agents, help="agents whose models are evaluated under gossip (mean reported)")
     g.add_argument("--target-acc", type=float, default=d.target_acc, help="accuracy fraction (e.g. 0.8) for time_to_target_s")
     g.add_argument("--out", default=d.out, help="output folder (default results/<timestamp>)")
     g.add_argument("--no-progress", action="store_true", help="print one line per round instead of a progress bar")
+
+
+def _placement(p: argparse.ArgumentParser, d: RunConfig) -> None:
     g = p.add_argument_group("Ray placement")
     g.add_argument("--address", default=d.address, help="Ray cluster to join ('auto' inside a cluster); default: the cluster running a `ray job submit` job (RAY_ADDRESS), else a new local one")
     g.add_argument("--cpus-per-agent", type=float, default=d.cpus_per_agent, help="CPUs reserved per agent actor")
@@ -98,7 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-cpus", type=int, default=d.num_cpus, help="CPUs of the local Ray (default: all of this machine)")
     g.add_argument("--num-gpus", type=float, default=d.num_gpus, help="GPUs of the local Ray (logical GPUs let a CPU machine test GPU placement)")
     g.add_argument("--scale-timeout", dest="scale_timeout_s", type=float, default=d.scale_timeout_s, help="on an autoscaling cluster, seconds to wait for the nodes the run asks for (then it goes on with what joined)")
-    return p
 
 
 def config_from_args(argv: list[str] | None = None) -> RunConfig:

@@ -117,85 +117,85 @@ class RunConfig:
 
     def validate(self) -> "RunConfig":
         """Raise ConfigError (one sentence, naming the fix) on the first bad setting."""
+        self._check_what_to_train()
+        self._check_averaging_and_clock()
+        self._check_comdml_and_baselines()
+        self._check_evaluation_and_placement()
+        return self
 
-        def need(cond: bool, msg: str) -> None:
-            if not cond:
-                raise ConfigError(msg)
-
-        def one_of(value: str, allowed: tuple[str, ...], flag: str) -> None:
-            need(value in allowed, f"unknown {flag} '{value}': choose one of {', '.join(allowed)}.")
-
-        one_of(self.algorithm, ALGORITHMS, "--algorithm")
-        need(self.agents > 0, f"--agents must be a positive number of agents, got {self.agents}.")
-        need(self.rounds > 0, f"--rounds must be at least 1, got {self.rounds}.")
+    def _check_what_to_train(self) -> None:
+        _one_of(self.algorithm, ALGORITHMS, "--algorithm")
+        _need(self.agents > 0, f"--agents must be a positive number of agents, got {self.agents}.")
+        _need(self.rounds > 0, f"--rounds must be at least 1, got {self.rounds}.")
         if self.time_budget_s is not None:
-            need(self.time_budget_s > 0, f"--time-budget must be a positive number of virtual seconds, got {self.time_budget_s}.")
-        one_of(self.dataset, DATASET_NAMES, "--dataset")
-        one_of(self.model, MODEL_NAMES, "--model")
-        one_of(self.partition, PARTITIONS, "--partition")
-        need(self.alpha > 0, f"--alpha (Dirichlet concentration) must be > 0, got {self.alpha}; use e.g. 0.5.")
-        need(self.batch_size > 0, f"--batch-size must be positive, got {self.batch_size}.")
-        need(self.lr > 0, f"--lr must be positive, got {self.lr}.")
-        need(self.local_epochs > 0, f"--local-epochs must be at least 1, got {self.local_epochs}.")
+            _need(self.time_budget_s > 0, f"--time-budget must be a positive number of virtual seconds, got {self.time_budget_s}.")
+        _one_of(self.dataset, DATASET_NAMES, "--dataset")
+        _one_of(self.model, MODEL_NAMES, "--model")
+        _one_of(self.partition, PARTITIONS, "--partition")
+        _need(self.alpha > 0, f"--alpha (Dirichlet concentration) must be > 0, got {self.alpha}; use e.g. 0.5.")
+        _need(self.batch_size > 0, f"--batch-size must be positive, got {self.batch_size}.")
+        _need(self.lr > 0, f"--lr must be positive, got {self.lr}.")
+        _need(self.local_epochs > 0, f"--local-epochs must be at least 1, got {self.local_epochs}.")
         n_train = DATASET_TRAIN_SIZES[self.dataset]
         if self.train_samples is not None:
-            need(0 < self.train_samples <= n_train, f"--train-samples must be between 1 and {n_train} for {self.dataset}, got {self.train_samples}.")
+            _need(0 < self.train_samples <= n_train, f"--train-samples must be between 1 and {n_train} for {self.dataset}, got {self.train_samples}.")
             n_train = self.train_samples
-        need(
-            self.agents * 1 <= n_train,
-            f"--agents {self.agents} is more than the {n_train} training samples of {self.dataset}; use at most {n_train} agents.",
-        )
-        one_of(self.aggregation, AGGREGATIONS, "--aggregation")
-        one_of(self.topology, TOPOLOGIES, "--topology")
+        _need(self.agents <= n_train, f"--agents {self.agents} is more than the {n_train} training samples of {self.dataset}; use at most {n_train} agents.")
+
+    def _check_averaging_and_clock(self) -> None:
+        _one_of(self.aggregation, AGGREGATIONS, "--aggregation")
+        _one_of(self.topology, TOPOLOGIES, "--topology")
         if self.topology == "regular":
-            need(
-                0 < self.degree < self.agents and (self.agents * self.degree) % 2 == 0,
-                f"--degree {self.degree} cannot make a regular graph on {self.agents} agents: pick 0 < degree < agents with agents*degree even.",
-            )
+            _need(0 < self.degree < self.agents and (self.agents * self.degree) % 2 == 0,
+                  f"--degree {self.degree} cannot make a regular graph on {self.agents} agents: pick 0 < degree < agents with agents*degree even.")
         if self.heterogeneity not in HETEROGENEITY_PRESETS:
-            need(
-                os.path.isfile(self.heterogeneity),
-                f"--heterogeneity '{self.heterogeneity}' is neither a preset ({', '.join(HETEROGENEITY_PRESETS)}) nor an existing CSV file.",
-            )
+            _need(os.path.isfile(self.heterogeneity),
+                  f"--heterogeneity '{self.heterogeneity}' is neither a preset ({', '.join(HETEROGENEITY_PRESETS)}) nor an existing CSV file.")
         if self.profile not in PROFILE_SOURCES:
-            need(
-                os.path.isfile(self.profile),
-                f"--profile '{self.profile}' is neither 'flops', 'measure' nor an existing profile.csv from an earlier run.",
-            )
-        need(self.reference_gflops > 0, f"--reference-gflops must be positive, got {self.reference_gflops}.")
-        need(self.drift >= 0, f"--drift must be >= 0 (0 turns it off), got {self.drift}.")
-        one_of(self.scheduler, SCHEDULERS, "--scheduler")
-        need(self.helpers_can_serve >= 1, f"--helpers-can-serve must be at least 1, got {self.helpers_can_serve}.")
-        need(self.chunk_batches >= 1, f"--chunk-batches must be at least 1, got {self.chunk_batches}.")
-        one_of(self.smashed_dtype, SMASHED_DTYPES, "--smashed-dtype")
-        need(math.isfinite(self.smashed_noise) and self.smashed_noise >= 0,
-             f"--smashed-noise is a multiple of each channel's activation std and must be >= 0 (0 turns it off), got {self.smashed_noise}.")
+            _need(os.path.isfile(self.profile), f"--profile '{self.profile}' is neither 'flops', 'measure' nor an existing profile.csv from an earlier run.")
+        _need(self.reference_gflops > 0, f"--reference-gflops must be positive, got {self.reference_gflops}.")
+        _need(self.drift >= 0, f"--drift must be >= 0 (0 turns it off), got {self.drift}.")
+
+    def _check_comdml_and_baselines(self) -> None:
+        _one_of(self.scheduler, SCHEDULERS, "--scheduler")
+        _need(self.helpers_can_serve >= 1, f"--helpers-can-serve must be at least 1, got {self.helpers_can_serve}.")
+        _need(self.chunk_batches >= 1, f"--chunk-batches must be at least 1, got {self.chunk_batches}.")
+        _one_of(self.smashed_dtype, SMASHED_DTYPES, "--smashed-dtype")
+        _need(math.isfinite(self.smashed_noise) and self.smashed_noise >= 0,
+              f"--smashed-noise is a multiple of each channel's activation std and must be >= 0 (0 turns it off), got {self.smashed_noise}.")
         if self.smashed_clip is not None:
-            need(math.isfinite(self.smashed_clip) and self.smashed_clip > 0,
-                 f"--smashed-clip must be a positive L2 norm per sample (leave it out to turn clipping off), got {self.smashed_clip}.")
-        need(self.fragments >= 1, f"--fragments must be at least 1, got {self.fragments}.")
-        need(1 <= self.fanout, f"--fanout must be at least 1, got {self.fanout}.")
-        need(0 <= self.slow_link_share <= 1, f"--slow-link-share must be in [0, 1], got {self.slow_link_share}.")
-        need(self.eval_every >= 1, f"--eval-every must be at least 1, got {self.eval_every}.")
-        need(self.eval_agents >= 1, f"--eval-agents must be at least 1, got {self.eval_agents}.")
+            _need(math.isfinite(self.smashed_clip) and self.smashed_clip > 0,
+                  f"--smashed-clip must be a positive L2 norm per sample (leave it out to turn clipping off), got {self.smashed_clip}.")
+        _need(self.fragments >= 1, f"--fragments must be at least 1, got {self.fragments}.")
+        _need(1 <= self.fanout, f"--fanout must be at least 1, got {self.fanout}.")
+        _need(0 <= self.slow_link_share <= 1, f"--slow-link-share must be in [0, 1], got {self.slow_link_share}.")
+
+    def _check_evaluation_and_placement(self) -> None:
+        _need(self.eval_every >= 1, f"--eval-every must be at least 1, got {self.eval_every}.")
+        _need(self.eval_agents >= 1, f"--eval-agents must be at least 1, got {self.eval_agents}.")
         if self.target_acc is not None:
-            need(0 < self.target_acc <= 1, f"--target-acc is a fraction in (0, 1], got {self.target_acc}; e.g. 0.8 for 80%.")
-        need(self.cpus_per_agent > 0, f"--cpus-per-agent must be positive, got {self.cpus_per_agent}.")
-        need(
-            0 <= self.gpus_per_agent <= 1,
-            f"--gpus-per-agent must be between 0 and 1 (a fraction of one GPU), got {self.gpus_per_agent}.",
-        )
+            _need(0 < self.target_acc <= 1, f"--target-acc is a fraction in (0, 1], got {self.target_acc}; e.g. 0.8 for 80%.")
+        _need(self.cpus_per_agent > 0, f"--cpus-per-agent must be positive, got {self.cpus_per_agent}.")
+        _need(0 <= self.gpus_per_agent <= 1, f"--gpus-per-agent must be between 0 and 1 (a fraction of one GPU), got {self.gpus_per_agent}.")
         if self.agents_per_actor != "auto":
             try:
                 k = int(self.agents_per_actor)
             except (TypeError, ValueError):
                 raise ConfigError(f"--agents-per-actor must be 'auto' or a positive integer, got '{self.agents_per_actor}'.") from None
-            need(k >= 1, f"--agents-per-actor must be 'auto' or a positive integer, got {k}.")
+            _need(k >= 1, f"--agents-per-actor must be 'auto' or a positive integer, got {k}.")
             self.agents_per_actor = k
-        one_of(self.placement, PLACEMENTS, "--placement")
+        _one_of(self.placement, PLACEMENTS, "--placement")
         if self.num_cpus is not None:
-            need(self.num_cpus >= 1, f"--num-cpus must be at least 1, got {self.num_cpus}.")
+            _need(self.num_cpus >= 1, f"--num-cpus must be at least 1, got {self.num_cpus}.")
         if self.num_gpus is not None:
-            need(self.num_gpus >= 0, f"--num-gpus must be >= 0, got {self.num_gpus}.")
-        need(self.scale_timeout_s >= 0, f"--scale-timeout must be >= 0 seconds (0: do not wait for new nodes), got {self.scale_timeout_s}.")
-        return self
+            _need(self.num_gpus >= 0, f"--num-gpus must be >= 0, got {self.num_gpus}.")
+        _need(self.scale_timeout_s >= 0, f"--scale-timeout must be >= 0 seconds (0: do not wait for new nodes), got {self.scale_timeout_s}.")
+
+
+def _need(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def _one_of(value: str, allowed: tuple[str, ...], flag: str) -> None:
+    _need(value in allowed, f"unknown {flag} '{value}': choose one of {', '.join(allowed)}.")

@@ -37,6 +37,7 @@ def local_backend(cfg: RunConfig, layout: list[list[int]], slowdown=None) -> tup
 
 @pytest.fixture(scope="module")
 def ray_local():
-    ray.init(num_cpus=2, num_gpus=0, log_to_driver=False, include_dashboard=False)
+    # address="local": always a Ray of our own, never a `ray start` cluster another process left on this machine.
+    ray.init(address="local", num_cpus=2, num_gpus=0, log_to_driver=False, include_dashboard=False)
     yield
     ray.shutdown()

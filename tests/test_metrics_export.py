@@ -86,7 +86,7 @@ def prometheus(ports, tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(ports, prometheus, tmp_path_factory):
     """The module's Ray and one finished run: (summary, rounds.csv, agents.csv)."""
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False,
              _metrics_export_port=ports["metrics"], _system_config={"metrics_report_interval_ms": 1000})
     out = tmp_path_factory.mktemp("run")
     cfg = RunConfig(agents=AGENTS, rounds=ROUNDS, train_samples=1200, lr=0.05, algorithm="comdml", progress=False, num_gpus=0, out=str(out))
