@@ -3,6 +3,7 @@
     python benchmarks/privacy.py                                   # 20 agents, 30 rounds, SIGMA 0,0.1,0.3,1.0, splits 1,2
     python benchmarks/privacy.py --smashed-dtype int8              # the same with int8 activations
     python benchmarks/privacy.py --sigmas 0,1 --rounds 3 --train-samples 20000 --out results/privacy-quick
+    python benchmarks/privacy.py --sigmas 0 --leakage-sigmas 0,0.1,0.3,1.0    # one run; noise's effect alone, on its model
 
 Every flag of benchmarks/run.py applies to each run (the algorithm is always comdml;
 the defaults here are 20 agents and 30 rounds).  For each SIGMA of `--sigmas` it runs
@@ -15,6 +16,10 @@ measures the final averaged model at each split of `--splits` (comdml_ray/leakag
 It writes `privacy.csv` in --out (one row per SIGMA and split, with the run's final
 accuracy, its cost in points against the smallest SIGMA, and how often the plans used
 that split) and prints the table.  Each run's own folder holds its other outputs.
+Each run is measured on its own final model, so two SIGMAs differ by the noise and by
+the model the run ended with.  To see the noise alone, it also measures every SIGMA of
+`--leakage-sigmas` (default: --sigmas) on the smallest SIGMA's final model and writes
+`privacy-same-model.csv`.
 """
 
 from __future__ import annotations
@@ -48,14 +53,16 @@ def parse(argv: list[str] | None) -> tuple[RunConfig, list[float], list[int]]:
     p.set_defaults(agents=20, rounds=30, algorithm="comdml", out=os.path.join("results", "privacy"))
     p.add_argument("--sigmas", default="0,0.1,0.3,1.0", help="comma-separated SIGMA values of --smashed-noise, one ComDML run each")
     p.add_argument("--splits", default="1,2", help="comma-separated split points to measure leakage at")
+    p.add_argument("--leakage-sigmas", default=None, help="SIGMAs to measure on the smallest SIGMA's final model (default: --sigmas)")
     a = p.parse_args(argv)
     sigmas = _floats(a.sigmas, "--sigmas")
     splits = [int(v) for v in _floats(a.splits, "--splits")]
-    if not sigmas or min(sigmas) < 0:
-        raise ConfigError(f"--sigmas needs at least one value, all >= 0; got '{a.sigmas}'.")
-    fields = {k: v for k, v in vars(a).items() if k not in ("no_progress", "sigmas", "splits")}
+    same_model = sigmas if a.leakage_sigmas is None else _floats(a.leakage_sigmas, "--leakage-sigmas")
+    if not sigmas or min(sigmas + same_model) < 0:
+        raise ConfigError(f"--sigmas and --leakage-sigmas need at least one value, all >= 0; got '{a.sigmas}' and '{a.leakage_sigmas}'.")
+    fields = {k: v for k, v in vars(a).items() if k not in ("no_progress", "sigmas", "splits", "leakage_sigmas")}
     cfg = RunConfig(**fields, progress=not a.no_progress).replace(algorithm="comdml")
-    return cfg, sigmas, splits
+    return cfg, sigmas, splits, same_model
 
 
 def check_splits(cfg: RunConfig, splits: list[int]) -> None:
@@ -67,10 +74,13 @@ def check_splits(cfg: RunConfig, splits: list[int]) -> None:
         raise ConfigError(f"--splits {','.join(map(str, splits))}: {cfg.model} has split points {','.join(map(str, points))}; pick from those.")
 
 
-def privacy_table(cfg: RunConfig, sigmas: list[float], splits: list[int], log=print) -> pd.DataFrame:
+def privacy_table(cfg: RunConfig, sigmas: list[float], splits: list[int], same_model: list[float] | None = None, log=print) -> pd.DataFrame:
+    import numpy as np
     import ray
 
     from comdml_ray.experiment import run_experiment
+    from comdml_ray.leakage import leakage_table
+    from comdml_ray.smashed import SmashedSpec
 
     frames = []
     try:
@@ -94,7 +104,19 @@ def privacy_table(cfg: RunConfig, sigmas: list[float], splits: list[int], log=pr
     table["accuracy_cost_pp"] = 100 * (base - table["final_accuracy"])
     table.to_csv(os.path.join(cfg.out, "privacy.csv"), index=False)
     log("\n" + format_table(table))
-    log(f"\nwritten: {os.path.join(cfg.out, 'privacy.csv')}")
+    written = [os.path.join(cfg.out, "privacy.csv")]
+    if same_model:
+        # Noise alone: every SIGMA on one model, the smallest SIGMA's final one.
+        base_run = table.loc[table["sigma"] == table["sigma"].min(), "run"].iloc[0]
+        flat = np.load(os.path.join(base_run, "final_model.npy"))
+        specs = [SmashedSpec(cfg.smashed_dtype, s, cfg.smashed_clip) for s in sorted(same_model)]
+        fixed = leakage_table(cfg, flat, splits, specs)
+        fixed["model"] = os.path.join(base_run, "final_model.npy")
+        fixed.to_csv(os.path.join(cfg.out, "privacy-same-model.csv"), index=False)
+        log(f"\nthe same model ({fixed['model'].iloc[0]}) at every SIGMA:")
+        log(format_same_model(fixed))
+        written.append(os.path.join(cfg.out, "privacy-same-model.csv"))
+    log(f"\nwritten: {', '.join(written)}")
     return table
 
 
@@ -110,12 +132,19 @@ def format_table(t: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def format_same_model(t: pd.DataFrame) -> str:
+    lines = [f"{'SIGMA':>5} {'split':>5} {'dtype':>7} {'dCor':>6} {'decoder MSE':>11} {'mean-image MSE':>14}"]
+    for r in t.sort_values(["split", "sigma"]).itertuples():
+        lines.append(f"{r.sigma:5.2f} {r.split:5d} {r.dtype:>7} {r.dcor:6.3f} {r.recon_mse:11.4f} {r.mean_image_mse:14.4f}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     def job() -> None:
-        cfg, sigmas, splits = parse(argv)
+        cfg, sigmas, splits, same_model = parse(argv)
         cfg.validate()
         check_splits(cfg, splits)
-        privacy_table(cfg, sigmas, splits)
+        privacy_table(cfg, sigmas, splits, same_model)
 
     return exit_code_of(job)
 

@@ -16,8 +16,9 @@ Owns
   pixel units), beside the error of guessing the mean image (the "learned nothing" line);
 - `released`: what leaves the agent for inputs x at split m (prefix in eval mode,
   then `smashed.protect` per batch and encode/decode), the z both signals see;
-- `measure_leakage`, `LeakageRow`, `write_privacy_csv`: one row per split point, the
-  `privacy.csv` of a run's output folder and of `benchmarks/privacy.py`.
+- `measure_leakage`, `LeakageRow`, `leakage_table`, `write_privacy_csv`: one row per
+  split point (and setting), the `privacy.csv` (with the measured `final_model.npy`) of
+  a run's output folder and of `benchmarks/privacy.py`.
 The probe sample is fixed (`PROBE_SEED`), not the run's seed, so every run and
 setting is measured on the same 512 training images.
 """
@@ -180,10 +181,11 @@ def _measure_split(model: SplitModel, m: int, x_probe: torch.Tensor, x_aux: torc
     )
 
 
-def write_privacy_csv(cfg, flat_model: np.ndarray, out: str, splits: list[int], extra: dict | None = None) -> pd.DataFrame:
-    """Measure the run's final model (flat, as `training.flatten` makes it) at `splits`; write out/privacy.csv.
+def leakage_table(cfg, flat_model: np.ndarray, splits: list[int], specs: list[SmashedSpec] | None = None) -> pd.DataFrame:
+    """Leakage of a model (flat, as `training.flatten` makes it) at `splits`, one row per split and spec.
 
-    `cfg` is the run's RunConfig; `extra` adds columns to every row (e.g. the run's accuracy).
+    `cfg` is the run's RunConfig (dataset, model, seed, batch size); `specs` default to
+    the run's own --smashed-* setting.
     """
     from comdml_ray.data import load_dataset, to_tensor
     from comdml_ray.models import build_model
@@ -195,10 +197,21 @@ def write_privacy_csv(cfg, flat_model: np.ndarray, out: str, splits: list[int], 
     probe, aux = probe_indices(len(data.train_y))
     x_probe = to_tensor(data.train_x[probe], data.mean, data.std)
     x_aux = to_tensor(data.train_x[aux], data.mean, data.std)
-    rows = measure_leakage(model, sorted(splits), x_probe, x_aux, SmashedSpec.from_config(cfg), cfg.seed, cfg.batch_size)
-    table = pd.DataFrame([dataclasses.asdict(r) | (extra or {}) for r in rows])
+    rows = [r for spec in (specs or [SmashedSpec.from_config(cfg)])
+            for r in measure_leakage(model, sorted(splits), x_probe, x_aux, spec, cfg.seed, cfg.batch_size)]
+    return pd.DataFrame([dataclasses.asdict(r) for r in rows])
+
+
+def write_privacy_csv(cfg, flat_model: np.ndarray, out: str, splits: list[int]) -> pd.DataFrame:
+    """Measure the run's final model at `splits`; write out/privacy.csv and the model itself, out/final_model.npy.
+
+    The model file (flat float32, `training.flatten` order) lets anyone re-measure it,
+    e.g. at other noise levels (benchmarks/privacy.py does).
+    """
+    table = leakage_table(cfg, flat_model, splits)
     os.makedirs(out, exist_ok=True)
     table.to_csv(os.path.join(out, "privacy.csv"), index=False)
+    np.save(os.path.join(out, "final_model.npy"), np.asarray(flat_model, dtype=np.float32))
     return table
 
 

@@ -176,3 +176,4 @@ def test_privacy_csv_of_a_model(tmp_path, monkeypatch):
     assert saved["split"].tolist() == [1, 2] and (saved["dtype"] == "int8").all() and (saved["sigma"] == 0.3).all()
     assert ((0 <= t["dcor"]) & (t["dcor"] <= 1)).all() and (t["recon_mse"] > 0).all() and (t["mean_image_mse"] > 0).all()
     assert "decoder MSE" in leakage.format_privacy(t)
+    assert np.array_equal(np.load(tmp_path / "final_model.npy"), flatten(model))  # the measured model, for re-measuring
