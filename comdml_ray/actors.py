@@ -13,6 +13,8 @@ Owns
   naming its agents, from Ray's own error;
 - `AgentMetrics`: the `ray.util.metrics` gauges and counters, tagged by agent, that
   the Ray dashboard shows.
+- `WallHost`: the same actor for `--clock wall`, with an inbox its peers call
+  during a round (its own concurrency group) and the emulated averaging time.
 All agent logic lives in `comdml_ray.agent` and its mixins; this module only adapts it to Ray.
 """
 
@@ -207,6 +209,48 @@ class AgentHost(AgentGroup):
 
 
 AgentHostActor = ray.remote(AgentHost)
+
+
+class WallHost(AgentHost):
+    """An AgentHost for `--clock wall`: an inbox its peers call while it trains, and an averaging step as long as the clock's under --emulate.
+
+    `inbox` runs in its own concurrency group (one thread), so an offloader's chunk
+    refs reach a helper while the helper's `wall_round` is running in the default
+    group; every other method still runs one at a time.  Refs travel inside the
+    `Transfer` (nested: Ray hands the ref over, the helper fetches the chunk itself).
+    """
+
+    def __init__(self, group_id: int, agent_ids: list[int], cfg: RunConfig):
+        import queue
+
+        super().__init__(group_id, agent_ids, cfg)
+        self.inbox_q: queue.Queue = queue.Queue()
+        self.peers: dict[int, Any] = {}
+
+    def set_peers(self, hosts: list, owner: dict[int, int]) -> None:
+        """Every agent's actor handle, so this actor can message its partners directly."""
+        self.peers = {k: hosts[g] for k, g in owner.items()}
+
+    def send(self, agent: int, message: Any) -> None:
+        self.peers[agent].inbox.remote(message)
+
+    @ray.method(concurrency_group="inbox")
+    def inbox(self, message: Any) -> None:
+        self.inbox_q.put(message)
+
+    def allreduce(self, model: bool, aux: bool) -> None:
+        """The collective; under --emulate it then lasts at least the clock's aux-head and model exchange seconds."""
+        import time
+
+        from comdml_ray.emulation import wait_until
+
+        entry = time.time()
+        super().allreduce(model, aux)
+        if self._args[2].emulate:
+            wait_until(entry + self.averaging_pad_s())
+
+
+WallHostActor = ray.remote(concurrency_groups={"inbox": 1})(WallHost)
 
 
 class RayBackend(Backend):

@@ -6,7 +6,8 @@ Owns
 - `AgentGroup`: the agents one process hosts, run in turn (one agent per actor by
   default; several with `--agents-per-actor`): set-up, the split profile, evaluation,
   and, through its mixins, every step a round calls:
-  `comdml_steps.ComdmlSteps` (plan, train phases), `averaging.Averaging` (the local
+  `comdml_steps.ComdmlSteps` (plan, train phases), `wall_steps.WallSteps` (the
+  overlapped wall-clock round, `--clock wall`), `averaging.Averaging` (the local
   half of the all-reduce, aux heads, gossip) and `async_steps.AsyncSteps` (the
   event-driven baselines).  `backend.Backend` is the one typed way in to these methods;
 - `agent_shards`: every agent's training indices.
@@ -34,6 +35,7 @@ from comdml_ray.setting import Setting
 from comdml_ray.smashed import SmashedEncoder, SmashedSpec
 from comdml_ray.store import Store
 from comdml_ray.training import OptimConfig, TrainStats, batches_per_round, evaluate, flatten, make_sgd, minibatches, train_full
+from comdml_ray.wall_steps import WallSteps
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class Agent:
         self.full_optim = make_sgd(self.model.parameters(), self.opt)
         self.prefix_optim: dict[int, torch.optim.Optimizer] = {}
         self.sec_estimate: float | None = None
+        self.link_estimate: dict[int, float] = {}  # wall clock: sender -> observed bytes/s of that inbound link (EWMA)
         self.encoder = SmashedEncoder(SmashedSpec.from_config(cfg), seed=cfg.seed + agent_id)  # what leaves: --smashed-*
 
     @property
@@ -96,7 +99,7 @@ class Agent:
         return build_model(self.cfg.model, *self.data_meta).to(self.device)
 
 
-class AgentGroup(ComdmlSteps, Averaging, AsyncSteps):
+class AgentGroup(ComdmlSteps, WallSteps, Averaging, AsyncSteps):
     """The agents hosted by one process (a Ray actor), run in turn."""
 
     def __init__(self, group_id: int, agent_ids: Sequence[int], cfg: RunConfig, data: DatasetArrays, store: Store, device: str = "cpu"):

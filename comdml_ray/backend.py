@@ -90,6 +90,14 @@ class Backend:
     def finish_phase(self, g: int, r: int, returned: list[Handle[dict[int, Shipped]]]) -> Handle[None]:
         return self._call(g, AgentGroup.finish_phase, r, *returned)
 
+    # ------------------------------------------------------------------ wall-clock rounds (--clock wall)
+    def warm_up(self, g: int) -> Handle[float]:
+        return self._call(g, AgentGroup.warm_up)
+
+    def wall_round(self, g: int, r: int, t0: float) -> Handle[PhaseReport]:
+        """The group's whole overlapped round; its peers' messages reach it directly (`actors.WallHost`)."""
+        return self._call(g, AgentGroup.wall_round, r, t0)
+
     def gossip_put(self, g: int) -> Handle[dict[int, Shipped]]:
         return self._call(g, AgentGroup.gossip_put)
 

@@ -2,7 +2,8 @@
 
 Owns what an actor does in a ComDML round (docs/method.md §1, §4), in the order the
 runtime calls it on every group:
-1. `publish_states`: each agent announces its batches and *estimated* speed;
+1. `publish_states`: each agent announces its batches and *estimated* speed (under
+   `--clock wall` the speed and link throughput it measured: `wall_steps`);
    the runtime gathers all groups' states into ONE object (`concat_states` on group 0);
 2. `plan_round(r, states)`: every group solves the same offloading problem from that
    one object (decentralized planning; the runtime compares the digests) and keeps the
@@ -48,6 +49,9 @@ def plan_digest(plan: Plan) -> str:
 def problem_from_states(states: list[AgentState], prof: SplitProfile, exchange_s: np.ndarray, helpers_can_serve: int) -> OffloadProblem:
     profiles = [AgentProfile(s.agent, 1.0, s.bandwidth_Bps, s.latency_s) for s in states]
     bw, lat = link_matrices(profiles)
+    for s in states:  # online profiling (wall clock): observed throughput of links used before, both directions
+        for src, bps in s.links:
+            bw[src, s.agent] = bw[s.agent, src] = bps
     return OffloadProblem(
         batches=np.array([s.batches for s in states], dtype=float),
         sec_per_batch=np.array([s.sec_per_batch for s in states]),
@@ -70,6 +74,8 @@ class ComdmlSteps:
 
     def publish_states(self, round_idx: int) -> list[AgentState]:
         """Each agent announces its batches and *estimated* speed, smoothed over what it observed."""
+        if self.cfg.clock == "wall":
+            return self._observed_states()
         truth = self.setting.sec_per_batch(max(round_idx - 1, 0))
         out = []
         for k, a in self.agents.items():
@@ -77,6 +83,15 @@ class ComdmlSteps:
             a.sec_estimate = truth[k] if a.sec_estimate is None else SPEED_EMA * truth[k] + (1 - SPEED_EMA) * a.sec_estimate
             bpr = batches_per_round(a.num_samples, self.cfg.batch_size, self.cfg.local_epochs)
             out.append(AgentState(k, bpr, float(a.sec_estimate), a.profile.bandwidth_Bps, a.profile.latency_s))
+        return out
+
+    def _observed_states(self) -> list[AgentState]:
+        """Wall clock: the estimates are what the agent measured (warm-up, then an EWMA over rounds: `wall_steps`)."""
+        out = []
+        for k, a in self.agents.items():
+            bpr = batches_per_round(a.num_samples, self.cfg.batch_size, self.cfg.local_epochs)
+            links = tuple(sorted((int(j), float(v)) for j, v in a.link_estimate.items()))
+            out.append(AgentState(k, bpr, float(a.sec_estimate), a.profile.bandwidth_Bps, a.profile.latency_s, links))
         return out
 
     def concat_states(self, *state_lists: list[AgentState]) -> list[AgentState]:

@@ -23,6 +23,7 @@ HETEROGENEITY_PRESETS = ("paper", "uniform", "lognormal")
 SCHEDULERS = ("greedy", "exact", "ilp")
 PROFILE_SOURCES = ("flops", "measure")
 PLACEMENTS = ("pack", "spread")
+CLOCKS = ("virtual", "wall")
 MODEL_NAMES = ("cnn", "resnet56", "resnet110")
 SMASHED_DTYPES = ("float32", "float16", "int8")  # encodings of the activations an offloader sends (comdml_ray/smashed.py)
 DATASET_NAMES = ("fashion-mnist", "cifar10", "cifar100", "cinic10")
@@ -65,6 +66,8 @@ class RunConfig:
     profile: str = "flops"  # "flops", "measure" or a path to a saved profile.csv
     reference_gflops: float = 10.0  # speed of an agent with slowdown 1 under profile == "flops"
     drift: float = 0.0  # per-round log-normal sigma of slowdown changes (0 = static)
+    clock: str = "virtual"  # "virtual": rounds timed by the clock from the profile; "wall": by what the actors really took
+    emulate: bool = False  # wall clock only: pad compute to the profile's speed and delay transfers by its links (emulation.py)
     # --- ComDML
     scheduler: str = "greedy"
     helpers_can_serve: int = 1
@@ -155,6 +158,15 @@ class RunConfig:
             _need(os.path.isfile(self.profile), f"--profile '{self.profile}' is neither 'flops', 'measure' nor an existing profile.csv from an earlier run.")
         _need(self.reference_gflops > 0, f"--reference-gflops must be positive, got {self.reference_gflops}.")
         _need(self.drift >= 0, f"--drift must be >= 0 (0 turns it off), got {self.drift}.")
+        self._check_wall_clock()
+
+    def _check_wall_clock(self) -> None:
+        _one_of(self.clock, CLOCKS, "--clock")
+        _need(not self.emulate or self.clock == "wall", "--emulate needs --clock wall (it shapes real time; the virtual clock already follows the profile).")
+        if self.clock == "wall":
+            _need(self.algorithm in ("local", "comdml"), f"--clock wall runs local and comdml only, got --algorithm {self.algorithm}; use the virtual clock for it.")
+            _need(str(self.agents_per_actor) == "1", "--clock wall times each agent on its own actor: add --agents-per-actor 1 (and --num-cpus N or a smaller --cpus-per-agent if the cluster is small).")
+            _need(self.time_budget_s is None, "--time-budget counts virtual seconds: leave it out with --clock wall.")
 
     def _check_comdml_and_baselines(self) -> None:
         _one_of(self.scheduler, SCHEDULERS, "--scheduler")

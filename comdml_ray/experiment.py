@@ -107,7 +107,7 @@ def _summary(cfg: RunConfig, run: Run, rounds: pd.DataFrame, out: str, startup: 
         "total_wall_s": total_wall,
         "mean_round_wall_s": float(rounds["round_wall_s"].mean()),
         "target_acc": cfg.target_acc,
-        "time_to_target_s": time_to_target(rounds, cfg.target_acc),
+        "time_to_target_s": time_to_target(rounds, cfg.target_acc, cfg.clock),
         "peak_memory_mb": peak_mb,
         "actors": len(run.hosts),
         "agents_per_actor": max(len(g) for g in run.layout.groups),
@@ -119,7 +119,7 @@ def _summary(cfg: RunConfig, run: Run, rounds: pd.DataFrame, out: str, startup: 
         "driver_bytes_per_round": float(rounds["driver_bytes"].mean()),
         "driver_cpu_s_per_round": float(rounds["driver_cpu_s"].mean()),
         "config": dataclasses.asdict(cfg),
-    }
+    } | ({"clock": "wall", "emulate": cfg.emulate, "warm_up_s_per_batch": run.warm_up_s} if cfg.clock == "wall" else {})
 
 def _plans_on_disk(out: str) -> pd.DataFrame:
     """plan.csv as the round reducer wrote it (empty when no round planned)."""

@@ -2,7 +2,7 @@
 
 Owns `AgentState` (published before planning), `PlanDigest` (a group's plan, summarised
 for the driver's agreement check and routing), `OffloadOut` (an offloader's refs for its
-helper) and `PhaseReport` (a group's per-agent work and statistics).  They carry refs and
+helper), `Transfer` (one peer-to-peer message of the wall-clock round) and `PhaseReport` (a group's per-agent work and statistics).  They carry refs and
 small numbers, never payloads.  No torch, no Ray: the round's reducer imports them
 without torch.
 """
@@ -25,6 +25,7 @@ class AgentState:
     sec_per_batch: float  # its smoothed estimate of seconds per full-model batch
     bandwidth_Bps: float
     latency_s: float
+    links: tuple[tuple[int, float], ...] = ()  # (sender j, observed bytes/s of link j->agent): online profiling, wall clock only
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,23 @@ class OffloadOut:
 
 
 @dataclass
+class Transfer:
+    """A peer-to-peer message of the wall-clock round (`wall_steps`): a ref and when the receiver may use it."""
+
+    kind: str  # "suffix" (offloader -> helper, round start), "chunk" (activations), "back" (trained suffix, helper -> offloader)
+    round: int
+    src: int  # sending agent
+    offloader: int
+    split: int  # split point m
+    box: list[Any]  # [ObjectRef]: nested, so Ray hands the ref over instead of the value
+    nbytes: int
+    sent_at: float  # wall time
+    usable_at: float  # wall time: emulated link delay (== sent_at without --emulate)
+    batches: int = 0  # batches in a chunk
+    last: bool = False  # the offloader's last chunk of the round
+
+
+@dataclass
 class PhaseReport:
     """What a group returns from a phase: per-agent work and train statistics (small; no payloads)."""
 
@@ -53,6 +71,8 @@ class PhaseReport:
     loss_sum: dict[int, float] = field(default_factory=dict)
     batches: dict[int, int] = field(default_factory=dict)
     bytes_sent: dict[int, int] = field(default_factory=dict)
+    whole_s: dict[int, float] = field(default_factory=dict)  # wall clock: seconds from the round's start until the agent's model was whole
+    observed_spb: dict[int, float] = field(default_factory=dict)  # wall clock: busy seconds per full-model batch this round
 
     def add(self, k: int, loss_sum: float, batches: int, sent: int) -> None:
         self.loss_sum[k] = self.loss_sum.get(k, 0.0) + loss_sum

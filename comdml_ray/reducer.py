@@ -7,7 +7,9 @@ actors to it, it runs the virtual clock (`rows.sync_round_rows`), appends the ro
 rows to agents.csv and plan.csv in the output folder (flushed, so they survive an
 aborted run), forwards each actor its agents' dashboard metrics, and returns only the
 round's one `RoundRow`.  So what the driver receives per round does not grow with
-the number of agents: it is O(actors) digests and one row.
+the number of agents: it is O(actors) digests and one row.  Under `--clock wall` it
+is called after the averaging and also writes what the agents measured (when each
+model was whole, busy seconds per batch, the observed finish beside the plan's).
 """
 
 from __future__ import annotations
@@ -27,30 +29,36 @@ from comdml_ray.telemetry import with_idle_share
 
 SYNC_AGENT_COLUMNS = [f.name for f in dataclasses.fields(AgentRow) if f.name not in ("steps", "test_accuracy")]
 PLAN_COLUMNS = [f.name for f in dataclasses.fields(PlanRow)]
+WALL_AGENT_COLUMNS = ["whole_s", "observed_sec_per_batch"]  # --clock wall only
+WALL_PLAN_COLUMNS = ["observed_finish_s"]
 
 
 class RoundReducer:
     """Turns one round's reports into rows, appends them to the output folder, returns the round's row."""
 
-    def __init__(self, setting: Setting, splits: ClockSplits, aggregation: str, out_dir: str, hosts: list):
+    def __init__(self, setting: Setting, splits: ClockSplits, aggregation: str, out_dir: str, hosts: list, clock: str = "virtual"):
         self.setting, self.splits, self.aggregation = setting, splits, aggregation
+        self.wall = clock == "wall"
+        extra = (WALL_AGENT_COLUMNS, WALL_PLAN_COLUMNS) if self.wall else ([], [])
         self.hosts = hosts
         self.owner = setting.owner
         os.makedirs(out_dir, exist_ok=True)
         self.files = {name: open(os.path.join(out_dir, name), "w", newline="") for name in ("agents.csv", "plan.csv")}
         self.writers = {
-            "agents.csv": csv.DictWriter(self.files["agents.csv"], SYNC_AGENT_COLUMNS, extrasaction="ignore"),
-            "plan.csv": csv.DictWriter(self.files["plan.csv"], PLAN_COLUMNS),
+            "agents.csv": csv.DictWriter(self.files["agents.csv"], SYNC_AGENT_COLUMNS + extra[0], extrasaction="ignore"),
+            "plan.csv": csv.DictWriter(self.files["plan.csv"], PLAN_COLUMNS + extra[1]),
         }
         self.headers: set[str] = set()
 
-    def reduce(self, r: int, round_start: float, plan: Any, *reports: PhaseReport) -> RoundRow:
+    def reduce(self, r: int, round_start: float, plan: Any, *reports: PhaseReport, round_end: float | None = None) -> RoundRow:
         row, agent_rows, plan_rows = sync_round_rows(r, self.setting, self.splits, self.aggregation, list(reports), plan)
-        wall = time.time() - round_start  # the driver's round start: same node, same clock
+        # the driver's round start (and, on the wall clock, its end): same node, same clock
+        wall = (round_end if round_end is not None else time.time()) - round_start
         for a in agent_rows:
             a.wall_time_s = wall
-        self._append("agents.csv", agent_rows)
-        self._append("plan.csv", plan_rows)
+        extra_agents, extra_plan = self._observed(list(reports), wall) if self.wall else ({}, {})
+        self._append("agents.csv", agent_rows, extra_agents)
+        self._append("plan.csv", plan_rows, extra_plan)
         by_group: dict[int, list[dict]] = {}
         rows = [{k: v for k, v in dataclasses.asdict(a).items() if v is not None} for a in agent_rows]
         for a in with_idle_share(rows):
@@ -59,14 +67,28 @@ class RoundReducer:
             self.hosts[g].record_metrics.remote(rows, None)
         return row
 
-    def _append(self, name: str, rows: list) -> None:
+    def _observed(self, reports: list[PhaseReport], wall: float) -> tuple[dict, dict]:
+        """--clock wall: per agent, when its model was whole, its busy seconds per batch, and its observed finish.
+
+        The observed finish is comparable with the plan's predicted one: the time until
+        the model was whole plus the averaging step as it really lasted (the round's
+        end, called after the averaging, minus the last agent's whole time).
+        """
+        whole = {k: v for rep in reports for k, v in rep.whole_s.items()}
+        spb = {k: v for rep in reports for k, v in rep.observed_spb.items()}
+        avg = wall - max(whole.values(), default=0.0)
+        agents = {k: {"whole_s": whole.get(k), "observed_sec_per_batch": spb.get(k)} for k in whole}
+        return agents, {k: {"observed_finish_s": whole[k] + avg} for k in whole}
+
+    def _append(self, name: str, rows: list, extra: dict | None = None) -> None:
         if not rows:
             return
         w = self.writers[name]
         if name not in self.headers:
             w.writeheader()
             self.headers.add(name)
-        w.writerows(dataclasses.asdict(x) for x in rows)
+        extra = extra or {}
+        w.writerows(dataclasses.asdict(x) | extra.get(x.agent, {}) for x in rows)
         self.files[name].flush()
 
     def close(self) -> None:

@@ -3,7 +3,7 @@
 Owns the output folder's files -- `rounds.csv` (one row per round), `agents.csv`
 (per round and agent), `plan.csv` (ComDML: partner, split, predicted and simulated
 finish, bytes offloaded), `profile.csv` (the split profile), `summary.json` and
-`accuracy.png` (test accuracy against virtual time) -- plus `time_to_target` and
+`accuracy.png` (test accuracy against the run's clock: virtual, or wall under `--clock wall`) -- plus `time_to_target` and
 the short table printed at the end of a run.  pandas and matplotlib only.
 """
 
@@ -24,6 +24,7 @@ ROUND_COLUMNS = [
     "round", "virtual_time_s", "wall_time_s", "train_loss", "test_accuracy", "bytes_sent",
     "round_virtual_s", "round_wall_s", "bytes_offloaded", "pairs", "driver_calls", "driver_bytes", "driver_cpu_s",
 ]
+WALL_ROUND_COLUMNS = ["eval_wall_s"]  # --clock wall only (a virtual-clock run's rounds.csv keeps the columns above)
 
 
 def frame(rows: list) -> pd.DataFrame:
@@ -32,25 +33,31 @@ def frame(rows: list) -> pd.DataFrame:
     return df.dropna(axis=1, how="all") if len(df) else df
 
 
-def time_to_target(rounds: pd.DataFrame, target: float | None) -> float | None:
-    """Virtual seconds at the end of the first evaluated round whose accuracy reaches target."""
+def time_column(clock: str) -> str:
+    """The cumulative-time column a run is judged by: the clock's (`--clock`)."""
+    return "wall_time_s" if clock == "wall" else "virtual_time_s"
+
+
+def time_to_target(rounds: pd.DataFrame, target: float | None, clock: str = "virtual") -> float | None:
+    """Seconds on the run's clock at the end of the first evaluated round whose accuracy reaches target."""
     if target is None:
         return None
     hit = rounds[rounds["test_accuracy"] >= target - 1e-12]
-    return None if hit.empty else float(hit["virtual_time_s"].iloc[0])
+    return None if hit.empty else float(hit[time_column(clock)].iloc[0])
 
 
 def write_outputs(out_dir: str, rounds: pd.DataFrame, agents: pd.DataFrame | None, plan: pd.DataFrame | None, summary: dict, title: str) -> None:
     """Write the run's files; agents/plan None: already written round by round (the synchronous reducer)."""
     os.makedirs(out_dir, exist_ok=True)
-    rounds[ROUND_COLUMNS].to_csv(os.path.join(out_dir, "rounds.csv"), index=False)
+    extra = [c for c in WALL_ROUND_COLUMNS if c in rounds.columns]
+    rounds[ROUND_COLUMNS + extra].to_csv(os.path.join(out_dir, "rounds.csv"), index=False)
     if agents is not None:
         agents.to_csv(os.path.join(out_dir, "agents.csv"), index=False)
     if plan is not None and not plan.empty:
         plan.to_csv(os.path.join(out_dir, "plan.csv"), index=False)
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2, default=_json_default)
-    plot_accuracy({title: rounds}, os.path.join(out_dir, "accuracy.png"), summary.get("target_acc"))
+    plot_accuracy({title: rounds}, os.path.join(out_dir, "accuracy.png"), summary.get("target_acc"), summary.get("clock", "virtual"))
 
 
 def _json_default(o):
@@ -59,15 +66,15 @@ def _json_default(o):
     raise TypeError(type(o).__name__)
 
 
-def plot_accuracy(curves: dict[str, pd.DataFrame], path: str, target: float | None = None) -> None:
-    """Test accuracy against virtual time, one line per run."""
+def plot_accuracy(curves: dict[str, pd.DataFrame], path: str, target: float | None = None, clock: str = "virtual") -> None:
+    """Test accuracy against the run's clock (virtual or wall time), one line per run."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for label, df in curves.items():
         d = df.dropna(subset=["test_accuracy"])
-        ax.plot(d["virtual_time_s"], 100 * d["test_accuracy"], marker="o", ms=3, label=label)
+        ax.plot(d[time_column(clock)], 100 * d["test_accuracy"], marker="o", ms=3, label=label)
     if target:
         ax.axhline(100 * target, color="grey", ls="--", lw=1, label=f"target {100 * target:.1f}%")
-    ax.set_xlabel("virtual training time (s)")
+    ax.set_xlabel("wall-clock training time (s)" if clock == "wall" else "virtual training time (s)")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -95,6 +102,6 @@ def format_summary(summary: dict) -> str:
         f"{summary['driver_cpu_s_per_round']:.2f} s CPU  (its work grows with actors, not agents)",
     ]
     if tgt is not None:
-        lines.append(f"time to {100 * tgt:.1f}%        {fmt(summary.get('time_to_target_s'), ' s')}  (virtual; '-' = not reached)")
+        lines.append(f"time to {100 * tgt:.1f}%        {fmt(summary.get('time_to_target_s'), ' s')}  ({summary.get('clock', 'virtual')}; '-' = not reached)")
     lines.append(f"results              {summary['out']}")
     return "\n".join(lines)

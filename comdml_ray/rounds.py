@@ -5,6 +5,8 @@ Owns
   gathered into one object, a plan on every group, digests compared, then the train,
   helper and finish phases with each ref routed only where it is needed.  Returns the
   handles of the groups' reports and of the plan (None for local), and the digests;
+- `wall_round(be, r, comdml, t0)`: the same for `--clock wall`: one overlapped call per
+  group after the plan (offloaders and helpers message each other, no barrier);
 - `average(be, setting, aggregation, aux)`: start the averaging step (one collective,
   or one gossip step plus an aux-only collective) and return what to wait for.
 With `backend.LocalBackend` every handle is already a value, so the same functions run
@@ -33,11 +35,7 @@ def train_round(be: Backend, r: int, comdml: bool, fetch=None) -> tuple[list[Any
     n = be.num_groups
     if not comdml:
         return [be.train_phase(g, r, [])[0] for g in range(n)], None
-    states = be.concat_states([be.publish_states(g, r) for g in range(n)])
-    planned = [be.plan_round(g, r, states) for g in range(n)]
-    digests: list[PlanDigest] = fetch([p[0] for p in planned])
-    if len({d.digest for d in digests}) != 1:
-        raise PlanDisagreement(f"round {r}: agents disagree on the plan ({sorted({d.digest for d in digests})}); the planning function must be deterministic.")
+    planned, digests = _plan(be, r, fetch)
     out = [list(d.out) for d in digests]  # helper groups of each group's offloaders
     back = [[s for s in range(n) if h in out[s]] for h in range(n)]  # offloader groups each group helps
     trained = [be.train_phase(g, r, out[g]) for g in range(n)]
@@ -45,6 +43,31 @@ def train_round(be: Backend, r: int, comdml: bool, fetch=None) -> tuple[list[Any
     for g in range(n):
         be.finish_phase(g, r, [helped[h][1 + back[h].index(g)] for h in out[g]])
     return [t[0] for t in trained] + [h[0] for h in helped], planned[0][1]
+
+
+def _plan(be: Backend, r: int, fetch) -> tuple[list[list[Any]], list[PlanDigest]]:
+    """States gathered into one object, a plan on every group, digests compared."""
+    n = be.num_groups
+    states = be.concat_states([be.publish_states(g, r) for g in range(n)])
+    planned = [be.plan_round(g, r, states) for g in range(n)]
+    digests: list[PlanDigest] = fetch([p[0] for p in planned])
+    if len({d.digest for d in digests}) != 1:
+        raise PlanDisagreement(f"round {r}: agents disagree on the plan ({sorted({d.digest for d in digests})}); the planning function must be deterministic.")
+    return planned, digests
+
+
+def wall_round(be: Backend, r: int, comdml: bool, t0: float, fetch=None) -> tuple[list[Any], Any]:
+    """Start round r on the wall clock (`wall_steps`): for ComDML the same plan, then one overlapped call per group.
+
+    No barrier between offloaders and helpers: they message each other; each call
+    returns when its agent's model is whole.  Returns (report handles, plan handle or None).
+    """
+    fetch = fetch or be.fetch
+    plan = None
+    if comdml:
+        planned, _ = _plan(be, r, fetch)
+        plan = planned[0][1]
+    return [be.wall_round(g, r, t0) for g in range(be.num_groups)], plan
 
 
 def average(be: Backend, st: Setting, aggregation: str, aux: bool, fetch=None) -> list[Any]:

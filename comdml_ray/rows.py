@@ -37,6 +37,7 @@ class RoundRow:
     driver_calls: int = 0  # remote calls the driver made in this round
     driver_bytes: int = 0  # bytes of results the driver received in this round
     driver_cpu_s: float = 0.0  # CPU seconds the driver process spent in this round (all its threads)
+    eval_wall_s: float | None = None  # --clock wall: seconds after the round (its rows, the evaluation): not in round_wall_s
 
 
 @dataclass

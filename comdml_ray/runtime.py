@@ -7,6 +7,10 @@ Owns
   train (for ComDML: plan, offload, help, finish), average (one collective, or
   one gossip step), then the rows of results (`rows.sync_round_rows`);
 - `MemoryWatch`: the run's peak memory.
+Under `--clock wall` the actors are `actors.WallHost`s that know each other, round 0
+starts after a measured warm-up, a round is `rounds.wall_round` (overlapped, no
+barrier), and its wall time runs from its start to the end of the averaging
+(the rows and the evaluation after it are timed apart, `eval_wall_s`).
 The driver talks to the agents only through `backend.Backend` (here `actors.RayBackend`)
 and only moves ObjectRefs: weights, activations and data never pass through it.
 Per round it makes O(actors) calls; it receives the groups' small reports.
@@ -29,14 +33,14 @@ import ray
 from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
-from comdml_ray.actors import AgentFailure, AgentHostActor, RayBackend  # noqa: F401  (AgentFailure re-exported)
+from comdml_ray.actors import AgentFailure, AgentHostActor, RayBackend, WallHostActor  # noqa: F401  (AgentFailure re-exported)
 from comdml_ray.cluster import wait_for_placement
 from comdml_ray.config import RunConfig
 from comdml_ray.costmodel import SplitProfile
 from comdml_ray.data import load_dataset
 from comdml_ray.layout import plan_layout
 from comdml_ray.reducer import RoundReducerActor
-from comdml_ray.rounds import average, train_round
+from comdml_ray.rounds import average, train_round, wall_round
 from comdml_ray.rows import ClockSplits, RoundRow
 from comdml_ray.setting import Setting
 from comdml_ray.telemetry import with_idle_share
@@ -127,19 +131,24 @@ class Run:
         be.fetch([be.set_setting(g, setting_ref, self.split_profile) for g in range(be.num_groups)]
                  + [h.join_collective.remote(name, len(self.hosts)) for h in self.hosts])
         aux_bytes = 4 * np.array(be.fetch([be.aux_sizes(0)])[0])  # float32 aux head of each split row
+        self.warm_up_s: list[float] = []
+        if cfg.clock == "wall":  # peers message each other; round 0's estimates come from a short measured warm-up
+            be.fetch([h.set_peers.remote(self.hosts, self.owner) for h in self.hosts])
+            self.warm_up_s = be.fetch([be.warm_up(g) for g in range(be.num_groups)])
         self.profiles = [i.profile for i in self.infos]
         # The round's reducer lives beside the driver (same node, same output folder).
         self.out_dir = os.path.abspath(out_dir or tempfile.mkdtemp(prefix="comdml-run-"))
         self.reducer = RoundReducerActor.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
-        ).remote(setting_ref, ClockSplits.of(self.split_profile, aux_bytes), cfg.aggregation, self.out_dir, self.hosts)
+        ).remote(setting_ref, ClockSplits.of(self.split_profile, aux_bytes), cfg.aggregation, self.out_dir, self.hosts, cfg.clock)
 
     def _bundle(self) -> dict:
         return {"CPU": self.layout.cpus} | ({"GPU": self.layout.gpus} if self.layout.gpus > 0 else {})
 
     def _host(self, g: int, ids: list[int]):
         name = f"agent-{ids[0]:03d}" if len(ids) == 1 else f"agents-{ids[0]:03d}-{ids[-1]:03d}"
-        return AgentHostActor.options(
+        cls = WallHostActor if self.cfg.clock == "wall" else AgentHostActor
+        return cls.options(
             name=name, num_cpus=self.layout.cpus, num_gpus=self.layout.gpus,
             scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=g),
         ).remote(g, ids, self.cfg)
@@ -184,15 +193,25 @@ class Run:
         t0, start, cpu0 = time.perf_counter(), time.time(), time.process_time()
         be = self.backend
         calls0, self.received = be.calls, 0
-        reports, plan = train_round(be, r, comdml=self.cfg.algorithm == "comdml", fetch=self._fetch)
+        comdml, wall = self.cfg.algorithm == "comdml", self.cfg.clock == "wall"
+        if wall:
+            reports, plan = wall_round(be, r, comdml, start, fetch=self._fetch)
+        else:
+            reports, plan = train_round(be, r, comdml=comdml, fetch=self._fetch)
         acks = self.aggregate()
-        row = self._fetch([self.reducer.reduce.remote(r, start, plan, *reports)] + acks)[0]
+        end = None
+        if wall:  # the round is over when every model is whole and averaged: its rows and evaluation are not part of it
+            self._fetch(acks)
+            t_end, end, acks = time.perf_counter(), time.time(), []
+        row = self._fetch([self.reducer.reduce.remote(r, start, plan, *reports, round_end=end)] + acks)[0]
         be.calls += 1
         row.virtual_time_s = virtual_before + row.round_virtual_s
         if self.cfg.evaluates(r, row.virtual_time_s):
             row.test_accuracy = self.evaluate()
             be.record_metrics(0, [], row.test_accuracy)
         row.round_wall_s = time.perf_counter() - t0
+        if wall:
+            row.round_wall_s, row.eval_wall_s = t_end - t0, time.perf_counter() - t_end
         row.driver_calls, row.driver_bytes = be.calls - calls0, self.received
         row.driver_cpu_s = time.process_time() - cpu0
         return row

@@ -1,0 +1,107 @@
+"""Emulated heterogeneity for the wall clock (`--clock wall --emulate`): machines whose cores are all alike made uneven.
+
+Owns
+- `Pacer`: one agent's device.  Each work item (a full-model batch, a chunk of prefix
+  batches, a suffix batch) is padded with sleep -- never busy work -- until it has
+  lasted its target: the profile's seconds for that work, c_k(r) = base cost x
+  slowdown_k(r) (drift included) times rho_s or rho_f for a part of the model, the
+  same figures the virtual clock charges.  Targets are deadlines: an item that ran
+  over its target is made up by the next ones (jitter), but a wait for data resets
+  the deadline (an idle device does not bank time).  Without `--emulate` nothing
+  sleeps and the hardware's own speed is what is measured.  It also measures the
+  device's busy seconds (what online profiling divides by the batches done);
+- `Links`: one agent's outbound links.  A transfer of B bytes to j becomes usable at
+  j at B / bandwidth_ij + latency_ij after it starts, and transfers on one link queue
+  behind each other (one NIC per link end, as the clock assumes).  The sender stamps
+  each message with that time (`usable_at`, the node's wall clock); the receiver
+  waits until then (`wait_until`).  Without `--emulate` a message is usable at once;
+- `LinkMeter`: the receiver's observed throughput of each inbound link (bytes over
+  the time the link was busy delivering them), for online profiling.
+No Ray, no torch.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+def wait_until(t_wall: float) -> None:
+    """Sleep until the node's wall clock reaches t_wall (no-op if it has)."""
+    dt = t_wall - time.time()
+    if dt > 0:
+        time.sleep(dt)
+
+
+class Pacer:
+    """One device's compute time: every work item lasts at least its target under emulation."""
+
+    def __init__(self, emulate: bool):
+        self.emulate = emulate
+        self.mark = time.monotonic()  # when the device is next free (emulated), or when the last item ended
+        self.busy_s = 0.0  # seconds spent working (padding included) since the last `resume`
+        self.overrun_s = 0.0  # seconds the real work took beyond its targets (emulation could not slow it down)
+        self._from: float | None = self.mark  # start of the current busy period, None while waiting
+
+    def resume(self) -> None:
+        """The device starts work after a wait (or at the round's start): no banked time."""
+        now = time.monotonic()
+        self.mark = max(self.mark, now)
+        if self._from is None:
+            self._from = now
+
+    def pause(self) -> None:
+        """The device is about to wait for data: close the busy period."""
+        if self._from is not None:
+            self.busy_s += time.monotonic() - self._from
+            self._from = None
+
+    def done(self, target_s: float) -> None:
+        """One work item has just finished; sleep until it has lasted target_s (emulation only)."""
+        now = time.monotonic()
+        if not self.emulate:
+            self.mark = now
+            return
+        self.mark += target_s
+        if self.mark > now:
+            time.sleep(self.mark - now)
+        else:
+            self.overrun_s += now - self.mark
+
+
+class Links:
+    """The sender's side of its links: when each transfer becomes usable at its destination."""
+
+    def __init__(self, emulate: bool, bandwidth: dict[int, float] | None = None, latency: dict[int, float] | None = None):
+        self.emulate = emulate
+        self.bw = bandwidth or {}
+        self.lat = latency or {}
+        self.free: dict[int, float] = {}  # wall time each outbound link finishes its queued transfers
+
+    def send(self, j: int, nbytes: float) -> float:
+        """Start sending nbytes to j now; the wall time at which j may use them."""
+        now = time.time()
+        if not self.emulate:
+            return now
+        start = max(now, self.free.get(j, 0.0))
+        self.free[j] = start + nbytes / self.bw[j]
+        return self.free[j] + self.lat[j]
+
+
+class LinkMeter:
+    """Observed throughput of inbound links: bytes delivered over the seconds the link was delivering."""
+
+    def __init__(self) -> None:
+        self.bytes: dict[int, float] = {}
+        self.secs: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+
+    def delivered(self, src: int, nbytes: float, sent_at: float, usable_at: float) -> None:
+        """A message from src sent at sent_at (wall) was usable here at usable_at (wall)."""
+        begin = max(sent_at, self.last.get(src, sent_at))  # queued behind the previous message on that link
+        self.bytes[src] = self.bytes.get(src, 0.0) + nbytes
+        self.secs[src] = self.secs.get(src, 0.0) + max(usable_at - begin, 1e-6)
+        self.last[src] = max(usable_at, self.last.get(src, usable_at))
+
+    def throughput(self) -> dict[int, float]:
+        """Bytes per second per inbound link observed since this meter was made."""
+        return {s: self.bytes[s] / self.secs[s] for s in self.bytes}
