@@ -1,0 +1,80 @@
+"""Emulated heterogeneity and online profiling, without Ray: the pacer, the links, the link meter, observed links in the plan.
+
+Sleeps are tens of milliseconds; margins are wide (a loaded machine only makes sleeps longer,
+and the checks that need "not longer than" allow several times the target).
+"""
+
+import time
+
+import numpy as np
+
+from comdml_ray.comdml_steps import problem_from_states
+from comdml_ray.costmodel import SplitProfile
+from comdml_ray.emulation import LinkMeter, Links, Pacer
+from comdml_ray.messages import AgentState
+
+
+def test_pacer_pads_each_item_to_its_target_and_does_not_bank_idle_time():
+    p = Pacer(emulate=True)
+    p.resume()
+    t0 = time.monotonic()
+    for _ in range(3):
+        p.done(0.05)  # no real work: all padding
+    assert time.monotonic() - t0 >= 0.15 - 1e-3
+    p.pause()
+    time.sleep(0.1)  # waiting for data
+    p.resume()
+    t1 = time.monotonic()
+    p.done(0.05)  # the wait does not count as work already done
+    assert time.monotonic() - t1 >= 0.05 - 1e-3
+    p.pause()
+    assert 0.2 - 1e-3 <= p.busy_s < 0.2 + 0.09  # the 0.1 s wait is not busy time
+
+
+def test_pacer_makes_up_an_overrun_with_the_next_items():
+    p = Pacer(emulate=True)
+    p.resume()
+    t0 = time.monotonic()
+    time.sleep(0.12)  # real work slower than its target
+    p.done(0.05)
+    p.done(0.05)  # no sleep needed: the deadline is still behind
+    assert time.monotonic() - t0 < 0.12 + 0.04
+    assert p.overrun_s > 0.05
+
+
+def test_without_emulation_nothing_sleeps():
+    p, links = Pacer(emulate=False), Links(emulate=False)
+    t0 = time.monotonic()
+    for _ in range(100):
+        p.done(1.0)
+    assert time.monotonic() - t0 < 0.5
+    assert links.send(1, 1e9) <= time.time()
+
+
+def test_links_delay_by_size_and_latency_and_queue_on_one_link():
+    links = Links(emulate=True, bandwidth={1: 1e6, 2: 1e6}, latency={1: 0.01, 2: 0.01})
+    now = time.time()
+    a = links.send(1, 100_000)  # 0.1 s + 10 ms
+    b = links.send(1, 100_000)  # queued behind a on the same link
+    c = links.send(2, 100_000)  # another link: not queued
+    assert abs((a - now) - 0.11) < 0.02
+    assert abs((b - now) - 0.21) < 0.02
+    assert abs((c - now) - 0.11) < 0.02
+
+
+def test_link_meter_measures_throughput_of_a_stream():
+    m = LinkMeter()
+    t = 1000.0
+    for i in range(4):  # 1 MB every 0.5 s, sent back to back: 2 MB/s
+        m.delivered(3, 1e6, sent_at=t, usable_at=t + 0.5 * (i + 1))
+    assert abs(m.throughput()[3] - 2e6) < 1e3
+
+
+def test_observed_links_override_the_profile_in_the_plan_problem():
+    prof = SplitProfile(source="test", batch_size=32, base_sec_per_batch=0.01, model_bytes=1000, split_ids=(1,), rho_s=(0.5,),
+                        rho_f=(0.5,), bytes_per_batch=(1000,), suffix_bytes=(100,))
+    states = [AgentState(0, 10, 0.01, 1e8, 1e-3), AgentState(1, 10, 0.1, 1e8, 1e-3, links=((0, 2e6),))]
+    p = problem_from_states(states, prof, np.zeros(2), 1)
+    assert p.bandwidth[0, 1] == p.bandwidth[1, 0] == 2e6
+    plain = problem_from_states([AgentState(0, 10, 0.01, 1e8, 1e-3), AgentState(1, 10, 0.1, 1e8, 1e-3)], prof, np.zeros(2), 1)
+    assert plain.bandwidth[0, 1] == 1e8
