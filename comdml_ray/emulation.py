@@ -8,8 +8,10 @@ Owns
   same figures the virtual clock charges.  Targets are deadlines: an item that ran
   over its target is made up by the next ones (jitter), but a wait for data resets
   the deadline (an idle device does not bank time).  Without `--emulate` nothing
-  sleeps and the hardware's own speed is what is measured.  It also measures the
-  device's busy seconds (what online profiling divides by the batches done);
+  sleeps and the hardware's own speed is what is measured.  It also sums the device
+  seconds of its items (`work_s`: each item's real time, at least its target under
+  emulation; waits and the work around a round, such as loading a returned suffix,
+  are left out), which online profiling divides by the batches done;
 - `Links`: one agent's outbound links.  A transfer of B bytes to j becomes usable at
   j at B / bandwidth_ij + latency_ij after it starts, and transfers on one link queue
   behind each other (one NIC per link end, as the clock assumes).  The sender stamps
@@ -38,34 +40,34 @@ class Pacer:
     def __init__(self, emulate: bool):
         self.emulate = emulate
         self.mark = time.monotonic()  # when the device is next free (emulated), or when the last item ended
-        self.busy_s = 0.0  # seconds spent working (padding included) since the last `resume`
+        self.item_from = self.mark  # when the current work item started (the previous one's end, or a resume)
+        self.work_s = 0.0  # device seconds of the items done: each max(real, target) under emulation, real without
         self.overrun_s = 0.0  # seconds the real work took beyond its targets (emulation could not slow it down)
-        self._from: float | None = self.mark  # start of the current busy period, None while waiting
 
     def resume(self) -> None:
         """The device starts work after a wait (or at the round's start): no banked time."""
         now = time.monotonic()
         self.mark = max(self.mark, now)
-        if self._from is None:
-            self._from = now
-
-    def pause(self) -> None:
-        """The device is about to wait for data: close the busy period."""
-        if self._from is not None:
-            self.busy_s += time.monotonic() - self._from
-            self._from = None
+        self.item_from = now
 
     def done(self, target_s: float) -> None:
-        """One work item has just finished; sleep until it has lasted target_s (emulation only)."""
+        """One work item has just finished; sleep until it has lasted target_s (emulation only).
+
+        Work between items (putting a chunk in the store, sending its ref) counts in the next item.
+        """
         now = time.monotonic()
+        real = now - self.item_from
         if not self.emulate:
-            self.mark = now
+            self.work_s += real
+            self.mark = self.item_from = now
             return
+        self.work_s += max(real, target_s)
         self.mark += target_s
         if self.mark > now:
             time.sleep(self.mark - now)
         else:
             self.overrun_s += now - self.mark
+        self.item_from = time.monotonic()
 
 
 class Links:

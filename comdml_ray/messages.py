@@ -72,7 +72,7 @@ class PhaseReport:
     batches: dict[int, int] = field(default_factory=dict)
     bytes_sent: dict[int, int] = field(default_factory=dict)
     whole_s: dict[int, float] = field(default_factory=dict)  # wall clock: seconds from the round's start until the agent's model was whole
-    observed_spb: dict[int, float] = field(default_factory=dict)  # wall clock: busy seconds per full-model batch this round
+    observed_spb: dict[int, float] = field(default_factory=dict)  # wall clock: device seconds per full-model batch this round (`Pacer.work_s`)
 
     def add(self, k: int, loss_sum: float, batches: int, sent: int) -> None:
         self.loss_sum[k] = self.loss_sum.get(k, 0.0) + loss_sum

@@ -9,7 +9,7 @@ aborted run), forwards each actor its agents' dashboard metrics, and returns onl
 round's one `RoundRow`.  So what the driver receives per round does not grow with
 the number of agents: it is O(actors) digests and one row.  Under `--clock wall` it
 is called after the averaging and also writes what the agents measured (when each
-model was whole, busy seconds per batch, the observed finish beside the plan's).
+model was whole, device seconds per batch, the observed finish beside the plan's).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class RoundReducer:
         return row
 
     def _observed(self, reports: list[PhaseReport], wall: float) -> tuple[dict, dict]:
-        """--clock wall: per agent, when its model was whole, its busy seconds per batch, and its observed finish.
+        """--clock wall: per agent, when its model was whole, its device seconds per batch, and its observed finish.
 
         The observed finish is comparable with the plan's predicted one: the time until
         the model was whole plus the averaging step as it really lasted (the round's

@@ -14,8 +14,8 @@ Owns what an agent does in a round timed by the wall clock (docs/method.md §3.7
   The call returns when this agent's model is whole (an offloader: suffix loaded; a
   helper: its own and its offloaders' work done); the averaging then runs.
 - `warm_up()`: round 0's speed estimate, a few timed batches on a throwaway copy;
-- online profiling: after each round the agent's busy seconds per full-model batch
-  (prefix and suffix batches counted at rho_s, rho_f) and the observed throughput of
+- online profiling: after each round the agent's device seconds per full-model batch
+  (`Pacer.work_s`; prefix and suffix batches counted at rho_s, rho_f) and the observed throughput of
   its inbound links update its estimates by an EWMA (`OBSERVED_EMA`), which
   `publish_states` announces for the next plan;
 - `averaging_pad_s()`: under --emulate, the seconds the averaging step lasts for this
@@ -87,8 +87,7 @@ class WallSteps:
         for b in timed:
             train_full(model, a.x, a.y, [b], opt)
             pacer.done(c)
-        pacer.pause()
-        a.sec_estimate = pacer.busy_s / max(len(timed), 1)
+        a.sec_estimate = pacer.work_s / max(len(timed), 1)
         return a.sec_estimate
 
     def wall_round(self, r: int, t0: float) -> PhaseReport:
@@ -106,9 +105,8 @@ class WallSteps:
         else:
             helped = [] if plan is None else [int(i) for i in np.flatnonzero(plan.partner == k)]
             equiv = self._own_and_help(r, k, helped, pacer, c, rep)
-        pacer.pause()
         rep.whole_s[k] = time.time() - t0
-        observed = pacer.busy_s / max(equiv, 1e-9)
+        observed = pacer.work_s / max(equiv, 1e-9)
         rep.observed_spb[k] = observed
         a.sec_estimate = observed if a.sec_estimate is None else OBSERVED_EMA * observed + (1 - OBSERVED_EMA) * a.sec_estimate
         links = a.link_estimate
@@ -135,7 +133,6 @@ class WallSteps:
             act += nbytes
             self._ship(Transfer("chunk", r, k, k, m, [], nbytes, 0, 0, batches=len(chunk), last=done == len(batches)), j, chunk, links)
         self.aux_used[k] = m
-        pacer.pause()
         back = self._next_usable(lambda t: t.kind == "back", f"agent {j}'s trained suffix")
         unflatten_into(a.model, self.store.get(back.box[0]), a.model.suffix_keys(m))
         rep.work[k] = AgentWork(k, prefix_batches=stats.batches, partner=j, split_row=row, bytes_offloaded=act)
@@ -170,7 +167,6 @@ class WallSteps:
                 pacer.done(c)
                 equiv += 1.0
             else:
-                pacer.pause()
                 self._wait_for_pending(f"chunks from agents {sorted(i for i, h in jobs.items() if not h.finished)}")
                 pacer.resume()
         work.own_batches = own_stats.batches
