@@ -50,8 +50,11 @@ class Backend:
     def fetch(self, handles: list[Handle[T]]) -> list[T]:
         raise NotImplementedError
 
-    def average(self, model: bool, aux: bool) -> list[Handle[None]]:
-        """The round's collective: every group's `reduce_partial` summed, then `apply_total` on every group."""
+    def average(self, model: bool, aux: bool, after: list[Handle] | tuple = ()) -> list[Handle[None]]:
+        """The round's collective: every group's `reduce_partial` summed, then `apply_total` on every group.
+
+        `after`: handles that must be ready first (a failed one cancels the collective, see `actors.AgentHost.allreduce`).
+        """
         raise NotImplementedError
 
     def record_metrics(self, g: int, rows: list[dict], accuracy: float | None) -> None:
@@ -166,7 +169,7 @@ class LocalBackend(Backend):
     def fetch(self, handles: list[Any]) -> list[Any]:
         return list(handles)
 
-    def average(self, model: bool, aux: bool) -> list[None]:
+    def average(self, model: bool, aux: bool, after: list | tuple = ()) -> list[None]:
         total = sum(grp.reduce_partial(model, aux) for grp in self.groups)
         for grp in self.groups:
             grp.apply_total(total, model, aux)
