@@ -193,10 +193,12 @@ class RunGuard:
             raise f
         for g in sorted(dead):
             self.streak[g] = self.streak.get(g, 0) + 1
-            if self.streak[g] >= MAX_DEATHS_IN_A_ROW:
-                raise AgentFailure(f"the actor hosting agents {agent_span(run.layout.groups[g])} died {self.streak[g]} times in a row "
-                                   f"(last in round {r}), so the run stops; its results so far are in {self.out.uri}: see the actor's log "
-                                   f"under /tmp/ray/session_latest/logs, then continue with --resume {self.out.uri}.", g)
+        worst = max(sorted(dead), key=lambda g: self.streak[g])
+        if self.streak[worst] >= MAX_DEATHS_IN_A_ROW:
+            self._note(r, dead)
+            raise AgentFailure(f"the actor hosting agents {agent_span(run.layout.groups[worst])} died {self.streak[worst]} times in a row "
+                               f"(last in round {r}), so the run stops; its results so far are in {self.out.uri}: see the actor's log "
+                               f"under /tmp/ray/session_latest/logs, then continue with --resume {self.out.uri}.", worst)
         run.rebuild(dead)
         run.join_collective()
         state = self.ckpt.last
@@ -209,13 +211,18 @@ class RunGuard:
         for rf in (self.rounds, self.agent_file):
             if rf is not None:
                 rf.start(at.next_round)
-        now = time.perf_counter()
-        lost = now - self.mark[0]
-        for i, g in enumerate(sorted(dead)):
-            fl = Failure(r, g, agent_span(run.layout.groups[g]), lost if i == 0 else 0.0)
-            self.failures.append(fl)
-            self.pending.setdefault(r, []).append(fl)
-        self.mark = (now, self.mark[1] + lost)
+        lost = self._note(r, dead)
         at.wall_time_s = self.mark[1]
         self.log(f"round {r}: actors {sorted(dead)} back after {lost:.1f} s lost; going on from round {at.next_round}")
         return at
+
+    def _note(self, r: int, dead: set[int]) -> float:
+        """Record the failure of round r (the time lost goes to its first actor); returns the seconds lost."""
+        now = time.perf_counter()
+        lost = now - self.mark[0]
+        for i, g in enumerate(sorted(dead)):
+            fl = Failure(r, g, agent_span(self.run.layout.groups[g]), lost if i == 0 else 0.0)
+            self.failures.append(fl)
+            self.pending.setdefault(r, []).append(fl)
+        self.mark = (now, self.mark[1] + lost)
+        return lost

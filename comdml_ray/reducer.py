@@ -36,12 +36,15 @@ class RoundReducer:
         self.hosts = hosts
         self.owner = setting.owner
         self.files = {"agents.csv": RowFile(out, "agents.csv", SYNC_AGENT_COLUMNS), "plan.csv": RowFile(out, "plan.csv", PLAN_COLUMNS)}
-        self.rewind(keep_before)
+        # Opened at the first round: the event loops write agents.csv themselves and never call `reduce`.
+        self.keep_before, self.opened = keep_before, False
 
     def rewind(self, before_round: int | None) -> None:
         """Start the files anew (None), or keep only their rows of rounds before `before_round`."""
-        for f in self.files.values():
-            f.start(before_round)
+        self.keep_before = before_round
+        if self.opened:
+            for f in self.files.values():
+                f.start(before_round)
 
     def set_hosts(self, hosts: list) -> None:
         """The actors after one was re-created (for their dashboard metrics)."""
@@ -49,6 +52,9 @@ class RoundReducer:
 
     def reduce(self, r: int, round_start: float, plan: Any, *reports: PhaseReport) -> RoundRow:
         row, agent_rows, plan_rows = sync_round_rows(r, self.setting, self.splits, self.aggregation, list(reports), plan)
+        if not self.opened:
+            self.opened = True
+            self.rewind(self.keep_before)
         wall = time.time() - round_start  # the driver's round start: same node, same clock
         for a in agent_rows:
             a.wall_time_s = wall
@@ -62,6 +68,8 @@ class RoundReducer:
         return row
 
     def close(self) -> None:
+        if not self.opened:
+            return
         for f in self.files.values():
             f.close()
         plan = self.files["plan.csv"]
