@@ -81,10 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--target-acc", type=float, default=d.target_acc, help="accuracy fraction (e.g. 0.8) for time_to_target_s")
     g.add_argument("--out", default=d.out, help="output folder (default results/<timestamp>)")
     g.add_argument("--no-progress", action="store_true", help="print one line per round instead of a progress bar")
-    g = p.add_argument_group("checkpoints and faults")
-    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="rounds between checkpoints (default: 1 up to 100 agents, else 5; 0 = none)")
-    g.add_argument("--resume", default=d.resume, help="continue the run in this output folder (or URI) from its last checkpoint, with its saved settings")
-    g.add_argument("--kill-actor", default=d.kill_actor, help="fault injection: ROUND:ACTOR[,...]; that actor kills its own process at the start of that round, once")
+    _fault_flags(p.add_argument_group("checkpoints and faults"), d)
     g = p.add_argument_group("Ray placement")
     g.add_argument("--address", default=d.address, help="Ray cluster to join ('auto' inside a cluster); default: the cluster running a `ray job submit` job (RAY_ADDRESS), else a new local one")
     g.add_argument("--cpus-per-agent", type=float, default=d.cpus_per_agent, help="CPUs reserved per agent actor")
@@ -94,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-cpus", type=int, default=d.num_cpus, help="CPUs of the local Ray (default: all of this machine)")
     g.add_argument("--num-gpus", type=float, default=d.num_gpus, help="GPUs of the local Ray (logical GPUs let a CPU machine test GPU placement)")
     return p
+
+
+def _fault_flags(g, d: RunConfig) -> None:
+    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="rounds between checkpoints (default: 1 up to 100 agents, else 5; 0 = none)")
+    g.add_argument("--resume", default=d.resume, help="continue the run in this output folder (or URI) from its last checkpoint, with its saved settings")
+    g.add_argument("--kill-actor", default=d.kill_actor, help="fault injection: ROUND:ACTOR[,...]; that actor kills its own process at the start of that round, once")
 
 
 def config_from_args(argv: list[str] | None = None) -> RunConfig:

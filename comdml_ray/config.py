@@ -126,6 +126,17 @@ class RunConfig:
         n = self.agents
         return sorted(set(np.linspace(0, n - 1, min(self.eval_agents, n)).round().astype(int).tolist()))
 
+    def _validate_faults(self, need) -> None:
+        if self.checkpoint_every is not None:
+            need(self.checkpoint_every >= 0, f"--checkpoint-every must be >= 0 rounds (0 turns checkpoints off), got {self.checkpoint_every}.")
+        if self.kill_actor:
+            try:
+                kills = self.kills()
+            except ValueError:
+                kills = [()]
+            need(all(len(k) == 2 and k[0] >= 0 and k[1] >= 0 for k in kills),
+                 f"--kill-actor takes ROUND:ACTOR pairs separated by commas (e.g. 2:1 or 5:3,12:7), got '{self.kill_actor}'.")
+
     def validate(self) -> "RunConfig":
         """Raise ConfigError (one sentence, naming the fix) on the first bad setting."""
 
@@ -197,15 +208,7 @@ class RunConfig:
                 raise ConfigError(f"--agents-per-actor must be 'auto' or a positive integer, got '{self.agents_per_actor}'.") from None
             need(k >= 1, f"--agents-per-actor must be 'auto' or a positive integer, got {k}.")
             self.agents_per_actor = k
-        if self.checkpoint_every is not None:
-            need(self.checkpoint_every >= 0, f"--checkpoint-every must be >= 0 rounds (0 turns checkpoints off), got {self.checkpoint_every}.")
-        if self.kill_actor:
-            try:
-                kills = self.kills()
-            except ValueError:
-                kills = [()]
-            need(all(len(k) == 2 and k[0] >= 0 and k[1] >= 0 for k in kills),
-                 f"--kill-actor takes ROUND:ACTOR pairs separated by commas (e.g. 2:1 or 5:3,12:7), got '{self.kill_actor}'.")
+        self._validate_faults(need)
         one_of(self.placement, PLACEMENTS, "--placement")
         if self.num_cpus is not None:
             need(self.num_cpus >= 1, f"--num-cpus must be at least 1, got {self.num_cpus}.")

@@ -87,7 +87,7 @@ def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False) -> dict:
     finally:
         watch.stop()
         if guard is not None:
-            guard.rounds.close()
+            guard.close()
         if run is not None:
             run.shutdown()
         if not keep_ray and not cfg.address:

@@ -35,6 +35,11 @@ from comdml_ray.actors import AgentFailure
 from comdml_ray.config import ConfigError
 
 ACTOR_OPTIONS = {"max_restarts": -1, "max_task_retries": 0}
+
+
+class RunStopped(AgentFailure):
+    """A failure the run does not recover from; the message is one sentence saying what to do."""
+
 SETTLE_TIMEOUT_S = 900.0  # a survivor may be midway through a round of 50 agents on a loaded host
 
 
@@ -59,7 +64,7 @@ class RunRecovery:
     def join_collective(self) -> None:
         """Every actor joins one new collective group (a per-run, per-incarnation unique name)."""
         name = f"comdml-{uuid.uuid4().hex[:12]}"
-        ray.get([h.join_collective.remote(name, len(self.hosts)) for h in self.hosts])
+        self.backend.fetch([h.join_collective.remote(name, len(self.hosts)) for h in self.hosts])
 
     def await_actors(self, timeout_s: float = SETTLE_TIMEOUT_S) -> set[int]:
         """Wait until every actor answers; re-create any that Ray gave up on.  Returns the groups with a new process."""
@@ -70,7 +75,7 @@ class RunRecovery:
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AgentFailure(f"the actor hosting agents {agent_span(self.layout.groups[g])} did not come back within {timeout_s:.0f} s; "
+                    raise RunStopped(f"the actor hosting agents {agent_span(self.layout.groups[g])} did not come back within {timeout_s:.0f} s; "
                                        "check `ray status` for free resources and resume with --resume.")
                 try:
                     self.placements[g] = ray.get(self.hosts[g].placement.remote(), timeout=left)

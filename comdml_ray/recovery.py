@@ -40,7 +40,7 @@ from typing import Any
 from comdml_ray.actors import AgentFailure
 from comdml_ray.config import ConfigError, RunConfig
 from comdml_ray.costmodel import SplitProfile
-from comdml_ray.faults import agent_span
+from comdml_ray.faults import RunStopped, agent_span
 from comdml_ray.results import ROUND_COLUMNS
 from comdml_ray.rows import RoundRow
 from comdml_ray.storage import OutDir, RowFile
@@ -159,6 +159,11 @@ class RunGuard:
                 self.rounds.append([vars(resume.last_row)])  # the driver died between checkpoint and row
         self.mark = (time.perf_counter(), self.start.wall_time_s if self.start else 0.0)  # (clock, cumulative wall) at the restore point
 
+    def close(self) -> None:
+        for rf in (self.rounds, self.agent_file):
+            if rf is not None:
+                rf.close()
+
     def agents_csv(self, columns: list[str]) -> RowFile:
         """agents.csv of the event loops (the synchronous rounds' reducer writes its own)."""
         if self.agent_file is None:
@@ -185,18 +190,31 @@ class RunGuard:
         return sec
 
     def recover(self, f: AgentFailure, r: int) -> StartPoint:
-        """After an actor died in round (or row) r: actors back, agents restored, files cut back; where to go on."""
+        """After an actor died in round (or row) r: actors back, agents restored, files cut back; where to go on.
+
+        A death during the recovery itself counts as one more and starts it over;
+        `RunStopped` (3 in a row, an actor that does not come back) ends the run.
+        """
+        while True:
+            try:
+                return self._recover_once(f, r)
+            except RunStopped:
+                raise
+            except AgentFailure as again:
+                f = again
+
+    def _recover_once(self, f: AgentFailure, r: int) -> StartPoint:
         run = self.run
         self.log(f"round {r}: {f} Recovering.")
         dead = run.await_actors() | ({f.group} if f.group is not None else set())
         if not dead:
-            raise f
+            raise RunStopped(str(f))  # not an agent actor (the reducer?): nothing to restart
         for g in sorted(dead):
             self.streak[g] = self.streak.get(g, 0) + 1
         worst = max(sorted(dead), key=lambda g: self.streak[g])
         if self.streak[worst] >= MAX_DEATHS_IN_A_ROW:
             self._note(r, dead)
-            raise AgentFailure(f"the actor hosting agents {agent_span(run.layout.groups[worst])} died {self.streak[worst]} times in a row "
+            raise RunStopped(f"the actor hosting agents {agent_span(run.layout.groups[worst])} died {self.streak[worst]} times in a row "
                                f"(last in round {r}), so the run stops; its results so far are in {self.out.uri}: see the actor's log "
                                f"under /tmp/ray/session_latest/logs, then continue with --resume {self.out.uri}.", worst)
         run.rebuild(dead)

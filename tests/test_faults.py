@@ -2,7 +2,8 @@
 
 Covers issue 13's acceptance: a 4-agent, 2-actor, 4-round run whose actor 1 kills
 itself in round 2 completes with the uninterrupted run's rounds.csv (deterministic
-columns, so the same final accuracy, exactly) and records the failure; `--resume`
+columns, so the same final accuracy, exactly) and records the failure, and so does
+an AD-PSGD run (its event loop restored from the checkpoint); `--resume`
 after the driver is SIGKILLed in round 3 of a 6-round run gives the uninterrupted
 rounds.csv; so does a resume after an abort for `comdml` and `adpsgd`; an actor that
 dies 3 times in a row stops the run with one sentence and its results on disk; flag
@@ -74,6 +75,15 @@ def test_actor_killed_in_round_2_recovers_exactly(reference, tmp_path):
     agents = pd.read_csv(tmp_path / "killed" / "agents.csv")
     assert agents.groupby("round").size().tolist() == [4, 4, 4, 4]  # the broken round's rows were not kept twice
     assert json.load(open(tmp_path / "killed" / "summary.json"))["aborted"] is None
+
+
+def test_adpsgd_actor_killed_recovers_exactly(reference, tmp_path):
+    out = tmp_path / "adpsgd"
+    summary = run_experiment(RunConfig(**TINY, algorithm="adpsgd", rounds=4, kill_actor="2:0", out=str(out)), log=quiet, keep_ray=True)
+    rounds = pd.read_csv(out / "rounds.csv")
+    same_deterministic_columns(rounds, reference("adpsgd").iloc[:4])
+    assert rounds["failures"].sum() == 1 and [f["actor"] for f in summary["failures"]] == [0]
+    assert pd.read_csv(out / "agents.csv").groupby("round").size().tolist() == [4, 4, 4, 4]
 
 
 def _kill_tree(proc: subprocess.Popen) -> None:
