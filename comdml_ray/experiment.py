@@ -153,12 +153,6 @@ def _summary(cfg: RunConfig, run: Run, rounds: pd.DataFrame, out: str, startup: 
         "config": dataclasses.asdict(cfg),
     }
 
-def check_writable(out: str) -> str:
-    """The output folder, created and writable, before Ray starts; else one sentence naming the fix."""
-    OutDir(out).check_writable()
-    return out
-
-
 def _sync_loop(run: Run, cfg: RunConfig, log, guard: RunGuard) -> None:
     """Rounds from the guard's start to the end; after a lost actor, on from where `guard.recover` puts the run."""
     bar = _progress(cfg)
