@@ -131,7 +131,7 @@ def _placement(p: argparse.ArgumentParser, d: RunConfig) -> None:
 def _fault_flags(g, d: RunConfig) -> None:
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="rounds between checkpoints (default: 1 up to 100 agents, else 5; 0 = none)")
     g.add_argument("--resume", default=d.resume, help="continue the run in this output folder (or URI) from its last checkpoint, with its saved settings")
-    g.add_argument("--kill-actor", default=d.kill_actor, help="fault injection: ROUND:ACTOR[,...]; that actor kills its own process at the start of that round, once")
+    g.add_argument("--kill-actor", default=d.kill_actor, help="fault injection: ROUND:ACTOR[,...] (both from 0, ROUND as in rounds.csv); that actor kills its own process at the start of that round, once")
 
 
 def config_from_args(argv: list[str] | None = None) -> RunConfig:

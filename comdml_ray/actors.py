@@ -18,6 +18,7 @@ All agent logic lives in `comdml_ray.agent` and its mixins; this module only ada
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import Callable
@@ -155,10 +156,8 @@ class AgentHost(AgentGroup):
     def _leave_collective(self) -> None:
         from ray.util import collective
 
-        try:
+        with contextlib.suppress(Exception):  # a group broken by a dead member may fail to tear down; it is dropped anyway
             collective.destroy_collective_group(self.collective[0])
-        except Exception:  # noqa: BLE001 - a group broken by a dead member may fail to tear down; it is dropped anyway
-            pass
         if not self.device_name.startswith("cuda"):
             import torch.distributed as dist
 

@@ -164,16 +164,11 @@ def _summary(cfg: RunConfig, run: Run, rounds: pd.DataFrame, out: str, startup: 
         "config": dataclasses.asdict(cfg),
     }
 
+
 def _plans_on_disk(out: str) -> pd.DataFrame:
     """plan.csv as the round reducer wrote it (empty when no round planned)."""
     path = os.path.join(out, "plan.csv")
     return pd.read_csv(path) if os.path.exists(path) and os.path.getsize(path) > 0 else pd.DataFrame()
-
-
-def check_writable(out: str) -> str:
-    """The output folder, created and writable, before Ray starts; else one sentence naming the fix."""
-    OutDir(out).check_writable()
-    return out
 
 
 def _sync_loop(run: Run, cfg: RunConfig, log, guard: RunGuard) -> None:

@@ -51,7 +51,7 @@ class OutDir:
     def path(self, name: str) -> str:
         return f"{self.base}/{name}" if name else self.base
 
-    def child(self, name: str) -> "OutDir":
+    def child(self, name: str) -> OutDir:
         """A sub-folder, as an OutDir of its own."""
         return OutDir(f"{self.uri.rstrip('/')}/{name}")
 
@@ -96,7 +96,7 @@ class OutDir:
         sel = pafs.FileSelector(self.path(name), allow_not_found=True)
         return sorted(os.path.basename(i.path) for i in self.fs.get_file_info(sel))
 
-    def check_writable(self) -> "OutDir":
+    def check_writable(self) -> OutDir:
         """Create the folder and write a probe file in it; else one sentence naming the fix."""
         try:
             self.makedirs()
@@ -124,7 +124,7 @@ class RowFile:
         self._text: list[str] = []  # object store: every line so far
         self.rows_written = 0
 
-    def start(self, keep_before: int | None = None) -> "RowFile":
+    def start(self, keep_before: int | None = None) -> RowFile:
         """Open the file: new, or (keep_before=r) keeping the existing rows of rounds before r."""
         self.close()
         lines = [self._line(self.columns)]

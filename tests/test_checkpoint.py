@@ -56,8 +56,8 @@ def everything(be) -> dict:
 
 def assert_same(x: dict, y: dict) -> None:
     assert x.keys() == y.keys()
-    for key in x:
-        assert np.array_equal(x[key], y[key], equal_nan=True), key
+    for key, value in x.items():
+        assert np.array_equal(value, y[key], equal_nan=True), key
 
 
 def test_rowfile_appends_flushed_rows_and_cuts_back(tmp_path):

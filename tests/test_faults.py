@@ -31,7 +31,7 @@ from comdml_ray.results import DETERMINISTIC_COLUMNS
 from tests.conftest import quiet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(agents=4, agents_per_actor=2, train_samples=1000, progress=False, num_gpus=0)
+TINY = {"agents": 4, "agents_per_actor": 2, "train_samples": 1000, "progress": False, "num_gpus": 0}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -74,7 +74,7 @@ def test_actor_killed_in_round_2_recovers_exactly(reference, tmp_path):
     assert summary["time_lost_s"] == failure["lost_wall_s"] > 0
     agents = pd.read_csv(tmp_path / "killed" / "agents.csv")
     assert agents.groupby("round").size().tolist() == [4, 4, 4, 4]  # the broken round's rows were not kept twice
-    assert json.load(open(tmp_path / "killed" / "summary.json"))["aborted"] is None
+    assert json.loads((tmp_path / "killed" / "summary.json").read_text())["aborted"] is None
 
 
 def test_adpsgd_actor_killed_recovers_exactly(reference, tmp_path):
@@ -136,7 +136,7 @@ def test_resume_after_an_abort_is_bit_identical(reference, tmp_path, algorithm, 
     out = tmp_path / algorithm
     with pytest.raises(KeyboardInterrupt):
         run_experiment(RunConfig(**TINY, algorithm=algorithm, rounds=6, out=str(out)), log=Abort(line), keep_ray=True)
-    partial = json.load(open(out / "summary.json"))  # written on the abort
+    partial = json.loads((out / "summary.json").read_text())  # written on the abort
     assert partial["aborted"] == "KeyboardInterrupt" and 2 <= partial["rounds"] < 6
     assert (out / "accuracy.png").stat().st_size > 0
     summary = run_experiment(RunConfig(resume=str(out), progress=False, num_gpus=0), log=quiet, keep_ray=True)
@@ -154,7 +154,7 @@ def test_three_deaths_in_a_row_stop_the_run(tmp_path):
     assert "\n" not in str(err.value) and "--resume" in str(err.value)
     rounds = pd.read_csv(out / "rounds.csv")
     assert rounds["round"].tolist() == [0]  # round 0 is on disk, round 1 never finished
-    summary = json.load(open(out / "summary.json"))
+    summary = json.loads((out / "summary.json").read_text())
     assert "3 times in a row" in summary["aborted"] and [f["round"] for f in summary["failures"]] == [1, 1, 1]
 
 

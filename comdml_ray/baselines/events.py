@@ -69,7 +69,7 @@ class EventClock:
         return list(self._heap), seq, self.now
 
     @staticmethod
-    def restore(snap: tuple[list, int, float]) -> "EventClock":
+    def restore(snap: tuple[list, int, float]) -> EventClock:
         clock = EventClock()
         heap, seq, clock.now = snap
         clock._heap = list(heap)

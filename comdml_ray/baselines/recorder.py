@@ -27,7 +27,6 @@ from comdml_ray.results import frame
 from comdml_ray.rows import AgentRow, RoundRow
 from comdml_ray.setting import Setting
 
-
 AGENT_COLUMNS = [f.name for f in dataclasses.fields(AgentRow)]
 
 
