@@ -26,7 +26,7 @@ import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.run import config_from_args, exit_code_of  # noqa: E402
+from benchmarks.run import config_from_args, exit_code_of
 
 
 def _runs(args, rest: list[str], log) -> dict[tuple[str, str], tuple[dict, pd.DataFrame]]:
@@ -117,7 +117,7 @@ def time_to_accuracy(runs: dict) -> list[str]:
     lines = [f"local's final accuracy {100 * target:.2f}% after {t_local:.1f} s of wall time ({len(loc)} rounds)"]
     lines.append(f"ComDML reaches it after {t_com:.1f} s: {t_com / t_local:.2f}x local's" if t_com else "ComDML does not reach it within its rounds")
     equal = min(t_local, float(com["wall_time_s"].iloc[-1]))
-    acc = lambda d: float(d[d["wall_time_s"] <= equal + 1e-9]["test_accuracy"].iloc[-1]) if (d["wall_time_s"] <= equal + 1e-9).any() else float("nan")  # noqa: E731
+    acc = lambda d: float(d[d["wall_time_s"] <= equal + 1e-9]["test_accuracy"].iloc[-1]) if (d["wall_time_s"] <= equal + 1e-9).any() else float("nan")
     lines.append(f"at equal wall time {equal:.1f} s: local {100 * acc(loc):.2f}%, ComDML {100 * acc(com):.2f}%")
     return lines
 

@@ -39,7 +39,16 @@ import torch
 from comdml_ray.clock import AgentWork, aux_exchange
 from comdml_ray.emulation import LinkMeter, Links, Pacer, wait_until
 from comdml_ray.messages import PhaseReport, Transfer
-from comdml_ray.training import SuffixTrainer, TrainStats, flatten, make_sgd, minibatches, train_full, train_prefix, unflatten_into
+from comdml_ray.training import (
+    SuffixTrainer,
+    TrainStats,
+    flatten,
+    make_sgd,
+    minibatches,
+    train_full,
+    train_prefix,
+    unflatten_into,
+)
 
 OBSERVED_EMA = 0.7  # weight of the newest observation in an agent's estimates (speed, links) under the wall clock
 WARMUP_BATCHES = 3  # timed batches of round 0's warm-up (after one untimed)

@@ -17,8 +17,8 @@ from comdml_ray.config import RunConfig
 from comdml_ray.experiment import run_experiment
 from tests.conftest import quiet
 
-WALL = dict(agents=4, rounds=1, train_samples=1000, lr=0.05, progress=False, num_gpus=0, clock="wall", emulate=True,
-            agents_per_actor=1, cpus_per_agent=0.5, reference_gflops=4.0)
+WALL = {"agents": 4, "rounds": 1, "train_samples": 1000, "lr": 0.05, "progress": False, "num_gpus": 0, "clock": "wall", "emulate": True,
+        "agents_per_actor": 1, "cpus_per_agent": 0.5, "reference_gflops": 4.0}
 
 
 @pytest.fixture(scope="module", autouse=True)
