@@ -22,6 +22,7 @@ import ray
 
 from comdml_ray.cluster import release_capacity_request, start_ray
 from comdml_ray.config import SYNC_ALGORITHMS, ConfigError, RunConfig
+from comdml_ray.data import require_dataset
 from comdml_ray.leakage import report_privacy
 from comdml_ray.results import format_summary, frame, time_to_target, write_outputs
 from comdml_ray.runtime import MemoryWatch, Run
@@ -54,6 +55,8 @@ def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False, privacy_sp
     (default: only a ComDML run with a --smashed-* option set, at the splits it used).
     """
     cfg.validate()
+    require_dataset(cfg.dataset, cfg.data_dir, cfg.download)  # a missing dataset fails before Ray starts
+    log(f"model {cfg.model} on {cfg.dataset}; {cfg.optimizer_line()}")
     out = check_writable(cfg.out or default_out_dir())
     watch = MemoryWatch()
     t_start = time.perf_counter()
@@ -90,6 +93,8 @@ def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False, privacy_sp
 def _summary(cfg: RunConfig, run: Run, rounds: pd.DataFrame, out: str, startup: float, peak_mb: float, total_wall: float) -> dict:
     """The run's summary (summary.json and the lines printed at the end)."""
     evaluated = rounds.dropna(subset=["test_accuracy"])
+    wall = float(rounds["round_wall_s"].sum())
+    eval_wall = float(rounds["eval_wall_s"].sum()) if cfg.algorithm in ("local", "comdml") else None  # async: overlaps the steps
     return {
         "algorithm": cfg.algorithm,
         "agents": cfg.agents,
@@ -100,9 +105,13 @@ def _summary(cfg: RunConfig, run: Run, rounds: pd.DataFrame, out: str, startup: 
         "evaluated": _evaluated_models(cfg),
         "heterogeneity": cfg.heterogeneity,
         "final_accuracy": float(evaluated["test_accuracy"].iloc[-1]) if len(evaluated) else None,
+        "final_accuracy_images": int(evaluated["eval_images"].iloc[-1]) if len(evaluated) else None,  # the whole test set
+        "eval_subset_images": min(cfg.eval_samples or run.test_size, run.test_size),
+        "eval_wall_s": eval_wall,
+        "eval_share": None if eval_wall is None or wall <= 0 else eval_wall / wall,
         "best_accuracy": float(evaluated["test_accuracy"].max()) if len(evaluated) else None,
         "virtual_time_s": float(rounds["virtual_time_s"].iloc[-1]),
-        "wall_time_s": float(rounds["round_wall_s"].sum()),
+        "wall_time_s": wall,
         "startup_s": startup,
         "total_wall_s": total_wall,
         "mean_round_wall_s": float(rounds["round_wall_s"].mean()),

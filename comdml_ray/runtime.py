@@ -116,7 +116,10 @@ class Run:
         self.hosts = [self._host(g, ids) for g, ids in enumerate(groups)]
         self.backend = be = RayBackend(self.hosts, groups)
         # The uint8 dataset goes into the object store once; every actor on a node maps that one copy.
-        self.data_ref = ray.put(load_dataset(cfg.dataset, cfg.data_dir, cfg.download))
+        data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+        self.test_size = len(data.test_y)
+        self.data_ref = ray.put(data)
+        del data
         self.infos = sorted((i for lst in be.fetch([h.setup.remote(self.data_ref) for h in self.hosts]) for i in lst), key=lambda i: i.agent)
         self.placements = be.fetch([h.placement.remote() for h in self.hosts])
         self.split_profile: SplitProfile = be.fetch([be.profile_splits(0)])[0]
@@ -190,7 +193,11 @@ class Run:
         be.calls += 1
         row.virtual_time_s = virtual_before + row.round_virtual_s
         if self.cfg.evaluates(r, row.virtual_time_s):
-            row.test_accuracy = self.evaluate()
+            t_eval = time.perf_counter()
+            images = self.cfg.eval_images(last=self.cfg.is_last(r, row.virtual_time_s))
+            row.test_accuracy = self.evaluate(images)
+            row.eval_images = self.test_size if images is None else min(images, self.test_size)
+            row.eval_wall_s = time.perf_counter() - t_eval
             be.record_metrics(0, [], row.test_accuracy)
         row.round_wall_s = time.perf_counter() - t0
         row.driver_calls, row.driver_bytes = be.calls - calls0, self.received
@@ -206,10 +213,10 @@ class Run:
         """Start the averaging step (see `rounds.average`); returns the acks to wait for."""
         return average(self.backend, self.setting, self.cfg.aggregation, aux=self.cfg.algorithm == "comdml", fetch=self._fetch)
 
-    def evaluate(self) -> float:
-        """Test accuracy of the averaged model(s): one model under allreduce (all equal), else the mean over --eval-agents."""
+    def evaluate(self, images: int | None = None) -> float:
+        """Test accuracy of the averaged model(s) on `images` test images (None: all): one model under allreduce (all equal), else the mean over --eval-agents."""
         be = self.backend
-        accs = self._fetch([be.evaluate(g, ks) for g, ks in self.setting.groups_of(self.cfg.eval_agent_ids()).items()])
+        accs = self._fetch([be.evaluate(g, ks, images) for g, ks in self.setting.groups_of(self.cfg.eval_agent_ids()).items()])
         return float(np.mean([a for d in accs for a in d.values()]))
 
     def record_metrics(self, agent_rows: list, accuracy: float | None) -> None:

@@ -75,9 +75,11 @@ ASYNC_ALGORITHMS = ("adpsgd", "swift", "divshare")
 
 
 def drive(algorithm: str, ex: Backend, st: Setting, cfg: RunConfig, log=print,
-          on_row: Callable[[list[dict], float | None], None] | None = None) -> tuple[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame], Any]:
-    """Run one baseline to the end; returns (rounds, agents, plans) frames and the loop (or clock) it used."""
-    rec = Recorder(ex, st.n, cfg.rounds, log, cfg.progress, on_row, algorithm)
+          on_row: Callable[[list[dict], float | None], None] | None = None, test_size: int = 0) -> tuple[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame], Any]:
+    """Run one baseline to the end; returns (rounds, agents, plans) frames and the loop (or clock) it used.
+
+    test_size: images of the whole test set (what rounds.csv's eval_images says of the last evaluation)."""
+    rec = Recorder(ex, st.n, cfg.rounds, log, cfg.progress, on_row, algorithm, test_size)
     if algorithm == "dpsgd":
         loop: Any = run_dpsgd(ex, st, cfg, rec)
     elif algorithm in LOOPS:
@@ -93,5 +95,5 @@ def run_event_driven(run, cfg: RunConfig, log=print) -> tuple[pd.DataFrame, pd.D
     st = run.setting
     if cfg.algorithm == "divshare" and cfg.fanout > cfg.agents - 1:
         log(f"divshare: --fanout {cfg.fanout} is more than the {cfg.agents - 1} other agents; each fragment goes to all of them.")
-    frames, _ = drive(cfg.algorithm, run.backend, st, cfg, log, run.record_metrics)
+    frames, _ = drive(cfg.algorithm, run.backend, st, cfg, log, run.record_metrics, run.test_size)
     return frames
