@@ -104,7 +104,7 @@ def test_missing_dataset_exits_2_before_ray_starts(tmp_path: Path, name: str, ca
 
 @pytest.mark.parametrize("name,extra", [
     ("cifar10", ["--algorithm", "comdml", "--profile", "measure"]),
-    ("cifar100", []),
+    ("cifar100", ["--rounds", "2", "--eval-samples", "5"]),
     ("cinic10", ["--partition", "dirichlet"]),
 ])
 def test_one_round_on_4_agents(ray_local, tmp_path: Path, name: str, extra: list[str]) -> None:
@@ -115,8 +115,10 @@ def test_one_round_on_4_agents(ray_local, tmp_path: Path, name: str, extra: list
     summary = run_experiment(cfg.validate(), log=quiet, keep_ray=True)
     rounds = pd.read_csv(out / "rounds.csv")
     test_size = {"cifar10": 12, "cifar100": 12, "cinic10": 10}[name]
-    assert len(rounds) == 1 and np.isfinite(rounds["train_loss"]).all()
-    assert rounds["eval_images"].tolist() == [test_size] and summary["final_accuracy_images"] == test_size
+    assert len(rounds) == cfg.rounds and np.isfinite(rounds["train_loss"]).all()
+    # Rounds before the last on the fixed subset (CIFAR-100: 5 images), the last on the whole test set.
+    assert rounds["eval_images"].tolist() == [5] * (cfg.rounds - 1) + [test_size] and summary["final_accuracy_images"] == test_size
+    assert (rounds["eval_wall_s"] > 0).all() and 0 < summary["eval_share"] < 1
     assert 0.0 <= summary["final_accuracy"] <= 1.0
     if name == "cifar10":
         assert summary["split_profile"] == "measure" and rounds["pairs"].iloc[0] >= 1  # the slow agents offloaded
