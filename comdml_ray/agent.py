@@ -123,7 +123,7 @@ class AgentGroup(ComdmlSteps, Averaging, AsyncSteps):
         self.split_profile: SplitProfile | None = None
         self.plan = None
         self.aux_used: dict[int, int] = {}  # offloader -> split m it used this round (aux head to average)
-        self._test: tuple[int | None, torch.Tensor, torch.Tensor] | None = None  # (images, x, y) of the last evaluation
+        self._test: tuple[tuple, torch.Tensor, torch.Tensor] | None = None  # ((images, part), x, y) of the last evaluation
 
     def describe(self) -> list[AgentInfo]:
         return [
@@ -146,16 +146,19 @@ class AgentGroup(ComdmlSteps, Averaging, AsyncSteps):
     def set_setting(self, setting: Setting, prof: SplitProfile) -> None:
         self.setting, self.split_profile = setting, prof
 
-    def evaluate(self, agent_ids: list[int], images: int | None = None) -> dict[int, float]:
-        """Test accuracy of these agents' models on `images` test images (a fixed seeded subset), or on all (None)."""
-        test = self._test_set(images)
+    def evaluate(self, agent_ids: list[int], images: int | None = None, part: tuple[int, int] = (0, 1)) -> dict[int, float]:
+        """Test accuracy of these agents' models on `images` test images (a fixed seeded subset), or on all (None).
+
+        part (p, P): only every P-th of those images from the p-th, so P groups holding one model share the work.
+        """
+        test = self._test_set(images, part)
         return {k: evaluate(self.agents[k].model, *test)[0] for k in agent_ids if k in self.agents}
 
-    def _test_set(self, images: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _test_set(self, images: int | None, part: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """The test images of an evaluation, as tensors: the whole test set, or the run's fixed subset (`test_subset`)."""
-        if self._test is None or self._test[0] != images:
-            idx = test_subset(len(self.data.test_y), images, self.cfg.seed)
-            self._test = (images, to_tensor(self.data.test_x[idx], self.data.mean, self.data.std).to(self.device),
+        if self._test is None or self._test[0] != (images, part):
+            idx = test_subset(len(self.data.test_y), images, self.cfg.seed)[part[0]::part[1]]
+            self._test = ((images, part), to_tensor(self.data.test_x[idx], self.data.mean, self.data.std).to(self.device),
                           torch.from_numpy(self.data.test_y[idx].astype(np.int64)).to(self.device))
         return self._test[1], self._test[2]
 

@@ -216,6 +216,12 @@ class Run:
     def evaluate(self, images: int | None = None) -> float:
         """Test accuracy of the averaged model(s) on `images` test images (None: all): one model under allreduce (all equal), else the mean over --eval-agents."""
         be = self.backend
+        if self.cfg.one_model and be.num_groups > 1:
+            # All agents hold the one averaged model: every group evaluates its first agent's copy on
+            # every G-th image, so the evaluation runs on all actors at once; the mean weighs by images.
+            n, G = min(images or self.test_size, self.test_size), be.num_groups
+            parts = self._fetch([be.evaluate(g, ids[:1], images, (g, G)) for g, ids in enumerate(self.setting.groups)])
+            return float(sum(acc * len(range(g, n, G)) for g, d in enumerate(parts) for acc in d.values()) / n)
         accs = self._fetch([be.evaluate(g, ks, images) for g, ks in self.setting.groups_of(self.cfg.eval_agent_ids()).items()])
         return float(np.mean([a for d in accs for a in d.values()]))
 

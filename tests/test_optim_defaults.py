@@ -75,3 +75,16 @@ def test_test_subset_is_fixed_seeded_and_capped() -> None:
     cfg = RunConfig(eval_samples=300)
     assert cfg.eval_images(last=False) == 300 and cfg.eval_images(last=True) is None
     assert RunConfig(eval_samples=0).eval_images(last=False) is None
+
+
+def test_evaluation_split_over_groups_gives_the_whole_sets_accuracy() -> None:
+    """Run.evaluate under all-reduce: group g scores every G-th image; weighted by images, the mean is the one-pass accuracy."""
+    cfg = RunConfig(agents=3, train_samples=96, rounds=1).validate()
+    be, _ = local_backend(cfg, [[0, 1, 2]])
+    grp = be.groups[0]
+    grp.agents[0].train_alone()
+    for images in (None, 1001):
+        n = 10_000 if images is None else images
+        whole = grp.evaluate([0], images)[0]
+        parts = [grp.evaluate([0], images, (p, 3))[0] * len(range(p, n, 3)) for p in range(3)]
+        assert sum(parts) / n == pytest.approx(whole, abs=1e-12)
