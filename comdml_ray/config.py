@@ -31,8 +31,8 @@ LR_SCHEDULES = ("constant", "cosine")
 # benchmarks/README.md ("Issue 17"): at lr 0.2 ResNet-56 diverged in its first steps.
 MODEL_DEFAULTS: dict[str, dict[str, float | str]] = {
     "cnn": {"lr": 0.2, "warmup_rounds": 0.0, "lr_schedule": "constant"},
-    "resnet56": {"lr": 0.05, "warmup_rounds": 1.0, "lr_schedule": "cosine"},
-    "resnet110": {"lr": 0.05, "warmup_rounds": 1.0, "lr_schedule": "cosine"},
+    "resnet56": {"lr": 0.1, "warmup_rounds": 1.0, "lr_schedule": "cosine"},
+    "resnet110": {"lr": 0.1, "warmup_rounds": 1.0, "lr_schedule": "cosine"},
 }
 DATASET_NAMES = ("fashion-mnist", "cifar10", "cifar100", "cinic10")
 # Training-set sizes, so "more agents than samples" is refused before any actor starts.
