@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     with mp.get_context("spawn").Pool(args.procs) as pool:
         results = pool.map(functools.partial(run_point, args), points)
     print(f"{args.model} on {args.dataset}: {args.agents} agents, {args.train_samples} training samples, {args.rounds} rounds, local + all-reduce, batch 32")
-    print("| lr | warm-up rounds | schedule | zero-init | train loss per round | test acc per round (%d images) | wall s |" % args.eval_samples)
+    print(f"| lr | warm-up rounds | schedule | zero-init | train loss per round | test acc per round ({args.eval_samples} images) | wall s |")
     print("|---|---|---|---|---|---|---|")
     for res in results:
         lr, warm, sched, zi = res["point"].split(":")

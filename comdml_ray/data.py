@@ -124,7 +124,9 @@ def _load_cifar(name: str, root: Path, download: bool) -> _Arrays:
     """Read the pickled batches directly (torchvision only downloads): its md5 check would reject any re-packed copy."""
     folder, train_files, test_files, label_key, num_classes, label = _CIFAR_LAYOUT[name]
     if download:
-        from torchvision import datasets  # imported here: only the download needs torchvision
+        from torchvision import (
+            datasets,  # imported here: only the download needs torchvision
+        )
 
         cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
         try:
