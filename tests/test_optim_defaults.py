@@ -88,3 +88,14 @@ def test_evaluation_split_over_groups_gives_the_whole_sets_accuracy() -> None:
         whole = grp.evaluate([0], images)[0]
         parts = [grp.evaluate([0], images, (p, 3))[0] * len(range(p, n, 3)) for p in range(3)]
         assert sum(parts) / n == pytest.approx(whole, abs=1e-12)
+
+
+def test_checkpoint_keeps_the_schedules_clock() -> None:
+    """A restored agent goes on with the learning rate of its next round, not the warm-up's first step."""
+    cfg = RunConfig(agents=2, train_samples=128, lr=0.1, warmup_rounds=2.0, lr_schedule="cosine", rounds=4).validate()
+    be, _ = local_backend(cfg, [[0, 1]])
+    be.groups[0].agents[0].train_alone()
+    be.groups[0].agents[0].train_alone()
+    fresh, _ = local_backend(cfg, [[0, 1]])
+    fresh.groups[0].load_state_dict(be.groups[0].state_dict(shared=False))
+    assert fresh.groups[0].agents[0].rounds_trained == 2 and fresh.groups[0].agents[1].rounds_trained == 0
