@@ -22,6 +22,8 @@ from comdml_ray.config import (
     AGGREGATIONS,
     ALGORITHMS,
     DATASET_NAMES,
+    LR_SCHEDULES,
+    MODEL_DEFAULTS,
     MODEL_NAMES,
     PARTITIONS,
     PLACEMENTS,
@@ -46,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _per_model(name: str) -> str:
+    return ", ".join(f"{m} {v[name]}" for m, v in MODEL_DEFAULTS.items())
+
+
 def _what_to_train(p: argparse.ArgumentParser, d: RunConfig) -> None:
     g = p.add_argument_group("what to train")
     g.add_argument("--algorithm", default=d.algorithm, help=f"training method: {', '.join(ALGORITHMS)}")
@@ -60,7 +66,11 @@ def _what_to_train(p: argparse.ArgumentParser, d: RunConfig) -> None:
     g.add_argument("--partition", default=d.partition, help=f"data split over agents: {', '.join(PARTITIONS)}")
     g.add_argument("--alpha", type=float, default=d.alpha, help="Dirichlet concentration for --partition dirichlet (smaller = more label skew)")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="samples per batch")
-    g.add_argument("--lr", type=float, default=d.lr, help="SGD learning rate")
+    g.add_argument("--lr", type=float, default=argparse.SUPPRESS, help=f"SGD learning rate (default: per model, {_per_model('lr')})")
+    g.add_argument("--warmup-rounds", type=float, default=argparse.SUPPRESS,
+                   help=f"linear learning-rate warm-up over this many rounds' steps, 0 = none (default: per model, {_per_model('warmup_rounds')})")
+    g.add_argument("--lr-schedule", default=argparse.SUPPRESS,
+                   help=f"{', '.join(LR_SCHEDULES)}: learning rate after the warm-up, cosine decays to 0 at --rounds (default: per model, {_per_model('lr_schedule')})")
     g.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
     g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="SGD weight decay (L2)")
     g.add_argument("--local-epochs", type=int, default=d.local_epochs, help="passes over the local shard per round")
@@ -107,7 +117,9 @@ def _baselines(p: argparse.ArgumentParser, d: RunConfig) -> None:
 
 def _evaluation(p: argparse.ArgumentParser, d: RunConfig) -> None:
     g = p.add_argument_group("evaluation and output")
-    g.add_argument("--eval-every", type=int, default=d.eval_every, help="evaluate the averaged model every this many rounds")
+    g.add_argument("--eval-every", type=int, default=d.eval_every, help="evaluate the averaged model every this many rounds (and after the last)")
+    g.add_argument("--eval-samples", type=int, default=d.eval_samples,
+                   help="test images of every evaluation but the last: a fixed seeded subset (the last uses the whole test set; 0 = whole set every time)")
     g.add_argument("--eval-agents", type=int, default=d.eval_agents, help="agents whose models are evaluated under gossip (mean reported)")
     g.add_argument("--target-acc", type=float, default=d.target_acc, help="accuracy fraction (e.g. 0.8) for time_to_target_s")
     g.add_argument("--out", default=d.out, help="output folder (default results/<timestamp>)")

@@ -10,7 +10,7 @@ Owns
   overlapped wall-clock round, `--clock wall`), `averaging.Averaging` (the local
   half of the all-reduce, aux heads, gossip), `async_steps.AsyncSteps` (the
   event-driven baselines) and `checkpoint.Checkpointing` (save and restore).  `backend.Backend` is the one typed way in to these methods;
-- `agent_shards`: every agent's training indices.
+- `agent_shards`: every agent's training indices; `test_subset`: the test images an evaluation uses.
 The group receives the dataset (uint8 arrays, mapped zero-copy from the object store
 in an actor) and copies only its agents' shards.
 """
@@ -35,7 +35,17 @@ from comdml_ray.profiles import AgentProfile, make_profiles
 from comdml_ray.setting import Setting
 from comdml_ray.smashed import SmashedEncoder, SmashedSpec
 from comdml_ray.store import Store
-from comdml_ray.training import OptimConfig, TrainStats, batches_per_round, evaluate, flatten, make_sgd, minibatches, train_full
+from comdml_ray.training import (
+    LrSchedule,
+    OptimConfig,
+    TrainStats,
+    batches_per_round,
+    evaluate,
+    flatten,
+    make_sgd,
+    minibatches,
+    train_full,
+)
 from comdml_ray.wall_steps import WallSteps
 
 
@@ -63,7 +73,9 @@ class Agent:
         self.y = torch.from_numpy(data.train_y[indices].astype(np.int64)).to(device)  # (n,)
         self.gen = torch.Generator().manual_seed(cfg.seed + agent_id)
         self.aux: dict[int, torch.nn.Module] = {}
-        self.opt = OptimConfig(cfg.lr, cfg.momentum, cfg.weight_decay)
+        self.opt = OptimConfig(float(cfg.optimizer_setting("lr")), cfg.momentum, cfg.weight_decay)
+        self.schedule = LrSchedule(self.opt.lr, float(cfg.optimizer_setting("warmup_rounds")), str(cfg.optimizer_setting("lr_schedule")), cfg.rounds)
+        self.rounds_trained = 0  # local rounds this agent has trained: the schedule's clock (= the round index in synchronous runs)
         # Local optimizer state persists across rounds (local momentum, as in local SGD);
         # averaging touches weights and BN statistics only.
         self.full_optim = make_sgd(self.model.parameters(), self.opt)
@@ -79,6 +91,13 @@ class Agent:
     def round_batches(self) -> list[torch.Tensor]:
         return minibatches(self.num_samples, self.cfg.batch_size, self.cfg.local_epochs, self.gen)
 
+    def next_round(self) -> tuple[list[torch.Tensor], list[float]]:
+        """This local round's index batches and their learning rates (the schedule's clock then moves on)."""
+        batches = self.round_batches()
+        lrs = self.schedule.for_batches(self.rounds_trained, len(batches))
+        self.rounds_trained += 1
+        return batches, lrs
+
     def aux_head(self, m: int) -> torch.nn.Module:
         if m not in self.aux:
             torch.manual_seed(self.cfg.seed + 1_000 * m)  # same initial aux head for a split on every agent
@@ -93,7 +112,8 @@ class Agent:
         return self.prefix_optim[m]
 
     def train_alone(self) -> TrainStats:
-        return train_full(self.model, self.x, self.y, self.round_batches(), self.full_optim)
+        batches, lrs = self.next_round()
+        return train_full(self.model, self.x, self.y, batches, self.full_optim, lrs)
 
     def blank_model(self) -> SplitModel:
         """A model of the same architecture to hold a partner's suffix (weights overwritten)."""
@@ -117,7 +137,7 @@ class AgentGroup(ComdmlSteps, WallSteps, Averaging, AsyncSteps, Checkpointing):
         self.split_profile: SplitProfile | None = None
         self.plan = None
         self.aux_used: dict[int, int] = {}  # offloader -> split m it used this round (aux head to average)
-        self._test: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._test: tuple[tuple, torch.Tensor, torch.Tensor] | None = None  # ((images, part), x, y) of the last evaluation
 
     def describe(self) -> list[AgentInfo]:
         return [
@@ -140,16 +160,31 @@ class AgentGroup(ComdmlSteps, WallSteps, Averaging, AsyncSteps, Checkpointing):
     def set_setting(self, setting: Setting, prof: SplitProfile) -> None:
         self.setting, self.split_profile = setting, prof
 
-    def evaluate(self, agent_ids: list[int]) -> dict[int, float]:
-        if self._test is None:
-            self._test = (
-                to_tensor(self.data.test_x, self.data.mean, self.data.std).to(self.device),
-                torch.from_numpy(self.data.test_y.astype(np.int64)).to(self.device),
-            )
-        return {k: evaluate(self.agents[k].model, *self._test)[0] for k in agent_ids if k in self.agents}
+    def evaluate(self, agent_ids: list[int], images: int | None = None, part: tuple[int, int] = (0, 1)) -> dict[int, float]:
+        """Test accuracy of these agents' models on `images` test images (a fixed seeded subset), or on all (None).
+
+        part (p, P): only every P-th of those images from the p-th, so P groups holding one model share the work.
+        """
+        test = self._test_set(images, part)
+        return {k: evaluate(self.agents[k].model, *test)[0] for k in agent_ids if k in self.agents}
+
+    def _test_set(self, images: int | None, part: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The test images of an evaluation, as tensors: the whole test set, or the run's fixed subset (`test_subset`)."""
+        if self._test is None or self._test[0] != (images, part):
+            idx = test_subset(len(self.data.test_y), images, self.cfg.seed)[part[0]::part[1]]
+            self._test = ((images, part), to_tensor(self.data.test_x[idx], self.data.mean, self.data.std).to(self.device),
+                          torch.from_numpy(self.data.test_y[idx].astype(np.int64)).to(self.device))
+        return self._test[1], self._test[2]
 
     def flat_model(self, agent_id: int) -> np.ndarray:
         return flatten(self.agents[agent_id].model)
+
+
+def test_subset(n_test: int, images: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of the evaluation's test images: all of them (None, or more than there are), else a seeded sample, the same every round."""
+    if images is None or images >= n_test:
+        return np.arange(n_test)
+    return np.sort(np.random.default_rng([seed, 17]).permutation(n_test)[:images])
 
 
 def agent_shards(cfg: RunConfig, labels: np.ndarray) -> list[np.ndarray]:

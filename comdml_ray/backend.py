@@ -109,8 +109,8 @@ class Backend:
     def gossip_mix(self, g: int, models: dict[int, Shipped]) -> Handle[None]:
         return self._call(g, AgentGroup.gossip_mix, models)
 
-    def evaluate(self, g: int, agents: list[int]) -> Handle[dict[int, float]]:
-        return self._call(g, AgentGroup.evaluate, agents)
+    def evaluate(self, g: int, agents: list[int], images: int | None = None, part: tuple[int, int] = (0, 1)) -> Handle[dict[int, float]]:
+        return self._call(g, AgentGroup.evaluate, agents, images, part)
 
     def flat_model(self, g: int, k: int) -> Handle[np.ndarray]:
         return self._call(g, AgentGroup.flat_model, k)

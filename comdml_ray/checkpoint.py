@@ -51,6 +51,7 @@ class AgentSnapshot:
     aux: dict[int, dict[str, torch.Tensor]]  # split m -> aux head state_dict
     prefix_optim: dict[int, dict]  # split m -> prefix(m) + aux(m) optimizer state_dict
     step_start: torch.Tensor | None = None  # (P,) event-driven: parameters at the running step's start
+    rounds_trained: int = 0  # the learning-rate schedule's clock (`agent.Agent.next_round`)
 
 
 @dataclass
@@ -111,6 +112,7 @@ class Checkpointing:
                 aux={m: copy.deepcopy(head.state_dict()) for m, head in a.aux.items()},
                 prefix_optim={m: copy.deepcopy(opt.state_dict()) for m, opt in a.prefix_optim.items()},
                 step_start=torch.from_numpy(starts[k]) if k in starts else None,
+                rounds_trained=a.rounds_trained,
             )
         model = None
         if shared and self.group_id == 0:
@@ -135,6 +137,7 @@ class Checkpointing:
             a.full_optim.load_state_dict(s.optim)
             a.gen.set_state(s.gen)
             a.sec_estimate = s.sec_estimate
+            a.rounds_trained = int(s.rounds_trained)
             a.aux, a.prefix_optim = {}, {}
             for m, head in s.aux.items():
                 a.aux_head(int(m)).load_state_dict(head)  # (re)creates the head, then its weights

@@ -127,7 +127,8 @@ class ComdmlSteps:
         out = OffloadOut(k, int(self.plan.partner[k]), m, Shipped.of(self.store, flatten(a.model, a.model.suffix_keys(m))))
         stats = TrainStats()
         act_bytes = 0
-        for chunk in train_prefix(a.model.prefix(m), a.aux_head(m), a.x, a.y, a.round_batches(), a.prefix_optimizer(m), self.cfg.chunk_batches, stats, a.encoder):
+        batches, lrs = a.next_round()
+        for chunk in train_prefix(a.model.prefix(m), a.aux_head(m), a.x, a.y, batches, a.prefix_optimizer(m), self.cfg.chunk_batches, stats, a.encoder, lrs):
             out.chunk_refs.append(self.store.put(chunk))
             act_bytes += sum(b.nbytes for b in chunk)  # encoded size: what the clock charges
         self.aux_used[k] = m
@@ -144,8 +145,9 @@ class ComdmlSteps:
             helper = self.agents[off.helper]
             holder = helper.blank_model()
             unflatten_into(holder, off.suffix.open(self.store), holder.suffix_keys(off.split))
-            trainer = SuffixTrainer(holder.suffix(off.split), helper.opt, self.device)
             refs = off.chunk_refs
+            lrs = helper.schedule.for_batches(round_idx, len(refs) * self.cfg.chunk_batches)  # the offloader's round's rates
+            trainer = SuffixTrainer(holder.suffix(off.split), helper.opt, self.device, lrs)
             for i, ref in enumerate(refs):
                 if i + 1 < len(refs):
                     self.store.prefetch([refs[i + 1]])  # fetch the next chunk while training on this one

@@ -26,6 +26,15 @@ PLACEMENTS = ("pack", "spread")
 CLOCKS = ("virtual", "wall")
 MODEL_NAMES = ("cnn", "resnet56", "resnet110")
 SMASHED_DTYPES = ("float32", "float16", "int8")  # encodings of the activations an offloader sends (comdml_ray/smashed.py)
+LR_SCHEDULES = ("constant", "cosine")
+# Optimizer defaults per model, used where --lr / --warmup-rounds / --lr-schedule are not given.
+# The CNN keeps the project's original values; the ResNets' come from the sweep in
+# benchmarks/README.md ("Issue 17"): at lr 0.2 ResNet-56 diverged in its first steps.
+MODEL_DEFAULTS: dict[str, dict[str, float | str]] = {
+    "cnn": {"lr": 0.2, "warmup_rounds": 0.0, "lr_schedule": "constant"},
+    "resnet56": {"lr": 0.1, "warmup_rounds": 1.0, "lr_schedule": "cosine"},
+    "resnet110": {"lr": 0.1, "warmup_rounds": 1.0, "lr_schedule": "cosine"},
+}
 DATASET_NAMES = ("fashion-mnist", "cifar10", "cifar100", "cinic10")
 # Training-set sizes, so "more agents than samples" is refused before any actor starts.
 DATASET_TRAIN_SIZES = {"fashion-mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000, "cinic10": 90_000}
@@ -52,7 +61,9 @@ class RunConfig:
     partition: str = "iid"
     alpha: float = 0.5  # Dirichlet concentration, used when partition == "dirichlet"
     batch_size: int = 32
-    lr: float = 0.2
+    lr: float | None = None  # None: the model's default (MODEL_DEFAULTS)
+    warmup_rounds: float | None = None  # linear learning-rate warm-up over this many rounds' steps; None: the model's default
+    lr_schedule: str | None = None  # "constant" or "cosine" (decay over --rounds); None: the model's default
     momentum: float = 0.9
     weight_decay: float = 5e-4
     local_epochs: int = 1
@@ -81,6 +92,7 @@ class RunConfig:
     slow_link_share: float = 0.0  # share of agents whose links are 5x slower (DivShare setting)
     # --- evaluation and output
     eval_every: int = 1
+    eval_samples: int = 1000  # test images (a fixed seeded subset) of the evaluations before the last; the last uses all (0: all every time)
     eval_agents: int = 4  # agents whose post-averaging model is evaluated (all equal under allreduce)
     target_acc: float | None = None  # in [0, 1]
     out: str | None = None
@@ -135,6 +147,23 @@ class RunConfig:
         n = self.agents
         return sorted(set(np.linspace(0, n - 1, min(self.eval_agents, n)).round().astype(int).tolist()))
 
+    def optimizer_setting(self, name: str) -> float | str:
+        """--lr, --warmup-rounds or --lr-schedule in force: the flag if given, else the model's default."""
+        value = getattr(self, name)
+        return MODEL_DEFAULTS.get(self.model, MODEL_DEFAULTS["cnn"])[name] if value is None else value
+
+    def optimizer_line(self) -> str:
+        """The optimizer settings in force and where they come from (the run's first lines)."""
+        parts = []
+        for name, flag in (("lr", "lr"), ("warmup_rounds", "warm-up rounds"), ("lr_schedule", "schedule")):
+            source = "flag" if getattr(self, name) is not None else f"{self.model} default"
+            parts.append(f"{flag} {self.optimizer_setting(name)} ({source})")
+        return f"optimizer: SGD momentum {self.momentum}, weight decay {self.weight_decay}, batch {self.batch_size}, " + ", ".join(parts)
+
+    def eval_images(self, last: bool) -> int | None:
+        """Test images of this evaluation: None (the whole test set) at the last one or with --eval-samples 0."""
+        return None if last or self.eval_samples == 0 else self.eval_samples
+
     def _validate_faults(self, need) -> None:
         if self.checkpoint_every is not None:
             need(self.checkpoint_every >= 0, f"--checkpoint-every must be >= 0 rounds (0 turns checkpoints off), got {self.checkpoint_every}.")
@@ -165,7 +194,12 @@ class RunConfig:
         _one_of(self.partition, PARTITIONS, "--partition")
         _need(self.alpha > 0, f"--alpha (Dirichlet concentration) must be > 0, got {self.alpha}; use e.g. 0.5.")
         _need(self.batch_size > 0, f"--batch-size must be positive, got {self.batch_size}.")
-        _need(self.lr > 0, f"--lr must be positive, got {self.lr}.")
+        if self.lr is not None:
+            _need(self.lr > 0, f"--lr must be positive, got {self.lr}.")
+        if self.warmup_rounds is not None:
+            _need(self.warmup_rounds >= 0, f"--warmup-rounds must be >= 0 (0 turns warm-up off), got {self.warmup_rounds}.")
+        if self.lr_schedule is not None:
+            _one_of(self.lr_schedule, LR_SCHEDULES, "--lr-schedule")
         _need(self.local_epochs > 0, f"--local-epochs must be at least 1, got {self.local_epochs}.")
         n_train = DATASET_TRAIN_SIZES[self.dataset]
         if self.train_samples is not None:
@@ -212,6 +246,7 @@ class RunConfig:
 
     def _check_evaluation_and_placement(self) -> None:
         _need(self.eval_every >= 1, f"--eval-every must be at least 1, got {self.eval_every}.")
+        _need(self.eval_samples >= 0, f"--eval-samples must be >= 0 test images (0: the whole test set every time), got {self.eval_samples}.")
         _need(self.eval_agents >= 1, f"--eval-agents must be at least 1, got {self.eval_agents}.")
         if self.target_acc is not None:
             _need(0 < self.target_acc <= 1, f"--target-acc is a fraction in (0, 1], got {self.target_acc}; e.g. 0.8 for 80%.")

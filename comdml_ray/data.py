@@ -1,14 +1,15 @@
 """Datasets as uint8 arrays, their normalisation, and IID / Dirichlet partitions over agents.
 
 Owns: loading the embedded Fashion-MNIST (`comdml_ray/datasets/fashion_mnist.npz`, made by
-`scripts/convert_fashion_mnist.py`), CIFAR-10/100 through torchvision, CINIC-10 through
+`scripts/convert_fashion_mnist.py`), CIFAR-10/100 from their pickled batches (torchvision only downloads them), CINIC-10 through
 `ImageFolder`; turning uint8 images into normalised float tensors; splitting a label array into
-per-agent index shards. Images stay uint8 (N, C, H, W) until a batch is used, so 100 agents'
+per-agent index shards; `require_dataset` checks the files exist before any Ray starts. Images stay uint8 (N, C, H, W) until a batch is used, so 100 agents'
 shards cost a quarter of the float32 memory. No Ray imports here.
 """
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,31 +95,66 @@ def _load_fashion_mnist() -> _Arrays:
         )
 
 
-def _load_cifar(name: str, root: Path, download: bool) -> _Arrays:
-    from torchvision import datasets  # imported here: only these loaders need torchvision
+# CIFAR's on-disk layout (the "python version" pickles): folder, train files, test files, label key, classes.
+_CIFAR_LAYOUT = {
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels", 10, "CIFAR-10"),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels", 100, "CIFAR-100"),
+}
 
-    cls, folder, label = {
-        "cifar10": (datasets.CIFAR10, "cifar-10-batches-py", "CIFAR-10"),
-        "cifar100": (datasets.CIFAR100, "cifar-100-python", "CIFAR-100"),
-    }[name]
-    try:
-        train = cls(root=str(root), train=True, download=download)
-        test = cls(root=str(root), train=False, download=download)
-    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
-        raise DatasetError(f"{label} not found under {root}: put {folder} there or pass --download.") from e
-    except OSError as e:  # download failed (offline, proxy, disk full)
+
+def require_dataset(name: str, data_dir: str | None = None, download: bool = False) -> None:
+    """Raise DatasetError (one sentence naming the fix) when a dataset's files are missing and will not be fetched.
+
+    Cheap (file checks only): the driver calls it before starting Ray, so a missing dataset costs nothing.
+    """
+    root = Path(data_dir if data_dir is not None else DEFAULT_DATA_DIR)
+    if name in _CIFAR_LAYOUT and not download:
+        folder, train, test, _, _, label = _CIFAR_LAYOUT[name]
+        missing = [f for f in train + test if not (root / folder / f).is_file()]
+        if missing:
+            raise DatasetError(f"{label} not found under {root} ({folder}/{missing[0]} is missing): put {folder} there or pass --download.")
+    elif name == "cinic10" and _cinic10_root(root) is None:
         raise DatasetError(
-            f"downloading {label} into {root} failed ({e}): check the network or put {folder} there by hand."
-        ) from e
+            f"CINIC-10 not found under {root}: download it from {CINIC10_URL} and unpack it so that "
+            f"{root / 'cinic10' / 'train'} and {root / 'cinic10' / 'test'} exist (it cannot be fetched with --download)."
+        )
 
-    def arrays(ds) -> tuple[np.ndarray, np.ndarray]:
-        # torchvision keeps (N, 32, 32, 3) uint8; the models want channels first.
-        x = np.ascontiguousarray(np.asarray(ds.data, dtype=np.uint8).transpose(0, 3, 1, 2))
-        return x, np.asarray(ds.targets, dtype=np.int64)
 
-    train_x, train_y = arrays(train)
-    test_x, test_y = arrays(test)
-    return train_x, train_y, test_x, test_y, len(train.classes)
+def _load_cifar(name: str, root: Path, download: bool) -> _Arrays:
+    """Read the pickled batches directly (torchvision only downloads): its md5 check would reject any re-packed copy."""
+    folder, train_files, test_files, label_key, num_classes, label = _CIFAR_LAYOUT[name]
+    if download:
+        from torchvision import (
+            datasets,  # imported here: only the download needs torchvision
+        )
+
+        cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+        try:
+            cls(root=str(root), train=True, download=True)
+        except (RuntimeError, OSError) as e:  # offline, proxy, disk full, corrupted archive
+            raise DatasetError(f"downloading {label} into {root} failed ({e}): check the network or put {folder} there by hand.") from e
+    require_dataset(name, str(root), download=False)
+
+    def arrays(files: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = [], []
+        for f in files:
+            path = root / folder / f
+            try:
+                with open(path, "rb") as fh:
+                    batch = pickle.load(fh, encoding="bytes")
+                x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)  # rows are R, G, B planes of 32x32
+                y = np.asarray(batch[label_key], dtype=np.int64)
+            except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:
+                raise DatasetError(f"{label} file {path} is not a readable CIFAR batch ({type(e).__name__}: {e}): replace {folder} with a fresh copy.") from None
+            if len(x) != len(y) or (len(y) and not 0 <= y.min() <= y.max() < num_classes):
+                raise DatasetError(f"{label} file {path} has {len(x)} images, {len(y)} labels or labels outside 0..{num_classes - 1}: replace {folder} with a fresh copy.")
+            xs.append(x)
+            ys.append(y)
+        return np.ascontiguousarray(np.concatenate(xs)), np.concatenate(ys)
+
+    train_x, train_y = arrays(train_files)
+    test_x, test_y = arrays(test_files)
+    return train_x, train_y, test_x, test_y, num_classes
 
 
 def _cinic10_root(root: Path) -> Path | None:
@@ -132,13 +168,12 @@ def _load_cinic10(root: Path) -> _Arrays:
     from PIL import Image
     from torchvision.datasets import ImageFolder
 
+    require_dataset("cinic10", str(root))
     base = _cinic10_root(root)
-    if base is None:
-        raise DatasetError(
-            f"CINIC-10 not found under {root}: download it from {CINIC10_URL} and unpack it so that "
-            f"{root / 'cinic10' / 'train'} and {root / 'cinic10' / 'test'} exist (it cannot be fetched with --download)."
-        )
-    splits = {s: ImageFolder(str(base / s)) for s in ("train", "test")}
+    try:
+        splits = {s: ImageFolder(str(base / s)) for s in ("train", "test")}
+    except FileNotFoundError as e:  # a split folder without class folders or without images
+        raise DatasetError(f"CINIC-10 under {base} is incomplete ({e}): unpack the whole dataset there.") from None
     if splits["train"].classes != splits["test"].classes:
         raise DatasetError(f"CINIC-10 under {base}: train/ and test/ must hold the same class folders.")
 

@@ -27,6 +27,7 @@ import ray
 
 from comdml_ray.cluster import release_capacity_request, start_ray
 from comdml_ray.config import SYNC_ALGORITHMS, RunConfig
+from comdml_ray.data import require_dataset
 from comdml_ray.leakage import report_privacy
 from comdml_ray.recovery import RunGuard, StartPoint, resumed_config
 from comdml_ray.results import format_summary, read_rounds, time_to_target, write_summary
@@ -65,6 +66,8 @@ def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False, privacy_sp
     if cfg.resume:
         cfg, resume = resumed_config(cfg)
         log(f"resuming {cfg.out} at round {resume.at.next_round}")
+    require_dataset(cfg.dataset, cfg.data_dir, cfg.download)  # a missing dataset fails before Ray starts
+    log(f"model {cfg.model} on {cfg.dataset}; {cfg.optimizer_line()}")
     out = OutDir(cfg.out or default_out_dir()).check_writable()
     watch = MemoryWatch()
     t_start = time.perf_counter()
@@ -133,6 +136,9 @@ def _finish(cfg: RunConfig, run: Run, guard: RunGuard, out: OutDir, startup: flo
 def _summary(cfg: RunConfig, run: Run, rounds: pd.DataFrame, out: str, startup: float, peak_mb: float, total_wall: float) -> dict:
     """The run's summary (summary.json and the lines printed at the end)."""
     evaluated = rounds.dropna(subset=["test_accuracy"])
+    wall = float(rounds["round_wall_s"].sum())
+    # Async methods evaluate while their steps run (not timed); a run resumed from an older rounds.csv may lack the columns.
+    eval_wall = float(rounds["eval_wall_s"].fillna(0).sum()) if cfg.algorithm in ("local", "comdml") and "eval_wall_s" in rounds else None
     return {
         "algorithm": cfg.algorithm,
         "agents": cfg.agents,
@@ -143,9 +149,13 @@ def _summary(cfg: RunConfig, run: Run, rounds: pd.DataFrame, out: str, startup: 
         "evaluated": _evaluated_models(cfg),
         "heterogeneity": cfg.heterogeneity,
         "final_accuracy": float(evaluated["test_accuracy"].iloc[-1]) if len(evaluated) else None,
+        "final_accuracy_images": int(evaluated["eval_images"].iloc[-1]) if len(evaluated) and "eval_images" in evaluated else None,  # the whole test set
+        "eval_subset_images": min(cfg.eval_samples or run.test_size, run.test_size),
+        "eval_wall_s": eval_wall,
+        "eval_share": None if eval_wall is None or wall <= 0 else eval_wall / wall,
         "best_accuracy": float(evaluated["test_accuracy"].max()) if len(evaluated) else None,
         "virtual_time_s": float(rounds["virtual_time_s"].iloc[-1]) if len(rounds) else 0.0,
-        "wall_time_s": float(rounds["round_wall_s"].sum()),
+        "wall_time_s": wall,
         "startup_s": startup,
         "total_wall_s": total_wall,
         "mean_round_wall_s": float(rounds["round_wall_s"].mean()),

@@ -11,6 +11,7 @@ Models:
 - "resnet56" / "resnet110": CIFAR ResNets with bottleneck blocks (expansion 4), six stages
   of planes 16,16,32,32,64,64, stride 2 at the first block of stages 3 and 5, 3 resp. 6 blocks
   per stage (as the DTFL/ComDML reference code splits FedML's ResNet-56/110 [6,6,6]/[12,12,12]).
+ResNets start with the last BN of every residual block at zero scale (`_init_weights`).
 All take 1 or 3 input channels and 28 or 32 pixel images. No Ray imports here.
 """
 
@@ -185,18 +186,27 @@ def _cnn_blocks(in_channels: int, num_classes: int) -> list[nn.Module]:
     ]
 
 
-def _init_weights(model: nn.Module) -> None:
-    """Kaiming init for convs (as torchvision/FedML ResNets), BN to identity."""
+def _init_weights(model: nn.Module, zero_init_residual: bool = True) -> None:
+    """Kaiming init for convs (as torchvision/FedML ResNets), BN to identity.
+
+    zero_init_residual: the last BN of every bottleneck starts at zero scale, so each
+    residual block starts as the identity (Goyal et al. 2017; torchvision's option). Without
+    it the 18/36 blocks' outputs add up and the first SGD steps diverge (issue 17).
+    """
     for mod in model.modules():
         if isinstance(mod, nn.Conv2d):
             nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(mod, nn.BatchNorm2d):
             nn.init.ones_(mod.weight)
             nn.init.zeros_(mod.bias)
+    if zero_init_residual:
+        for mod in model.modules():
+            if isinstance(mod, Bottleneck):
+                nn.init.zeros_(mod.bn3.weight)
 
 
-def build_model(name: str, in_channels: int, image_size: int, num_classes: int) -> SplitModel:
-    """Build one of MODELS for images (in_channels, image_size, image_size)."""
+def build_model(name: str, in_channels: int, image_size: int, num_classes: int, zero_init_residual: bool = True) -> SplitModel:
+    """Build one of MODELS for images (in_channels, image_size, image_size) (zero_init_residual: see `_init_weights`)."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")
     if in_channels <= 0 or image_size < 8 or num_classes < 2:
@@ -209,5 +219,5 @@ def build_model(name: str, in_channels: int, image_size: int, num_classes: int) 
     else:
         blocks = _resnet_blocks(in_channels, num_classes, {"resnet56": 3, "resnet110": 6}[name])
     model = SplitModel(blocks, num_classes, (in_channels, image_size, image_size))
-    _init_weights(model)
+    _init_weights(model, zero_init_residual)
     return model

@@ -33,6 +33,7 @@ ROUND_COLUMNS = [
     "round", "virtual_time_s", "wall_time_s", "train_loss", "test_accuracy", "bytes_sent",
     "round_virtual_s", "round_wall_s", "bytes_offloaded", "pairs", "driver_calls", "driver_bytes", "driver_cpu_s",
     "checkpoint_s", "failures", "failed_agents", "lost_wall_s",
+    "eval_images", "eval_wall_s",  # test images test_accuracy is on (subset or whole set), and the evaluation's wall seconds
 ]
 WALL_ROUND_COLUMNS = ["eval_wall_s"]  # --clock wall only (a virtual-clock run's rounds.csv keeps the columns above)
 DETERMINISTIC_COLUMNS = ["round", "virtual_time_s", "train_loss", "test_accuracy", "bytes_sent", "round_virtual_s", "bytes_offloaded", "pairs"]
@@ -103,9 +104,12 @@ def format_summary(summary: dict) -> str:
 
     acc = summary.get("final_accuracy")
     tgt = summary.get("target_acc")
+    share = summary.get("eval_share")
     lines = [
         f"algorithm            {summary['algorithm']} ({summary['agents']} agents, {summary['rounds']} rounds, {summary['aggregation']})",
-        f"final test accuracy  {fmt(None if acc is None else 100 * acc, '%')}  ({summary.get('evaluated', 'averaged model')}, {summary['dataset']} test set)",
+        f"final test accuracy  {fmt(None if acc is None else 100 * acc, '%')}  ({summary.get('evaluated', 'averaged model')}, {summary['dataset']} test set, {summary.get('final_accuracy_images', '?')} images)",
+        f"evaluation           {fmt(summary.get('eval_wall_s'), ' s')} wall, {fmt(None if share is None else 100 * share, '%')} of the rounds' wall time  "
+        f"(rounds before the last: a fixed subset of {summary.get('eval_subset_images', '?')} test images)",
         f"virtual time         {fmt(summary['virtual_time_s'], ' s')}  (simulated training time under the heterogeneity profile)",
         f"wall time            {fmt(summary['wall_time_s'], ' s')}  (real time of the rounds on this cluster)",
         f"start-up             {fmt(summary['startup_s'], ' s')}  (Ray start, actors, data, profiling)",

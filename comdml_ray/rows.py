@@ -31,6 +31,8 @@ class RoundRow:
     virtual_time_s: float = 0.0  # cumulative
     wall_time_s: float = 0.0  # cumulative
     test_accuracy: float = math.nan
+    eval_images: int = 0  # test images test_accuracy is measured on (the fixed subset, or the whole test set); 0: not evaluated
+    eval_wall_s: float = 0.0  # wall seconds the evaluation took (inside round_wall_s)
     bytes_offloaded: int = 0
     pairs: int = 0
     steps: int | None = None  # local steps finished (event-driven methods)

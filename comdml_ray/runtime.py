@@ -128,7 +128,10 @@ class Run(RunRecovery):
         self.hosts = [self._host(g, ids) for g, ids in enumerate(groups)]
         self.backend = be = RayBackend(self.hosts, groups)
         # The uint8 dataset goes into the object store once; every actor on a node maps that one copy.
-        self.data_ref = ray.put(load_dataset(cfg.dataset, cfg.data_dir, cfg.download))
+        data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+        self.test_size = len(data.test_y)
+        self.data_ref = ray.put(data)
+        del data
         self.infos = sorted((i for lst in be.fetch([h.setup.remote(self.data_ref) for h in self.hosts]) for i in lst), key=lambda i: i.agent)
         self.placements = be.fetch([h.placement.remote() for h in self.hosts])
         self.split_profile: SplitProfile = split_profile or be.fetch([be.profile_splits(0)])[0]
@@ -213,7 +216,11 @@ class Run(RunRecovery):
         be.calls += 1
         row.virtual_time_s = virtual_before + row.round_virtual_s
         if self.cfg.evaluates(r, row.virtual_time_s):
-            row.test_accuracy = self.evaluate()
+            t_eval = time.perf_counter()
+            images = self.cfg.eval_images(last=self.cfg.is_last(r, row.virtual_time_s))
+            row.test_accuracy = self.evaluate(images)
+            row.eval_images = self.test_size if images is None else min(images, self.test_size)
+            row.eval_wall_s = time.perf_counter() - t_eval
             be.record_metrics(0, [], row.test_accuracy)
         row.round_wall_s = time.perf_counter() - t0
         if self.cfg.clock == "wall":
@@ -245,10 +252,16 @@ class Run(RunRecovery):
         """
         return average(self.backend, self.setting, self.cfg.aggregation, aux=self.cfg.algorithm == "comdml", fetch=self._fetch, after=after)
 
-    def evaluate(self) -> float:
-        """Test accuracy of the averaged model(s): one model under allreduce (all equal), else the mean over --eval-agents."""
+    def evaluate(self, images: int | None = None) -> float:
+        """Test accuracy of the averaged model(s) on `images` test images (None: all): one model under allreduce (all equal), else the mean over --eval-agents."""
         be = self.backend
-        accs = self._fetch([be.evaluate(g, ks) for g, ks in self.setting.groups_of(self.cfg.eval_agent_ids()).items()])
+        if self.cfg.one_model and be.num_groups > 1:
+            # All agents hold the one averaged model: every group evaluates its first agent's copy on
+            # every G-th image, so the evaluation runs on all actors at once; the mean weighs by images.
+            n, G = min(images or self.test_size, self.test_size), be.num_groups
+            parts = self._fetch([be.evaluate(g, ids[:1], images, (g, G)) for g, ids in enumerate(self.setting.groups)])
+            return float(sum(acc * len(range(g, n, G)) for g, d in enumerate(parts) for acc in d.values()) / n)
+        accs = self._fetch([be.evaluate(g, ks, images) for g, ks in self.setting.groups_of(self.cfg.eval_agent_ids()).items()])
         return float(np.mean([a for d in accs for a in d.values()]))
 
     def record_metrics(self, agent_rows: list, accuracy: float | None) -> None:

@@ -1,6 +1,8 @@
 """Training steps in pure torch (no Ray): whole-model epochs, local-loss split training, evaluation.
 
 Owns
+- `LrSchedule`: the learning rate by round and progress within it (warm-up, then
+  constant or cosine), applied batch by batch by the three training loops below;
 - `minibatches`: the seeded shuffle every agent uses (one torch.Generator per agent);
 - `train_full`: an agent's ordinary local epoch(s) on its whole model;
 - `train_prefix`: the offloading agent's side of ComDML (docs/method.md §2.2):
@@ -18,6 +20,7 @@ Owns
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,6 +42,31 @@ class OptimConfig:
 
 def make_sgd(params, opt: OptimConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(list(params), lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+
+
+@dataclass(frozen=True)
+class LrSchedule:
+    """Learning rate at time t = round + progress in it: linear warm-up over `warmup_rounds`, then constant or cosine to 0 at `rounds`."""
+
+    base: float
+    warmup_rounds: float = 0.0
+    kind: str = "constant"  # or "cosine"
+    rounds: int = 1
+
+    def at(self, t: float) -> float:
+        warm = min(1.0, t / self.warmup_rounds) if self.warmup_rounds > 0 else 1.0
+        decay = 0.5 * (1.0 + math.cos(math.pi * min(t, self.rounds) / self.rounds)) if self.kind == "cosine" else 1.0
+        return self.base * warm * decay
+
+    def for_batches(self, r: int, n: int) -> list[float]:
+        """One rate per batch of a round of n batches (the first batch already a step into the warm-up)."""
+        return [self.at(r + (i + 1) / n) for i in range(n)]
+
+
+def set_lr(optim: torch.optim.Optimizer, lr: float | None) -> None:
+    if lr is not None:
+        for group in optim.param_groups:
+            group["lr"] = lr
 
 
 def minibatches(n: int, batch_size: int, epochs: int, gen: torch.Generator) -> list[torch.Tensor]:
@@ -76,12 +104,14 @@ def sgd_step(optim: torch.optim.Optimizer, loss: torch.Tensor, stats: TrainStats
     return value
 
 
-def train_full(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batches: list[torch.Tensor], optim: torch.optim.Optimizer) -> TrainStats:
-    """Ordinary local training of the whole model on the given index batches."""
+def train_full(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batches: list[torch.Tensor], optim: torch.optim.Optimizer,
+               lrs: list[float] | None = None) -> TrainStats:
+    """Ordinary local training of the whole model on the given index batches (lrs: one rate per batch, else the optimizer's)."""
     model.train()
     stats = TrainStats()
-    for idx in batches:
+    for i, idx in enumerate(batches):
         xb, yb = x[idx], y[idx]
+        set_lr(optim, lrs[i] if lrs else None)
         optim.zero_grad(set_to_none=True)
         sgd_step(optim, F.cross_entropy(model(xb), yb), stats, len(idx))
     return stats
@@ -97,6 +127,7 @@ def train_prefix(
     chunk_batches: int,
     stats: TrainStats,
     encoder: SmashedEncoder | None = None,
+    lrs: list[float] | None = None,
 ) -> Iterator[list[SmashedBatch]]:
     """Train prefix+aux on the local loss; yield chunks of `chunk_batches` encoded (z, y) batches.
 
@@ -110,8 +141,9 @@ def train_prefix(
     prefix.train()
     aux.train()
     chunk: list[SmashedBatch] = []
-    for idx in batches:
+    for i, idx in enumerate(batches):
         xb, yb = x[idx], y[idx]
+        set_lr(optim, lrs[i] if lrs else None)
         optim.zero_grad(set_to_none=True)
         z = prefix(xb)  # (B, C_m, H_m, W_m)
         sgd_step(optim, F.cross_entropy(aux(z), yb), stats, len(idx))
@@ -126,16 +158,19 @@ def train_prefix(
 class SuffixTrainer:
     """The helper's training of a partner's suffix: one optimizer for the whole round."""
 
-    def __init__(self, suffix: nn.Module, opt: OptimConfig, device: torch.device):
+    def __init__(self, suffix: nn.Module, opt: OptimConfig, device: torch.device, lrs: list[float] | None = None):
         self.suffix = suffix.train()
         self.optim = make_sgd(suffix.parameters(), opt)
         self.device = device
         self.stats = TrainStats()
+        self.lrs = lrs  # one rate per expected batch (the offloader's round); the last one repeats
 
     def step(self, z: np.ndarray, y: np.ndarray) -> float:
         """One SGD step on float32 activations z (B, C_m, H_m, W_m) and labels y (B,)."""
         zb = torch.from_numpy(z).to(self.device)
         yb = torch.from_numpy(y).to(self.device)
+        if self.lrs:
+            set_lr(self.optim, self.lrs[min(self.stats.batches, len(self.lrs) - 1)])
         self.optim.zero_grad(set_to_none=True)
         return sgd_step(self.optim, F.cross_entropy(self.suffix(zb), yb), self.stats, len(y))
 
@@ -179,8 +214,11 @@ def unflatten_into(model: nn.Module, vec: np.ndarray, keys: list[str] | None = N
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> tuple[float, float]:
-    """(accuracy in [0, 1], mean cross-entropy) of the model on (x, y)."""
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 64) -> tuple[float, float]:
+    """(accuracy in [0, 1], mean cross-entropy) of the model on (x, y).
+
+    Small batches: on a CPU, ResNet-56 evaluated 1,000 images 3x faster in batches of 50 than of 500 (cache).
+    """
     model.eval()
     correct, loss_sum = 0, 0.0
     for i in range(0, len(y), batch_size):

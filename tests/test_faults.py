@@ -31,7 +31,8 @@ from comdml_ray.results import DETERMINISTIC_COLUMNS
 from tests.conftest import quiet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = {"agents": 4, "agents_per_actor": 2, "train_samples": 1000, "progress": False, "num_gpus": 0}
+# eval_samples 0: every evaluation on the whole test set, so a 4-round run's last row compares with a 6-round reference's 4th.
+TINY = {"agents": 4, "agents_per_actor": 2, "train_samples": 1000, "progress": False, "num_gpus": 0, "eval_samples": 0}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -102,7 +103,7 @@ def _kill_tree(proc: subprocess.Popen) -> None:
 def test_resume_after_the_driver_is_killed_in_round_3(reference, tmp_path):
     out = tmp_path / "resumed"
     argv = [sys.executable, "benchmarks/run.py", "--agents", "4", "--agents-per-actor", "2", "--train-samples", "1000",
-            "--rounds", "6", "--num-cpus", "2", "--no-progress", "--out", str(out)]
+            "--rounds", "6", "--num-cpus", "2", "--eval-samples", "0", "--no-progress", "--out", str(out)]
     env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:

@@ -76,13 +76,13 @@ ASYNC_ALGORITHMS = ("adpsgd", "swift", "divshare")
 
 def drive(algorithm: str, ex: Backend, st: Setting, cfg: RunConfig, log=print,
           on_row: Callable[[list[dict], float | None], None] | None = None, guard=None, start=None,
-          after_row: AfterRow | None = None, rec: Recorder | None = None) -> tuple[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame], Any]:
+          after_row: AfterRow | None = None, rec: Recorder | None = None, test_size: int = 0) -> tuple[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame], Any]:
     """Run one baseline to the end; returns (rounds, agents, plans) frames and the loop (or clock) it used.
 
     `guard` (a run's `recovery.RunGuard`) receives every row as it is made; `start` (a
-    `recovery.StartPoint`) continues from a checkpoint; `after_row` runs at every row boundary.
+    `recovery.StartPoint`) continues from a checkpoint; `after_row` runs at every row boundary; test_size: images of the whole test set (rounds.csv's eval_images at the last evaluation).
     """
-    rec = rec or Recorder(ex, st.n, cfg.rounds, log, cfg.progress, on_row, algorithm, guard, start)
+    rec = rec or Recorder(ex, st.n, cfg.rounds, log, cfg.progress, on_row, algorithm, guard, start, test_size)
     if algorithm == "dpsgd":
         loop: Any = run_dpsgd(ex, st, cfg, rec, after_row)
     elif algorithm in LOOPS:
@@ -109,7 +109,7 @@ def run_event_driven(run, cfg: RunConfig, log=print, guard=None) -> tuple[pd.Dat
         log(f"divshare: --fanout {cfg.fanout} is more than the {cfg.agents - 1} other agents; each fragment goes to all of them.")
     start = guard.start if guard is not None else None
     while True:
-        rec = Recorder(run.backend, st.n, cfg.rounds, log, cfg.progress, run.record_metrics, cfg.algorithm, guard, start)
+        rec = Recorder(run.backend, st.n, cfg.rounds, log, cfg.progress, run.record_metrics, cfg.algorithm, guard, start, run.test_size)
 
         def after_row(row: int, t: float, state, rec=rec) -> None:
             guard.round = row + 1

@@ -45,7 +45,7 @@ def run_dpsgd(ex: Backend, st: Setting, cfg: RunConfig, rec: Recorder, after_row
                    bytes_sent=np.array([len(st.nbrs[k]) * st.model_bytes for k in range(n)], dtype=float))
         last = cfg.is_last(r, t0)
         if cfg.evaluates(r, t0):
-            p.eval_handles = evaluate_now(ex, st)
+            evaluate_now(ex, st, p, cfg.eval_images(last=last))
         rec.close(p)
         if last:
             break

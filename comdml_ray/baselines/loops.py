@@ -131,7 +131,7 @@ class AsyncLoop:
         row = p.index
         self.done = self.cfg.is_last(row, t)
         if self.cfg.evaluates(row, t):
-            p.eval_handles = evaluate_now(self.ex, self.st)
+            evaluate_now(self.ex, self.st, p, self.cfg.eval_images(last=self.done))
         self.period = self._new_period(row + 1)
         rec.close(p)
         if not self.done and self.after_row is not None:

@@ -38,6 +38,7 @@ class Period:
     virtual_time_s: float = 0.0
     reports: list[Any] = field(default_factory=list)  # handles of StepReport (or of a PhaseReport for dpsgd)
     eval_handles: list[Any] = field(default_factory=list)
+    eval_images: int | None = 0  # test images of its evaluation: 0 none, None the whole test set (`RunConfig.eval_images`)
     steps: np.ndarray | None = None  # (N,) steps finished in this period
     last_finish: np.ndarray | None = None  # (N,) absolute virtual time of each agent's last finish so far
     bytes_sent: np.ndarray | None = None  # (N,) bytes delivered from each agent in this period
@@ -47,8 +48,9 @@ class Recorder:
     """Turns periods into rows, fetching each one row late so the actors never idle on the driver."""
 
     def __init__(self, ex: Backend, n: int, rounds: int, log, progress: bool, on_row: Callable[[list[AgentRow], float | None], None] | None, label: str,
-                 guard=None, start=None):
+                 guard=None, start=None, test_size: int = 0):
         self.ex = ex
+        self.test_size = test_size
         self.n = n
         self.guard = guard  # recovery.RunGuard: where rows go as they happen (None in tests)
         self.pending: list[Period] = []
@@ -104,7 +106,8 @@ class Recorder:
         acc = float(np.mean(list(per_agent.values()))) if per_agent else math.nan
         row = RoundRow(p.index, float(loss_sum.sum() / max(batches.sum(), 1)), int(p.bytes_sent.sum()),
                        p.virtual_time_s - self.last_virtual, wall - self.last_wall, p.virtual_time_s, wall, acc, steps=int(p.steps.sum()),
-                       driver_calls=getattr(self.ex, "calls", 0) - self.last_calls, driver_bytes=received)
+                       driver_calls=getattr(self.ex, "calls", 0) - self.last_calls, driver_bytes=received,
+                       eval_images=self.test_size if p.eval_images is None else p.eval_images)  # eval_wall_s: overlaps the steps, not timed
         self.last_calls = getattr(self.ex, "calls", 0)
         now_cpu = time.process_time()
         row.driver_cpu_s, self.last_cpu = now_cpu - self.last_cpu, now_cpu
@@ -129,6 +132,7 @@ class Recorder:
         return frame(self.rows), frame(self.agent_rows), pd.DataFrame()
 
 
-def evaluate_now(ex: Backend, st: Setting) -> list[Any]:
-    """Submit the evaluation of the eval agents' current models (handles of {agent: accuracy})."""
-    return [ex.evaluate(g, ks) for g, ks in st.groups_of(st.eval_ids).items()]
+def evaluate_now(ex: Backend, st: Setting, p: Period, images: int | None) -> None:
+    """Submit the evaluation of the eval agents' current models on `images` test images (None: all) into p's handles."""
+    p.eval_images = images
+    p.eval_handles = [ex.evaluate(g, ks, images) for g, ks in st.groups_of(st.eval_ids).items()]
