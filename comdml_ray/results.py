@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 ROUND_COLUMNS = [
-    "round", "virtual_time_s", "wall_time_s", "train_loss", "test_accuracy", "bytes_sent",
+    "round", "virtual_time_s", "wall_time_s", "train_loss", "test_accuracy", "consensus_accuracy", "bytes_sent",
     "round_virtual_s", "round_wall_s", "bytes_offloaded", "pairs", "driver_calls", "driver_bytes", "driver_cpu_s",
 ]
 
@@ -43,7 +43,7 @@ def time_to_target(rounds: pd.DataFrame, target: float | None) -> float | None:
 def write_outputs(out_dir: str, rounds: pd.DataFrame, agents: pd.DataFrame | None, plan: pd.DataFrame | None, summary: dict, title: str) -> None:
     """Write the run's files; agents/plan None: already written round by round (the synchronous reducer)."""
     os.makedirs(out_dir, exist_ok=True)
-    rounds[ROUND_COLUMNS].to_csv(os.path.join(out_dir, "rounds.csv"), index=False)
+    rounds.reindex(columns=ROUND_COLUMNS).to_csv(os.path.join(out_dir, "rounds.csv"), index=False)
     if agents is not None:
         agents.to_csv(os.path.join(out_dir, "agents.csv"), index=False)
     if plan is not None and not plan.empty:

@@ -191,6 +191,8 @@ class Run:
         row.virtual_time_s = virtual_before + row.round_virtual_s
         if self.cfg.evaluates(r, row.virtual_time_s):
             row.test_accuracy = self.evaluate()
+            if self.cfg.one_model:
+                row.consensus_accuracy = row.test_accuracy
             be.record_metrics(0, [], row.test_accuracy)
         row.round_wall_s = time.perf_counter() - t0
         row.driver_calls, row.driver_bytes = be.calls - calls0, self.received
@@ -207,9 +209,9 @@ class Run:
         return average(self.backend, self.setting, self.cfg.aggregation, aux=self.cfg.algorithm == "comdml", fetch=self._fetch)
 
     def evaluate(self) -> float:
-        """Test accuracy of the averaged model(s): one model under allreduce (all equal), else the mean over --eval-agents."""
+        """Mean test accuracy of the --eval-agents sample's models (under exact all-reduce they are one model, evaluated once)."""
         be = self.backend
-        accs = self._fetch([be.evaluate(g, ks) for g, ks in self.setting.groups_of(self.cfg.eval_agent_ids()).items()])
+        accs = self._fetch([be.evaluate(g, ks) for g, ks in self.setting.groups_of(self.cfg.scored_agent_ids()).items()])
         return float(np.mean([a for d in accs for a in d.values()]))
 
     def record_metrics(self, agent_rows: list, accuracy: float | None) -> None:

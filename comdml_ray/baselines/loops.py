@@ -45,6 +45,7 @@ class AsyncLoop:
         self.steps = np.zeros(n, dtype=int)  # steps finished per agent
         self.busy = np.zeros(n, dtype=bool)  # mid-step now
         self.completed = 0
+        self.epochs_done = 0.0  # finished work in rounds' worth of each agent's shard (a row is n of them)
         self.finish_log: list[tuple[float, int, int]] = []
         self.event_times: list[float] = []
         self.last_finish = np.zeros(n)
@@ -57,7 +58,7 @@ class AsyncLoop:
     def begin(self, k: int, t: float) -> None:
         """Agent k starts a step at t; its speed is that of the epochs-equivalent the run is in."""
         self.busy[k] = True
-        self.clock.push(t + self.st.step_seconds(k, self.completed // self.st.n), StepDone(k, int(self.steps[k])))
+        self.clock.push(t + self.st.step_seconds(k, int(self.epochs_done / self.st.n + 1e-9)), StepDone(k, int(self.steps[k])))
 
     def run(self, rec: Recorder) -> None:
         n = self.st.n
@@ -72,11 +73,12 @@ class AsyncLoop:
                 self.busy[k] = False
                 self.steps[k] += 1
                 self.completed += 1
+                self.epochs_done += self.st.step_share(k)
                 self.last_finish[k] = t
                 self.period.steps[k] += 1
                 self.finish_log.append((t, k, ev.step))
                 self.on_step_done(k, ev.step, t)
-                if self.completed % n == 0:
+                if self.epochs_done >= n * (self.period.index + 1) - 1e-9:
                     self._close_period(t, rec)
             elif isinstance(ev, Delivered):
                 if not ev.transfer.cancelled:
