@@ -21,6 +21,8 @@ import sys
 
 import pandas as pd
 
+from comdml_ray.yardstick import plot_bands
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 # 20 agents, paper heterogeneity, 600 training images per agent (the main job's share: 60,000 / 100).
@@ -32,7 +34,7 @@ TABLES: dict[str, tuple[str, list[str]]] = {
     "methods": ("compare", BASE + SEEDS + ["--setting", "both", "--algorithms", "all"]),
     "scheduler-iid": ("compare", BASE + SEEDS + ["--partition", "iid", "--algorithms", "local,comdml-greedy,comdml-exact"]),
     "scheduler-dirichlet": ("compare", BASE + SEEDS + ["--partition", "dirichlet", "--algorithms", "local,comdml-greedy,comdml-exact"]),
-    "sensitivity": ("sensitivity", ["--agents", "20", "--train-samples", "12000", "--rounds", "15", "--rounds-factor", "1", "--no-progress"]),
+    "sensitivity": ("sensitivity", ["--agents", "20", "--train-samples", "12000", "--rounds", "10", "--rounds-factor", "1", "--target", "75", "--no-progress"]),
 }
 MARK = "<!-- table: {} -->"
 END = "<!-- /table -->"
@@ -62,11 +64,25 @@ def collect(name: str, dirs: list[str]) -> str:
     frames = [pd.read_csv(os.path.join(d, "runs.csv")) for d in dirs]
     runs = pd.concat(frames, ignore_index=True)
     runs.to_csv(csv_path(name), index=False)
-    for d in dirs[:1]:
-        for f in sorted(os.listdir(d)):
-            if f.endswith(".png"):
-                shutil.copy(os.path.join(d, f), os.path.join(RESULTS, f"{name}-{f}"))
+    if TABLES[name][0] == "sensitivity":
+        shutil.copy(os.path.join(dirs[0], "sensitivity.png"), os.path.join(RESULTS, f"{name}.png"))
+    else:
+        bands = _curves(dirs, set(runs["setting"]), set(runs["method"]))
+        levels = runs.groupby(["setting", "target"])["target_accuracy"].mean()
+        for setting, curves in bands.items():
+            plot_bands(curves, os.path.join(RESULTS, f"{name}-{setting}.png"), levels[setting].to_dict())
     return csv_path(name)
+
+
+def _curves(dirs: list[str], settings: set[str], methods: set[str]) -> dict[str, dict[str, list[pd.DataFrame]]]:
+    """Every run's rounds.csv under the output folders (DIR/[seedS/]SETTING/METHOD/), by setting and method."""
+    out: dict[str, dict[str, list[pd.DataFrame]]] = {}
+    for d in dirs:
+        for root, _, files in sorted(os.walk(d)):
+            setting, method = os.path.basename(os.path.dirname(root)), os.path.basename(root)
+            if "rounds.csv" in files and setting in settings and method in methods:
+                out.setdefault(setting, {}).setdefault(method, []).append(pd.read_csv(os.path.join(root, "rounds.csv")))
+    return out
 
 
 def _pm(values: pd.Series, scale: float = 100.0, digits: int = 1, unit: str = "") -> str:
@@ -82,17 +98,24 @@ def render_compare(runs: pd.DataFrame) -> str:
     """One row per (setting, method): time to each target, local-best ratio, final accuracy, accuracy at the common time."""
     targets = list(dict.fromkeys(runs["target"]))
     best = next((t for t in targets if t.startswith("local-best")), targets[-1])
-    head = ["setting", "method"] + [f"time to {_label(t, runs)} (s)" for t in targets] + [f"x local ({best})", "final acc %", "acc at common time %"]
+    head = ["setting", "method"] + [f"time to {_label(t, runs)} (s)" for t in targets] + [f"x local ({best})", "final acc %", "run ends at (s)", "acc at common time %"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for (setting, method), g in runs.groupby(["setting", "method"], sort=False):
         by_t = {t: g[g["target"] == t] for t in targets}
         one = by_t[targets[0]]
         cells = [setting, method] + [_pm(by_t[t]["time_to_target_s"], 1, 1 if by_t[t]["time_to_target_s"].max() < 100 else 0) for t in targets]
-        cells += [_pm(by_t[best]["ratio_vs_local"], 1, 2), _pm(one["final_accuracy"]), _pm(one["accuracy_at_common_time"])]
+        cells += [_pm(by_t[best]["ratio_vs_local"], 1, 2), _pm(one["final_accuracy"]), _pm(one["virtual_time_s"], 1, 0),
+                  _pm(one["accuracy_at_common_time"])]
         lines.append("| " + " | ".join(cells) + " |")
     seeds = sorted(runs["seed"].unique())
     lines.append("")
     lines.append(f"Seeds {', '.join(map(str, seeds))}; mean ± std over the seeds that reached the target (count shown when not all did).")
+    local = runs[runs["method"] == "local"].drop_duplicates(["setting", "seed"])
+    if len(local):
+        plateau = ", ".join(f"{int(r.local_plateau_round)}" for r in local.itertuples())
+        long = "met" if local["local_long_enough"].all() else "not met"
+        lines.append(f"Local came within 0.5 pp of its best at round {plateau} of {int(local['local_rounds'].iloc[0])} "
+                     f"(per seed); the long-run rule (at least 3x that) is {long}.")
     return "\n".join(lines)
 
 
