@@ -15,9 +15,9 @@ TINY = ["--agents", "4", "--rounds", "2", "--train-samples", "600", "--lr", "0.0
 
 def test_compare_runs_every_method_on_local_s_clock_and_writes_runs_summary_and_bands(tmp_path, capsys):
     out = tmp_path / "cmp"
-    rc = main(TINY + ["--algorithms", "comdml-gossip,comdml,local", "--setting", "both", "--rounds-factor", "3",
-                      "--targets", "20,local-best-0.5", "--out", str(out)])
-    assert rc == 0
+    args = TINY + ["--algorithms", "comdml-gossip,comdml,local", "--setting", "both", "--rounds-factor", "3",
+                   "--targets", "20,local-best-0.5", "--out", str(out)]
+    assert main(args) == 0
     runs = pd.read_csv(out / "runs.csv")
     # local runs first (local-best targets come from it), whatever order was asked for.
     assert runs["method"].drop_duplicates().tolist() == ["local", "comdml-gossip", "comdml"]
@@ -47,6 +47,10 @@ def test_compare_runs_every_method_on_local_s_clock_and_writes_runs_summary_and_
     assert (summary["seeds"] == 1).all() and len(summary) == 2 * 3 * 2
     printed = capsys.readouterr().out
     assert "time to target" in printed and "runs.csv" in printed
+    # --resume reuses every run whose summary.json has the same configuration, and scores them the same.
+    assert main(args + ["--resume"]) == 0
+    assert capsys.readouterr().out.count("reused: ") == 6
+    assert pd.read_csv(out / "runs.csv").equals(runs)
 
 
 def test_compare_refuses_an_unknown_method_or_a_repeated_seed_in_one_sentence(tmp_path, capsys):
