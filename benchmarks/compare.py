@@ -40,7 +40,7 @@ SETTINGS = {
     "compute": dict(heterogeneity="paper", slow_link_share=0.0),
     "links": dict(heterogeneity="uniform", slow_link_share=0.5),
 }
-OWN_FLAGS = ("no_progress", "algorithms", "setting", "rounds_factor", "seeds", "targets", "resume")
+OWN_FLAGS = ("no_progress", "algorithms", "setting", "rounds_factor", "seeds", "targets", "reuse_runs")
 
 
 def parse(argv: list[str] | None) -> tuple[RunConfig, dict]:
@@ -54,7 +54,7 @@ def parse(argv: list[str] | None) -> tuple[RunConfig, dict]:
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="run every method once per seed (default: --seed alone)")
     p.add_argument("--targets", default="75,80,local-best-0.5",
                    help="accuracies to time: percent (75), fraction (0.8) or local-best-D (local's best over its run minus D points, per seed)")
-    p.add_argument("--resume", action="store_true",
+    p.add_argument("--reuse-runs", action="store_true",
                    help="reuse a run already in --out whose summary.json has exactly this run's configuration (an interrupted or extended comparison)")
     a = p.parse_args(argv)
     methods = parse_methods(a.algorithms)
@@ -74,7 +74,7 @@ def parse(argv: list[str] | None) -> tuple[RunConfig, dict]:
     seeds = a.seeds if a.seeds is not None else [cfg.seed]
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds repeats a seed ({' '.join(map(str, seeds))}); give each seed once.")
-    return cfg, dict(methods=methods, settings=settings, seeds=seeds, targets=targets, rounds_factor=a.rounds_factor, resume=a.resume)
+    return cfg, dict(methods=methods, settings=settings, seeds=seeds, targets=targets, rounds_factor=a.rounds_factor, reuse=a.reuse_runs)
 
 
 def finished_run(run_cfg: RunConfig) -> dict | None:
@@ -93,7 +93,7 @@ def finished_run(run_cfg: RunConfig) -> dict | None:
     return saved if saved.get("config") == wanted else None
 
 
-def run_one_setting(cfg: RunConfig, methods: list[str], out: str, rounds_factor: float, log, resume: bool = False) -> tuple[dict, dict]:
+def run_one_setting(cfg: RunConfig, methods: list[str], out: str, rounds_factor: float, log, reuse: bool = False) -> tuple[dict, dict]:
     """Every method of one seed and setting; returns their rounds.csv curves and summaries."""
     from comdml_ray.experiment import run_experiment
 
@@ -107,7 +107,7 @@ def run_one_setting(cfg: RunConfig, methods: list[str], out: str, rounds_factor:
             run_cfg = run_cfg.replace(rounds=int(cfg.rounds * rounds_factor), time_budget_s=summaries["local"]["virtual_time_s"])
         run_cfg.validate()
         log(f"\n=== seed {cfg.seed}, {os.path.basename(out)}: {method} ===")
-        done = finished_run(run_cfg) if resume else None
+        done = finished_run(run_cfg) if reuse else None
         if done is not None:
             log(f"reused: {run_cfg.out} (summary.json has this configuration)")
         summaries[method] = done or run_experiment(run_cfg, log=log, keep_ray=True)
@@ -116,7 +116,7 @@ def run_one_setting(cfg: RunConfig, methods: list[str], out: str, rounds_factor:
 
 
 def compare(cfg: RunConfig, methods: list[str], settings: list[str], out: str, rounds_factor: float = 4.0,
-            seeds: list[int] | None = None, targets: list[str] | None = None, log=print, resume: bool = False) -> pd.DataFrame:
+            seeds: list[int] | None = None, targets: list[str] | None = None, log=print, reuse: bool = False) -> pd.DataFrame:
     """Run everything, write runs.csv, summary.csv and the band plots; returns the summary."""
     import ray
 
@@ -129,7 +129,7 @@ def compare(cfg: RunConfig, methods: list[str], settings: list[str], out: str, r
         for seed in seeds:
             for setting in settings:
                 where = os.path.join(out, f"seed{seed}", setting) if len(seeds) > 1 else os.path.join(out, setting)
-                curves, summaries = run_one_setting(cfg.replace(seed=seed, **SETTINGS[setting]), methods, where, rounds_factor, log, resume)
+                curves, summaries = run_one_setting(cfg.replace(seed=seed, **SETTINGS[setting]), methods, where, rounds_factor, log, reuse)
                 rows += score_runs(seed, setting, curves, summaries, targets)
                 for m, c in curves.items():
                     bands[setting][m].append(c)
@@ -176,10 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     def job() -> None:
         cfg, opts = parse(argv)
         cfg.replace(algorithm=METHODS[opts["methods"][0]][0]).validate()
-        from comdml_ray.experiment import check_writable
+        from comdml_ray.storage import OutDir
 
-        check_writable(cfg.out)
-        compare(cfg, opts["methods"], opts["settings"], cfg.out, opts["rounds_factor"], opts["seeds"], opts["targets"], resume=opts["resume"])
+        OutDir(cfg.out).check_writable()
+        compare(cfg, opts["methods"], opts["settings"], cfg.out, opts["rounds_factor"], opts["seeds"], opts["targets"], reuse=opts["reuse"])
 
     return exit_code_of(job)
 

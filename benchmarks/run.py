@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Virtual time is the simulated training time under the heterogeneity profile; wall time is real.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    for add in (_what_to_train, _averaging, _heterogeneity, _comdml, _baselines, _evaluation, _placement):
+    for add in (_what_to_train, _averaging, _heterogeneity, _comdml, _baselines, _evaluation, _faults, _placement):
         add(p, d)
     return p
 
@@ -116,6 +116,10 @@ def _evaluation(p: argparse.ArgumentParser, d: RunConfig) -> None:
     g.add_argument("--no-progress", action="store_true", help="print one line per round instead of a progress bar")
 
 
+def _faults(p: argparse.ArgumentParser, d: RunConfig) -> None:
+    _fault_flags(p.add_argument_group("checkpoints and faults"), d)
+
+
 def _placement(p: argparse.ArgumentParser, d: RunConfig) -> None:
     g = p.add_argument_group("Ray placement")
     g.add_argument("--address", default=d.address, help="Ray cluster to join ('auto' inside a cluster); default: the cluster running a `ray job submit` job (RAY_ADDRESS), else a new local one")
@@ -126,6 +130,12 @@ def _placement(p: argparse.ArgumentParser, d: RunConfig) -> None:
     g.add_argument("--num-cpus", type=int, default=d.num_cpus, help="CPUs of the local Ray (default: all of this machine)")
     g.add_argument("--num-gpus", type=float, default=d.num_gpus, help="GPUs of the local Ray (logical GPUs let a CPU machine test GPU placement)")
     g.add_argument("--scale-timeout", dest="scale_timeout_s", type=float, default=d.scale_timeout_s, help="on an autoscaling cluster, seconds to wait for the nodes the run asks for (then it goes on with what joined)")
+
+
+def _fault_flags(g, d: RunConfig) -> None:
+    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="rounds between checkpoints (default: 1 up to 100 agents, else 5; 0 = none)")
+    g.add_argument("--resume", default=d.resume, help="continue the run in this output folder (or URI) from its last checkpoint, with its saved settings")
+    g.add_argument("--kill-actor", default=d.kill_actor, help="fault injection: ROUND:ACTOR[,...] (both from 0, ROUND as in rounds.csv); that actor kills its own process at the start of that round, once")
 
 
 def config_from_args(argv: list[str] | None = None) -> RunConfig:

@@ -130,10 +130,10 @@ def sweep(cfg: RunConfig, gflops: list[float], profiles: list[str], rounds_facto
 
 def main(argv: list[str] | None = None) -> int:
     def job() -> None:
-        from comdml_ray.experiment import check_writable
+        from comdml_ray.storage import OutDir
 
         cfg, gflops, profiles, factor, target = parse(argv)
-        check_writable(cfg.out)
+        OutDir(cfg.out).check_writable()
         sweep(cfg, gflops, profiles, factor, target)
 
     return exit_code_of(job)

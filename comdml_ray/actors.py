@@ -18,7 +18,9 @@ All agent logic lives in `comdml_ray.agent` and its mixins; this module only ada
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -95,7 +97,11 @@ class AgentMetrics:
 
 
 class AgentFailure(RuntimeError):
-    """An actor died; the message names the agents it hosted."""
+    """An actor died; the message names the agents it hosted, `group` the actor (None when Ray did not say)."""
+
+    def __init__(self, message: str, group: int | None = None):
+        super().__init__(message)
+        self.group = group
 
 
 class AgentHost(AgentGroup):
@@ -132,7 +138,14 @@ class AgentHost(AgentGroup):
         return self.describe()
 
     def join_collective(self, name: str, world_size: int) -> None:
-        """Join the run's collective group as rank = group id (every actor calls this at once)."""
+        """Join the run's collective group as rank = group id (every actor calls this at once).
+
+        After a lost actor every actor joins a new group: the old one (and, under GLOO,
+        torch.distributed's process-wide default group, which still counts the dead
+        process as a member) is destroyed first, so the new group rendezvouses afresh.
+        """
+        if self.collective is not None and self.collective[1] > 1:
+            self._leave_collective()
         if world_size > 1:
             from ray.util import collective
 
@@ -140,8 +153,29 @@ class AgentHost(AgentGroup):
             collective.init_collective_group(world_size, self.group_id, backend=backend, group_name=name)
         self.collective = (name, world_size)
 
-    def allreduce(self, model: bool, aux: bool) -> None:
-        """This actor's part of the round's collective (see `averaging`): G ring hops then a gather, and/or the aux sums."""
+    def _leave_collective(self) -> None:
+        from ray.util import collective
+
+        with contextlib.suppress(Exception):  # a group broken by a dead member may fail to tear down; it is dropped anyway
+            collective.destroy_collective_group(self.collective[0])
+        if not self.device_name.startswith("cuda"):
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+        self.collective = None
+
+    def crash(self) -> None:
+        """Fault injection (--kill-actor): this actor's process kills itself, as a lost node would."""
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def allreduce(self, model: bool, aux: bool, *after) -> None:
+        """This actor's part of the round's collective (see `averaging`): G ring hops then a gather, and/or the aux sums.
+
+        `after` (unused values) holds refs Ray must resolve first: if an actor died in the
+        round, they fail and this call never starts, instead of waiting in the collective
+        for a member that is gone.
+        """
 
         name, world = self.collective
         g = self.group_id
@@ -231,25 +265,25 @@ class RayBackend(Backend):
         try:
             return ray.get(list(handles))
         except RayActorError as e:
-            raise AgentFailure(self._who_died(e)) from None
+            raise AgentFailure(*self._who_died(e)) from None
         except RayTaskError as e:
             if isinstance(e.cause, (ConfigError, DatasetError)):
                 raise e.cause from None
             raise
 
-    def _who_died(self, err: RayActorError) -> str:
-        """Which actor died, from Ray's own error (its actor id), with its node and the command that shows its log."""
+    def _who_died(self, err: RayActorError) -> tuple[str, int | None]:
+        """(message, group) of the actor named in Ray's own error (its actor id), with its node and the command that shows its log."""
         by_id = {h._actor_id.hex(): g for g, h in enumerate(self.hosts)}
         g = by_id.get(getattr(err, "actor_id", None) or "")
         if g is None:
-            return f"an agent actor died ({type(err).__name__}); see `ray list actors --filter state=DEAD` and its log, and rerun."
+            return f"an agent actor died ({type(err).__name__}); see `ray list actors --filter state=DEAD` and its log, and rerun.", None
         ids = self.groups[g]
         who = f"agent {ids[0]}" if len(ids) == 1 else f"agents {ids[0]}-{ids[-1]}"
-        return failure_message(who, self.hosts[g], err)
+        return failure_message(who, self.hosts[g], err), g
 
-    def average(self, model: bool, aux: bool) -> list:
+    def average(self, model: bool, aux: bool, after: list | tuple = ()) -> list:
         self.calls += self.num_groups
-        return [h.allreduce.remote(model, aux) for h in self.hosts]
+        return [h.allreduce.remote(model, aux, *after) for h in self.hosts]
 
     def record_metrics(self, g: int, rows: list[dict], accuracy: float | None) -> None:
         self.calls += 1

@@ -7,8 +7,8 @@ Owns
   default; several with `--agents-per-actor`): set-up, the split profile, evaluation,
   and, through its mixins, every step a round calls:
   `comdml_steps.ComdmlSteps` (plan, train phases), `averaging.Averaging` (the local
-  half of the all-reduce, aux heads, gossip) and `async_steps.AsyncSteps` (the
-  event-driven baselines).  `backend.Backend` is the one typed way in to these methods;
+  half of the all-reduce, aux heads, gossip), `async_steps.AsyncSteps` (the
+  event-driven baselines) and `checkpoint.Checkpointing` (save and restore).  `backend.Backend` is the one typed way in to these methods;
 - `agent_shards`: every agent's training indices.
 The group receives the dataset (uint8 arrays, mapped zero-copy from the object store
 in an actor) and copies only its agents' shards.
@@ -24,6 +24,7 @@ import torch
 
 from comdml_ray.async_steps import AsyncSteps
 from comdml_ray.averaging import Averaging
+from comdml_ray.checkpoint import Checkpointing
 from comdml_ray.comdml_steps import ComdmlSteps
 from comdml_ray.config import RunConfig
 from comdml_ray.costmodel import SplitProfile, profile_flops, profile_measure
@@ -111,7 +112,7 @@ class Agent:
         return build_model(self.cfg.model, *self.data_meta).to(self.device)
 
 
-class AgentGroup(ComdmlSteps, Averaging, AsyncSteps):
+class AgentGroup(ComdmlSteps, Averaging, AsyncSteps, Checkpointing):
     """The agents hosted by one process (a Ray actor), run in turn."""
 
     def __init__(self, group_id: int, agent_ids: Sequence[int], cfg: RunConfig, data: DatasetArrays, store: Store, device: str = "cpu"):

@@ -21,11 +21,13 @@ import numpy as np
 
 from comdml_ray.agent import AgentGroup, AgentInfo
 from comdml_ray.async_steps import FragmentSpec, StepReport
+from comdml_ray.checkpoint import SavedPart
 from comdml_ray.messages import AgentState, OffloadOut, PhaseReport
 from comdml_ray.config import RunConfig
 from comdml_ray.costmodel import SplitProfile
 from comdml_ray.data import DatasetArrays, load_dataset
 from comdml_ray.setting import Setting
+from comdml_ray.storage import OutDir
 from comdml_ray.store import LocalStore, Shipped
 
 T = TypeVar("T")
@@ -48,8 +50,11 @@ class Backend:
     def fetch(self, handles: list[Handle[T]]) -> list[T]:
         raise NotImplementedError
 
-    def average(self, model: bool, aux: bool) -> list[Handle[None]]:
-        """The round's collective over every group: the model's ring-order sum and/or the aux heads' sums (`averaging`)."""
+    def average(self, model: bool, aux: bool, after: list[Handle] | tuple = ()) -> list[Handle[None]]:
+        """The round's collective over every group: the model's ring-order sum and/or the aux heads' sums (`averaging`).
+
+        `after`: handles that must be ready first (a failed one cancels the collective, see `actors.AgentHost.allreduce`).
+        """
         raise NotImplementedError
 
     def record_metrics(self, g: int, rows: list[dict], accuracy: float | None) -> None:
@@ -102,6 +107,13 @@ class Backend:
     def flat_model(self, g: int, k: int) -> Handle[np.ndarray]:
         return self._call(g, AgentGroup.flat_model, k)
 
+    # ------------------------------------------------------------------ checkpoints
+    def save_state(self, g: int, folder: OutDir, shared: bool) -> Handle[SavedPart]:
+        return self._call(g, AgentGroup.save_state, folder, shared)
+
+    def load_state(self, g: int, folder: OutDir, files: list[str], shared: bool) -> Handle[None]:
+        return self._call(g, AgentGroup.load_state, folder, files, shared)
+
     # ------------------------------------------------------------------ event-driven baselines
     def adpsgd_finish(self, g: int, k: int) -> Handle[StepReport]:
         return self._call(g, AgentGroup.adpsgd_finish, k)
@@ -151,13 +163,13 @@ class LocalBackend(Backend):
             grp.set_setting(setting, self.split_profile)
 
     def _call(self, g: int, fn: Callable, *args: Any, returns: int | None = None) -> Any:
-        out = fn(self.groups[g], *args)
+        out = getattr(self.groups[g], fn.__name__)(*args)  # bound: also right for static methods (concat_states)
         return out if returns is None else [out] if returns == 1 else list(out)
 
     def fetch(self, handles: list[Any]) -> list[Any]:
         return list(handles)
 
-    def average(self, model: bool, aux: bool) -> list[None]:
+    def average(self, model: bool, aux: bool, after: list | tuple = ()) -> list[None]:
         """The same arithmetic as the collective: each group's chunks start at home, visit every other group, end at home."""
         grps, n = self.groups, self.num_groups
         if model:

@@ -7,6 +7,10 @@ round's virtual time to the clock and its wall time to the stopwatch; finally wr
 the output folder (`results.py`; with a `--smashed-*` option also `privacy.csv`,
 `leakage.py`) and return the summary.  Asynchronous baselines
 (`adpsgd`, `swift`, `divshare`, `dpsgd`) go to `comdml_ray.baselines`.
+Rows are written as they happen and checkpoints taken through `recovery.RunGuard`,
+which also brings a lost actor back and redoes its round; `--resume OUT` continues a
+stopped run from its last checkpoint.  On an abort (an actor that keeps dying,
+Ctrl-C) summary.json and accuracy.png of the rounds so far are written too.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import tempfile
 import time
 from datetime import datetime
 
@@ -21,10 +26,12 @@ import pandas as pd
 import ray
 
 from comdml_ray.cluster import release_capacity_request, start_ray
-from comdml_ray.config import SYNC_ALGORITHMS, ConfigError, RunConfig
+from comdml_ray.config import SYNC_ALGORITHMS, RunConfig
 from comdml_ray.leakage import report_privacy
-from comdml_ray.results import format_summary, frame, time_to_target, write_outputs
-from comdml_ray.runtime import MemoryWatch, Run
+from comdml_ray.recovery import RunGuard, StartPoint, resumed_config
+from comdml_ray.results import format_summary, read_rounds, time_to_target, write_summary
+from comdml_ray.runtime import AgentFailure, MemoryWatch, Run
+from comdml_ray.storage import OutDir
 
 
 def default_out_dir() -> str:
@@ -49,43 +56,79 @@ def _evaluated_models(cfg: RunConfig) -> str:
 
 
 def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False, privacy_splits: list[int] | None = None) -> dict:
-    """Run cfg to the end; returns the summary dict (also written to summary.json).
+    """Run cfg to the end (with --resume: from its last checkpoint); returns the summary dict (also written to summary.json).
 
     privacy_splits: measure the final model's leakage at these splits into privacy.csv
     (default: only a ComDML run with a --smashed-* option set, at the splits it used).
     """
     cfg.validate()
-    out = check_writable(cfg.out or default_out_dir())
+    resume = None
+    if cfg.resume:
+        cfg, resume = resumed_config(cfg)
+        log(f"resuming {cfg.out} at round {resume.at.next_round}")
+    out = OutDir(cfg.out or default_out_dir()).check_writable()
     watch = MemoryWatch()
     t_start = time.perf_counter()
     start_ray(cfg, log)
-    run = None
+    run = guard = None
     try:
-        run = Run(cfg, log=log, out_dir=out)
-        run.split_profile.to_csv(os.path.join(out, "profile.csv"))
+        run = Run(cfg, log=log, out_dir=out, split_profile=resume.profile if resume else None,
+                  keep_before=resume.at.next_round if resume else None)
+        _write_profile(run, out)
         log(run.split_profile.format())
         startup = time.perf_counter() - t_start
         log(f"start-up: {startup:.1f} s ({len(run.hosts)} actors, {cfg.agents} agents)")
+        guard = RunGuard(run, cfg, out, log, resume)
         if cfg.algorithm in SYNC_ALGORITHMS and cfg.algorithm != "dpsgd":
-            rounds, agents, plans = _sync_loop(run, cfg, log), None, None  # the reducer wrote agents.csv, plan.csv
+            _sync_loop(run, cfg, log, guard)  # rounds.csv by the guard, agents.csv and plan.csv by the reducer
         else:
             from comdml_ray.baselines import run_event_driven
 
-            rounds, agents, plans = run_event_driven(run, cfg, log)
-        summary = _summary(cfg, run, rounds, out, startup, watch.stop(), time.perf_counter() - t_start)
-        write_outputs(out, rounds, agents, plans, summary, cfg.algorithm)
+            run_event_driven(run, cfg, log, guard)
+        summary = _finish(cfg, run, guard, out, startup, watch, t_start)
         log(format_summary(summary))
-        be = run.backend
-        report_privacy(cfg, _plans_on_disk(out) if plans is None else plans, lambda: be.fetch([be.flat_model(run.owner[0], 0)])[0],
-                       out, privacy_splits, log)
+        if out.is_local:  # the leakage probe writes privacy.csv next to the run's files
+            be = run.backend
+            report_privacy(cfg, _plans_on_disk(out.uri), lambda: be.fetch([be.flat_model(run.owner[0], 0)])[0], out.uri, privacy_splits, log)
         return summary
+    except (AgentFailure, KeyboardInterrupt) as e:
+        if guard is not None:  # a clean abort: what was computed is on disk
+            _finish(cfg, run, guard, out, startup, watch, t_start, aborted=str(e) or type(e).__name__)
+        raise
     finally:
         watch.stop()
         release_capacity_request()  # a run that failed before placing its actors must not keep nodes up (issue 16)
+        if guard is not None:
+            guard.close()
         if run is not None:
             run.shutdown()
         if not keep_ray and not cfg.address:
             ray.shutdown()
+
+
+def _write_profile(run: Run, out: OutDir) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "profile.csv")
+        run.split_profile.to_csv(path)
+        with open(path, "rb") as f:
+            out.write_bytes("profile.csv", f.read())
+
+
+def _finish(cfg: RunConfig, run: Run, guard: RunGuard, out: OutDir, startup: float, watch: MemoryWatch, t_start: float,
+            aborted: str | None = None) -> dict:
+    """summary.json and accuracy.png from rounds.csv as it stands (the whole run, resumed parts included)."""
+    rounds = read_rounds(out)
+    summary = _summary(cfg, run, rounds, out.uri, startup, watch.stop(), time.perf_counter() - t_start)
+    summary |= {
+        "checkpoint_every": guard.ckpt.every,
+        "checkpoint_s_per_round": float(rounds["checkpoint_s"].mean()) if len(rounds) else None,
+        "failures": [dataclasses.asdict(f) for f in guard.failures],
+        "time_lost_s": float(sum(f.lost_wall_s for f in guard.failures)),
+        "resumed_from_round": guard.start.next_round if guard.start else None,
+        "aborted": aborted,
+    }
+    write_summary(out, rounds, summary, cfg.algorithm)
+    return summary
 
 
 def _summary(cfg: RunConfig, run: Run, rounds: pd.DataFrame, out: str, startup: float, peak_mb: float, total_wall: float) -> dict:
@@ -102,7 +145,7 @@ def _summary(cfg: RunConfig, run: Run, rounds: pd.DataFrame, out: str, startup: 
         "heterogeneity": cfg.heterogeneity,
         "final_accuracy": float(evaluated["test_accuracy"].iloc[-1]) if len(evaluated) else None,
         "best_accuracy": float(evaluated["test_accuracy"].max()) if len(evaluated) else None,
-        "virtual_time_s": float(rounds["virtual_time_s"].iloc[-1]),
+        "virtual_time_s": float(rounds["virtual_time_s"].iloc[-1]) if len(rounds) else 0.0,
         "wall_time_s": float(rounds["round_wall_s"].sum()),
         "startup_s": startup,
         "total_wall_s": total_wall,
@@ -122,45 +165,50 @@ def _summary(cfg: RunConfig, run: Run, rounds: pd.DataFrame, out: str, startup: 
         "config": dataclasses.asdict(cfg),
     }
 
+
 def _plans_on_disk(out: str) -> pd.DataFrame:
     """plan.csv as the round reducer wrote it (empty when no round planned)."""
     path = os.path.join(out, "plan.csv")
     return pd.read_csv(path) if os.path.exists(path) and os.path.getsize(path) > 0 else pd.DataFrame()
 
 
-def check_writable(out: str) -> str:
-    """The output folder, created and writable, before Ray starts; else one sentence naming the fix."""
-    try:
-        os.makedirs(out, exist_ok=True)
-        probe = os.path.join(out, ".write-test")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as e:
-        raise ConfigError(f"cannot write the output folder --out {out} ({e.strerror}); choose a folder you can write to.") from None
-    return out
-
-
-def _sync_loop(run: Run, cfg: RunConfig, log) -> pd.DataFrame:
-    rows = []
-    virtual, wall = 0.0, 0.0
+def _sync_loop(run: Run, cfg: RunConfig, log, guard: RunGuard) -> None:
+    """Rounds from the guard's start to the end; after a lost actor, on from where `guard.recover` puts the run."""
     bar = _progress(cfg)
-    for r in range(cfg.rounds):
+    at = guard.start or StartPoint()
+    while True:
+        try:
+            _rounds(run, cfg, log, guard, at, bar)
+            break
+        except AgentFailure as f:
+            at = guard.recover(f, guard.round)
+    if bar is not None:
+        bar.close()
+
+
+def _rounds(run: Run, cfg: RunConfig, log, guard: RunGuard, at: StartPoint, bar) -> None:
+    virtual, wall = at.virtual_time_s, at.wall_time_s
+    if bar is not None:
+        bar.n = at.next_round
+        bar.refresh()
+    for r in range(at.next_round, cfg.rounds):
+        guard.round = r
         row = run.run_round(r, virtual)
         virtual, wall = row.virtual_time_s, wall + row.round_wall_s
         row.wall_time_s = wall
-        rows.append(row)
+        last = cfg.is_last(r, virtual)
+        if not last:
+            row.checkpoint_s = guard.checkpoint(StartPoint(r + 1, virtual, wall), last_row=row)
+            wall += row.checkpoint_s
+        guard.record(row)
         acc = row.test_accuracy
         if bar is not None:
             bar.set_postfix(acc=f"{100 * acc:.1f}%" if not math.isnan(acc) else "-", vtime=f"{virtual:.0f}s", pairs=row.pairs)
             bar.update(1)
         else:
             log(f"round {r + 1}/{cfg.rounds}: acc {acc:.4f} virtual {virtual:.1f}s wall {wall:.1f}s")
-        if cfg.is_last(r, virtual):
+        if last:
             break
-    if bar is not None:
-        bar.close()
-    return frame(rows)
 
 
 def _progress(cfg: RunConfig):

@@ -52,8 +52,9 @@ def plan_layout(cfg: RunConfig, resources: dict) -> Layout:
     def need_mb(actors: int) -> float:
         return DATASET_MB[cfg.dataset] + actors * ACTOR_BASE_MB + n * agent_mb
 
-    max_cpu = int(cpus // cfg.cpus_per_agent)
-    max_gpu = int(gpus // cfg.gpus_per_agent + 1e-9) if cfg.gpus_per_agent > 0 else n
+    # true division with a tolerance: 2 // 0.2 is 9.0 in floats, yet Ray's fixed-point resources hold 10 x 0.2 CPUs on 2
+    max_cpu = math.floor(cpus / cfg.cpus_per_agent + 1e-9)
+    max_gpu = math.floor(gpus / cfg.gpus_per_agent + 1e-9) if cfg.gpus_per_agent > 0 else n
     if cfg.agents_per_actor == "auto":
         actors = min(n, max_cpu, max_gpu)
         while actors > 1 and need_mb(actors) > mem_mb:

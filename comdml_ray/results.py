@@ -5,14 +5,21 @@ Owns the output folder's files -- `rounds.csv` (one row per round), `agents.csv`
 finish, bytes offloaded), `profile.csv` (the split profile), `summary.json` and
 `accuracy.png` (test accuracy against virtual time) -- plus `time_to_target` and
 the short table printed at the end of a run.  pandas and matplotlib only.
+The CSVs grow row by row as the run goes (`storage.RowFile`: the driver appends
+rounds.csv, the round's reducer or the event loops' recorder agents.csv and
+plan.csv); `read_rounds` reads rounds.csv back and `write_summary` writes
+summary.json and accuracy.png from it, at the end or on an abort.
+Columns of rounds.csv: `DETERMINISTIC_COLUMNS` are the same for the same seed and
+settings, however the run was stopped, resumed or recovered; the others measure
+this machine (wall, driver, checkpoint, failure figures).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
-import os
 
 import matplotlib
 
@@ -20,10 +27,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from comdml_ray.storage import OutDir  # noqa: E402
+
 ROUND_COLUMNS = [
     "round", "virtual_time_s", "wall_time_s", "train_loss", "test_accuracy", "consensus_accuracy", "bytes_sent",
     "round_virtual_s", "round_wall_s", "bytes_offloaded", "pairs", "driver_calls", "driver_bytes", "driver_cpu_s",
+    "checkpoint_s", "failures", "failed_agents", "lost_wall_s",
 ]
+DETERMINISTIC_COLUMNS = ["round", "virtual_time_s", "train_loss", "test_accuracy", "bytes_sent", "round_virtual_s", "bytes_offloaded", "pairs"]
 
 
 def frame(rows: list) -> pd.DataFrame:
@@ -40,17 +51,19 @@ def time_to_target(rounds: pd.DataFrame, target: float | None) -> float | None:
     return None if hit.empty else float(hit["virtual_time_s"].iloc[0])
 
 
-def write_outputs(out_dir: str, rounds: pd.DataFrame, agents: pd.DataFrame | None, plan: pd.DataFrame | None, summary: dict, title: str) -> None:
-    """Write the run's files; agents/plan None: already written round by round (the synchronous reducer)."""
-    os.makedirs(out_dir, exist_ok=True)
-    rounds.reindex(columns=ROUND_COLUMNS).to_csv(os.path.join(out_dir, "rounds.csv"), index=False)
-    if agents is not None:
-        agents.to_csv(os.path.join(out_dir, "agents.csv"), index=False)
-    if plan is not None and not plan.empty:
-        plan.to_csv(os.path.join(out_dir, "plan.csv"), index=False)
-    with open(os.path.join(out_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2, default=_json_default)
-    plot_accuracy({title: rounds}, os.path.join(out_dir, "accuracy.png"), summary.get("target_acc"))
+def read_rounds(out: OutDir) -> pd.DataFrame:
+    """rounds.csv as written so far (empty frame if no round finished)."""
+    if not out.exists("rounds.csv"):
+        return pd.DataFrame(columns=ROUND_COLUMNS)
+    return pd.read_csv(io.BytesIO(out.read_bytes("rounds.csv")), keep_default_na=False, na_values=[""])
+
+
+def write_summary(out: OutDir, rounds: pd.DataFrame, summary: dict, title: str) -> None:
+    """summary.json, and accuracy.png from the rounds so far."""
+    out.write_text("summary.json", json.dumps(summary, indent=2, default=_json_default))
+    buf = io.BytesIO()
+    plot_accuracy({title: rounds}, buf, summary.get("target_acc"))
+    out.write_bytes("accuracy.png", buf.getvalue())
 
 
 def _json_default(o):
@@ -59,7 +72,7 @@ def _json_default(o):
     raise TypeError(type(o).__name__)
 
 
-def plot_accuracy(curves: dict[str, pd.DataFrame], path: str, target: float | None = None) -> None:
+def plot_accuracy(curves: dict[str, pd.DataFrame], path, target: float | None = None) -> None:
     """Test accuracy against virtual time, one line per run."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for label, df in curves.items():
@@ -72,7 +85,7 @@ def plot_accuracy(curves: dict[str, pd.DataFrame], path: str, target: float | No
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, format="png")
     plt.close(fig)
 
 

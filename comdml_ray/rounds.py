@@ -47,12 +47,15 @@ def train_round(be: Backend, r: int, comdml: bool, fetch=None) -> tuple[list[Any
     return [t[0] for t in trained] + [h[0] for h in helped], planned[0][1]
 
 
-def average(be: Backend, st: Setting, aggregation: str, aux: bool, fetch=None) -> list[Any]:
-    """Start the averaging: one collective (exact weighted mean) or one gossip step; returns the acks to wait for."""
+def average(be: Backend, st: Setting, aggregation: str, aux: bool, fetch=None, after: list | tuple = ()) -> list[Any]:
+    """Start the averaging: one collective (exact weighted mean) or one gossip step; returns the acks to wait for.
+
+    `after`: handles the collective must wait for (a failed one cancels it instead of hanging it).
+    """
     fetch = fetch or be.fetch
     if aggregation == "gossip":
         puts = fetch([be.gossip_put(g) for g in range(be.num_groups)])
         models = {k: s for d in puts for k, s in d.items()}
         mixes = [be.gossip_mix(g, {j: models[j] for k in ids for j in (k, *st.nbrs[k])}) for g, ids in enumerate(st.groups)]
-        return mixes + (be.average(model=False, aux=True) if aux else [])
-    return be.average(model=True, aux=aux)
+        return mixes + (be.average(model=False, aux=True, after=after) if aux else [])
+    return be.average(model=True, aux=aux, after=after)

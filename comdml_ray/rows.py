@@ -38,6 +38,10 @@ class RoundRow:
     driver_calls: int = 0  # remote calls the driver made in this round
     driver_bytes: int = 0  # bytes of results the driver received in this round
     driver_cpu_s: float = 0.0  # CPU seconds the driver process spent in this round (all its threads)
+    checkpoint_s: float = 0.0  # wall seconds of the checkpoint written after this round (or row)
+    failures: int = 0  # actor deaths while this round (or row) was run
+    failed_agents: str = ""  # the agents those actors hosted, e.g. "2-3"; ";" between failures
+    lost_wall_s: float = 0.0  # wall seconds lost to them: discarded work since the checkpoint, restart, restore
 
 
 @dataclass

@@ -7,6 +7,8 @@ Owns
   train (for ComDML: plan, offload, help, finish), average (one collective, or
   one gossip step), then the rows of results (`rows.sync_round_rows`);
 - `MemoryWatch`: the run's peak memory.
+Actors are created with restarts (`faults.ACTOR_OPTIONS`); `faults.RunRecovery`, mixed
+into `Run`, injects faults, waits for a restarted actor and rebuilds the group.
 The driver talks to the agents only through `backend.Backend` (here `actors.RayBackend`)
 and only moves ObjectRefs: weights, activations and data never pass through it.
 Per round it makes O(actors) calls; it receives the groups' small reports.
@@ -16,12 +18,10 @@ asynchronous baselines run on the event clock in `comdml_ray.baselines`.
 
 from __future__ import annotations
 
-import os
 import pickle
 import tempfile
 import threading
 import time
-import uuid
 
 import numpy as np
 import psutil
@@ -34,12 +34,14 @@ from comdml_ray.cluster import wait_for_placement
 from comdml_ray.config import RunConfig
 from comdml_ray.costmodel import SplitProfile
 from comdml_ray.data import load_dataset
+from comdml_ray.faults import ACTOR_OPTIONS, RunRecovery
 from comdml_ray.layout import plan_layout
 from comdml_ray.reducer import RoundReducerActor
 from comdml_ray.rounds import average, train_round
 from comdml_ray.rows import ClockSplits, RoundRow
 from comdml_ray.setting import Setting
 from comdml_ray.telemetry import with_idle_share
+from comdml_ray.storage import OutDir
 
 def _pss(p: psutil.Process) -> int:
     """A process's PSS in bytes: the kernel's one-line rollup where it has one, else psutil's (which
@@ -100,15 +102,21 @@ class MemoryWatch:
 # ----------------------------------------------------------------------------- the run
 
 
-class Run:
-    """Actors of one experiment and the steps of a synchronous round."""
+class Run(RunRecovery):
+    """Actors of one experiment and the steps of a synchronous round.
 
-    def __init__(self, cfg: RunConfig, log=print, out_dir: str | None = None):
+    `split_profile`: a resumed run's saved profile (else profiled now); `keep_before`:
+    a resumed run keeps the rows of rounds before this one in agents.csv and plan.csv.
+    """
+
+    def __init__(self, cfg: RunConfig, log=print, out_dir: OutDir | str | None = None, split_profile: SplitProfile | None = None,
+                 keep_before: int | None = None):
         self.cfg = cfg
         self.log = log
         self.received = 0  # bytes of results the driver received (reset every round)
         self.layout = plan_layout(cfg, ray.cluster_resources())
         self.log(f"layout: {len(self.layout.groups)} actors, {self.layout.reason}")
+        self.init_faults()
         groups = self.layout.groups
         self.owner = {k: g for g, ids in enumerate(groups) for k in ids}
         self.pg = placement_group([self._bundle()] * len(groups), strategy="PACK" if cfg.placement == "pack" else "SPREAD")
@@ -119,20 +127,20 @@ class Run:
         self.data_ref = ray.put(load_dataset(cfg.dataset, cfg.data_dir, cfg.download))
         self.infos = sorted((i for lst in be.fetch([h.setup.remote(self.data_ref) for h in self.hosts]) for i in lst), key=lambda i: i.agent)
         self.placements = be.fetch([h.placement.remote() for h in self.hosts])
-        self.split_profile: SplitProfile = be.fetch([be.profile_splits(0)])[0]
+        self.split_profile: SplitProfile = split_profile or be.fetch([be.profile_splits(0)])[0]
         self.setting = Setting.build(cfg, groups, np.array([i.num_samples for i in self.infos]), np.array([i.batches_per_round for i in self.infos]),
                                      self.split_profile.base_sec_per_batch, self.split_profile.model_bytes)
-        setting_ref = ray.put(self.setting)
-        name = f"comdml-{uuid.uuid4().hex[:12]}"
-        be.fetch([be.set_setting(g, setting_ref, self.split_profile) for g in range(be.num_groups)]
-                 + [h.join_collective.remote(name, len(self.hosts)) for h in self.hosts])
+        self.setting_ref = setting_ref = ray.put(self.setting)
+        be.fetch([be.set_setting(g, setting_ref, self.split_profile) for g in range(be.num_groups)])
+        self.join_collective()
         aux_bytes = 4 * np.array(be.fetch([be.aux_sizes(0)])[0])  # float32 aux head of each split row
         self.profiles = [i.profile for i in self.infos]
         # The round's reducer lives beside the driver (same node, same output folder).
-        self.out_dir = os.path.abspath(out_dir or tempfile.mkdtemp(prefix="comdml-run-"))
+        self.out = out_dir if isinstance(out_dir, OutDir) else OutDir(out_dir or tempfile.mkdtemp(prefix="comdml-run-"))
+        self.out_dir = self.out.uri
         self.reducer = RoundReducerActor.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
-        ).remote(setting_ref, ClockSplits.of(self.split_profile, aux_bytes), cfg.aggregation, self.out_dir, self.hosts)
+        ).remote(setting_ref, ClockSplits.of(self.split_profile, aux_bytes), cfg.aggregation, self.out, self.hosts, keep_before)
 
     def _bundle(self) -> dict:
         return {"CPU": self.layout.cpus} | ({"GPU": self.layout.gpus} if self.layout.gpus > 0 else {})
@@ -140,7 +148,7 @@ class Run:
     def _host(self, g: int, ids: list[int]):
         name = f"agent-{ids[0]:03d}" if len(ids) == 1 else f"agents-{ids[0]:03d}-{ids[-1]:03d}"
         return AgentHostActor.options(
-            name=name, num_cpus=self.layout.cpus, num_gpus=self.layout.gpus,
+            name=name, num_cpus=self.layout.cpus, num_gpus=self.layout.gpus, **ACTOR_OPTIONS,
             scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=g),
         ).remote(g, ids, self.cfg)
 
@@ -184,9 +192,11 @@ class Run:
         t0, start, cpu0 = time.perf_counter(), time.time(), time.process_time()
         be = self.backend
         calls0, self.received = be.calls, 0
+        self.inject_faults(r)
         reports, plan = train_round(be, r, comdml=self.cfg.algorithm == "comdml", fetch=self._fetch)
-        acks = self.aggregate()
-        row = self._fetch([self.reducer.reduce.remote(r, start, plan, *reports)] + acks)[0]
+        reduced = self.reducer.reduce.remote(r, start, plan, *reports)
+        acks = self.aggregate(after=[reduced])  # starts only once every actor's reports are in
+        row = self._fetch([reduced] + acks)[0]
         be.calls += 1
         row.virtual_time_s = virtual_before + row.round_virtual_s
         if self.cfg.evaluates(r, row.virtual_time_s):
@@ -204,9 +214,12 @@ class Run:
         self.received += len(pickle.dumps(values, protocol=5))
         return values
 
-    def aggregate(self) -> list:
-        """Start the averaging step (see `rounds.average`); returns the acks to wait for."""
-        return average(self.backend, self.setting, self.cfg.aggregation, aux=self.cfg.algorithm == "comdml", fetch=self._fetch)
+    def aggregate(self, after: list | tuple = ()) -> list:
+        """Start the averaging step (see `rounds.average`); returns the acks to wait for.
+
+        The collective waits for `after` (see `actors.AgentHost.allreduce`).
+        """
+        return average(self.backend, self.setting, self.cfg.aggregation, aux=self.cfg.algorithm == "comdml", fetch=self._fetch, after=after)
 
     def evaluate(self) -> float:
         """Mean test accuracy of the --eval-agents sample's models (under exact all-reduce they are one model, evaluated once)."""

@@ -47,8 +47,8 @@ def test_compare_runs_every_method_on_local_s_clock_and_writes_runs_summary_and_
     assert (summary["seeds"] == 1).all() and len(summary) == 2 * 3 * 2
     printed = capsys.readouterr().out
     assert "time to target" in printed and "runs.csv" in printed
-    # --resume reuses every run whose summary.json has the same configuration, and scores them the same.
-    assert main(args + ["--resume"]) == 0
+    # --reuse-runs reuses every run whose summary.json has the same configuration, and scores them the same.
+    assert main(args + ["--reuse-runs"]) == 0
     assert capsys.readouterr().out.count("reused: ") == 6
     assert pd.read_csv(out / "runs.csv").equals(runs)
 

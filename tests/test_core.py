@@ -127,6 +127,11 @@ def test_layout_packs_only_when_the_cluster_is_short():
     assert sorted(k for g in lay.groups for k in g) == list(range(100))
     lay = plan_layout(RunConfig(agents=8, gpus_per_agent=0.25).validate(), {"CPU": 16, "GPU": 1, "memory": 64 * 2**30})
     assert len(lay.groups) == 4
+    # fractions that are inexact in binary still fill the cluster: 10 x 0.2 CPUs on 2, 10 x 0.1 GPUs on 1
+    lay = plan_layout(RunConfig(agents=100, agents_per_actor=10, cpus_per_agent=0.2).validate(), {"CPU": 2, "memory": 17 * 2**30})
+    assert len(lay.groups) == 10
+    lay = plan_layout(RunConfig(agents=10, cpus_per_agent=0.1, gpus_per_agent=0.1).validate(), {"CPU": 2, "GPU": 1, "memory": 64 * 2**30})
+    assert len(lay.groups) == 10
 
 
 def test_layout_refuses_what_memory_cannot_hold():

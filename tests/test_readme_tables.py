@@ -37,7 +37,11 @@ def test_readme_table_matches_its_csv(name):
         assert block == expected, f"{path}: the {name} table differs from `python benchmarks/tables.py --render {name}`"
 
 
+# Issue 15's privacy tables: written by benchmarks/privacy.py (commands in benchmarks/README.md), not by tables.py yet.
+OTHER_COMMANDS = {"privacy", "privacy-same-model", "privacy-int8"}
+
+
 def test_every_results_csv_belongs_to_a_table():
     if os.path.isdir(RESULTS):
-        stray = [f for f in os.listdir(RESULTS) if f.endswith(".csv") and f[:-4] not in TABLES]
+        stray = [f for f in os.listdir(RESULTS) if f.endswith(".csv") and f[:-4] not in TABLES and f[:-4] not in OTHER_COMMANDS]
         assert not stray, f"CSVs under benchmarks/results/ that no table command writes: {stray}"

@@ -67,7 +67,7 @@ import pandas as pd
 from comdml_ray.backend import Backend
 from comdml_ray.baselines.dpsgd import run_dpsgd
 from comdml_ray.baselines.events import EventClock, Uplink  # noqa: F401  (the package's public names)
-from comdml_ray.baselines.loops import LOOPS, ADPSGD, AsyncLoop, DivShare, Swift, active_passive  # noqa: F401
+from comdml_ray.baselines.loops import LOOPS, ADPSGD, AfterRow, AsyncLoop, DivShare, LoopState, Swift, active_passive  # noqa: F401
 from comdml_ray.baselines.recorder import Recorder
 from comdml_ray.config import RunConfig
 from comdml_ray.setting import Setting
@@ -76,23 +76,59 @@ ASYNC_ALGORITHMS = ("adpsgd", "swift", "divshare")
 
 
 def drive(algorithm: str, ex: Backend, st: Setting, cfg: RunConfig, log=print,
-          on_row: Callable[[list[dict], float | None], None] | None = None) -> tuple[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame], Any]:
-    """Run one baseline to the end; returns (rounds, agents, plans) frames and the loop (or clock) it used."""
-    rec = Recorder(ex, st.n, cfg.rounds, log, cfg.progress, on_row, algorithm)
+          on_row: Callable[[list[dict], float | None], None] | None = None, guard=None, start=None,
+          after_row: AfterRow | None = None, rec: Recorder | None = None) -> tuple[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame], Any]:
+    """Run one baseline to the end; returns (rounds, agents, plans) frames and the loop (or clock) it used.
+
+    `guard` (a run's `recovery.RunGuard`) receives every row as it is made; `start` (a
+    `recovery.StartPoint`) continues from a checkpoint; `after_row` runs at every row boundary.
+    """
+    rec = rec or Recorder(ex, st.n, cfg.rounds, log, cfg.progress, on_row, algorithm, guard, start)
     if algorithm == "dpsgd":
-        loop: Any = run_dpsgd(ex, st, cfg, rec)
+        loop: Any = run_dpsgd(ex, st, cfg, rec, after_row)
     elif algorithm in LOOPS:
         loop = LOOPS[algorithm](ex, st, cfg)
-        loop.run(rec)
+        loop.run(rec, start.loop if start is not None else None, after_row)
     else:
         raise ValueError(f"no event-driven loop for algorithm '{algorithm}'")
     return rec.frames(), loop
 
 
-def run_event_driven(run, cfg: RunConfig, log=print) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """What `experiment.run_experiment` calls for dpsgd, adpsgd, swift and divshare."""
+def run_event_driven(run, cfg: RunConfig, log=print, guard=None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """What `experiment.run_experiment` calls for dpsgd, adpsgd, swift and divshare.
+
+    With a `guard`, rows go to the output folder as they happen, a checkpoint is taken
+    at the row boundaries it asks for (after the rows so far are fetched and written),
+    `--kill-actor` fires at the start of its row, and after a lost actor the loop goes
+    on from the guard's last checkpoint (or from the start).
+    """
+    from comdml_ray.actors import AgentFailure
+    from comdml_ray.recovery import StartPoint
+
     st = run.setting
     if cfg.algorithm == "divshare" and cfg.fanout > cfg.agents - 1:
         log(f"divshare: --fanout {cfg.fanout} is more than the {cfg.agents - 1} other agents; each fragment goes to all of them.")
-    frames, _ = drive(cfg.algorithm, run.backend, st, cfg, log, run.record_metrics)
-    return frames
+    start = guard.start if guard is not None else None
+    while True:
+        rec = Recorder(run.backend, st.n, cfg.rounds, log, cfg.progress, run.record_metrics, cfg.algorithm, guard, start)
+
+        def after_row(row: int, t: float, state, rec=rec) -> None:
+            guard.round = row + 1
+            if guard.ckpt.due(row):
+                rec.settle()
+                guard.checkpoint(StartPoint(row + 1, t, rec.wall(), state()))
+            run.inject_faults(row + 1)
+
+        if guard is not None:
+            guard.round = start.next_round if start else 0
+            run.inject_faults(guard.round)
+        try:
+            frames, _ = drive(cfg.algorithm, run.backend, st, cfg, log, run.record_metrics, guard, start,
+                              after_row if guard is not None else None, rec)
+            return frames
+        except AgentFailure as f:
+            if guard is None:
+                raise
+            if rec.bar is not None:
+                rec.bar.close()
+            start = guard.recover(f, guard.round)

@@ -16,7 +16,7 @@ from comdml_ray.config import RunConfig
 from comdml_ray.setting import Setting
 
 
-def run_dpsgd(ex: Backend, st: Setting, cfg: RunConfig, rec: Recorder) -> EventClock:
+def run_dpsgd(ex: Backend, st: Setting, cfg: RunConfig, rec: Recorder, after_row=None) -> EventClock:
     """Synchronous rounds: local training, one gossip step on the topology; a round ends at a barrier event.
 
     Every agent's finish time is pushed on the clock; the barrier is the last one
@@ -49,5 +49,7 @@ def run_dpsgd(ex: Backend, st: Setting, cfg: RunConfig, rec: Recorder) -> EventC
         rec.close(p)
         if last:
             break
+        if after_row is not None:
+            after_row(r, t0, None)  # no checkpoint of D-PSGD's loop (yet): only fault injection uses this
     rec.flush()
     return clock

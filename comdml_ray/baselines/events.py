@@ -4,7 +4,7 @@ Owns
 - the events: `StepDone` (an agent finished a local step), `Delivered` (a transfer
   reached its receiver), `PairAverage` (AD-PSGD's pairwise average happens);
 - `EventClock`: a heap of (virtual time, seq, event) popped in time order (seq breaks
-  ties in push order, so a run is deterministic);
+  ties in push order, so a run is deterministic); `snapshot`/`restore` for checkpoints;
 - `Transfer` and `Uplink`: one agent's outbound link, transfers one after the other at
   the link's bandwidth (+ latency on arrival), with the rule that transfers of an older
   step not yet started when a newer step finishes are dropped (Swift, DivShare).
@@ -61,6 +61,20 @@ class EventClock:
 
     def __len__(self) -> int:
         return len(self._heap)
+
+    def snapshot(self) -> tuple[list, int, float]:
+        """(pending events, next sequence number, now): enough to go on exactly (checkpoints)."""
+        seq = next(self._seq)
+        self._seq = itertools.count(seq)
+        return list(self._heap), seq, self.now
+
+    @staticmethod
+    def restore(snap: tuple[list, int, float]) -> EventClock:
+        clock = EventClock()
+        heap, seq, clock.now = snap
+        clock._heap = list(heap)
+        clock._seq = itertools.count(seq)
+        return clock
 
 
 @dataclass(eq=False)

@@ -4,12 +4,16 @@ Owns `AsyncLoop` (the loop they share: start every agent, pop events in virtual-
 order, close a row every N finished steps) and its three subclasses, each saying what
 a finished step, a delivery or its own event does, through the typed calls of
 `backend.Backend` (see the package docstring for each algorithm's rules), plus
-`active_passive`, AD-PSGD's bipartite split.  The driver never waits for compute here:
+`active_passive`, AD-PSGD's bipartite split, and `LoopState`, the loop's state at a
+row boundary (a checkpoint of AD-PSGD; Swift's and DivShare's links carry payloads,
+which `LoopState` does not hold).  The driver never waits for compute here:
 every call is submitted in virtual-time order and only handles are kept.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
@@ -24,6 +28,24 @@ from comdml_ray.setting import Setting
 from comdml_ray.topology import metropolis_hastings
 
 FLOAT_BYTES = 4  # flat models are float32
+
+
+@dataclass
+class LoopState:
+    """An asynchronous loop at a row boundary: its clock and every agent's progress and random state."""
+
+    clock: tuple[list, int, float]
+    rngs: list[dict]  # numpy bit-generator states, agent by agent
+    steps: np.ndarray
+    busy: np.ndarray
+    completed: int
+    last_finish: np.ndarray
+    row: int  # the row now being filled
+    epochs_done: float | None = None  # work done in rounds' worth of shards (None: a checkpoint from before --step-batches, = completed)
+
+
+# After every row but the last: (row index, virtual time, the loop's state on demand).
+AfterRow = Callable[[int, float, Callable[[], LoopState]], None]
 
 
 class AsyncLoop:
@@ -60,10 +82,28 @@ class AsyncLoop:
         self.busy[k] = True
         self.clock.push(t + self.st.step_seconds(k, int(self.epochs_done / self.st.n + 1e-9)), StepDone(k, int(self.steps[k])))
 
-    def run(self, rec: Recorder) -> None:
+    def state(self) -> LoopState:
+        return LoopState(self.clock.snapshot(), [g.bit_generator.state for g in self.rngs], self.steps.copy(), self.busy.copy(),
+                         self.completed, self.last_finish.copy(), self.period.index, self.epochs_done)
+
+    def load_state(self, s: LoopState) -> None:
+        self.clock = EventClock.restore(s.clock)
+        for g, st in zip(self.rngs, s.rngs, strict=True):
+            g.bit_generator.state = st
+        self.steps, self.busy, self.last_finish = s.steps.copy(), s.busy.copy(), s.last_finish.copy()
+        self.completed = s.completed
+        self.epochs_done = float(s.completed if s.epochs_done is None else s.epochs_done)
+        self.period = self._new_period(s.row)
+
+    def run(self, rec: Recorder, state: LoopState | None = None, after_row: AfterRow | None = None) -> None:
+        """Run to the end: from the start, or from a checkpoint's `state`; `after_row` is called at every row boundary."""
         n = self.st.n
-        for k in range(n):
-            self.begin(k, 0.0)
+        self.after_row = after_row
+        if state is not None:
+            self.load_state(state)
+        else:
+            for k in range(n):
+                self.begin(k, 0.0)
         self.done = False
         while not self.done:
             t, ev = self.clock.pop()
@@ -98,6 +138,8 @@ class AsyncLoop:
             p.eval_handles = evaluate_now(self.ex, self.st)
         self.period = self._new_period(row + 1)
         rec.close(p)
+        if not self.done and self.after_row is not None:
+            self.after_row(row, t, self.state)
 
     # hooks
     def on_step_done(self, k: int, step: int, t: float) -> None:

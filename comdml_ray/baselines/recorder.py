@@ -2,11 +2,15 @@
 
 Owns `Period` (one row of rounds.csv in the making), `Recorder` (turns periods into
 `rows.RoundRow` / `rows.AgentRow`, fetching each one row late so that the actors stay
-busy), `evaluate_now` (submit the evaluation of the evaluated agents' current models).
+busy, and, in a run, hands each row to the run's `recovery.RunGuard`, which appends it
+to rounds.csv and agents.csv at once, flushed), `evaluate_now` (submit the evaluation
+of the evaluated agents' current models).  A recorder may start at a checkpoint's row,
+virtual time and wall time.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pickle
 import time
@@ -22,6 +26,8 @@ from comdml_ray.backend import Backend
 from comdml_ray.results import frame
 from comdml_ray.rows import AgentRow, RoundRow
 from comdml_ray.setting import Setting
+
+AGENT_COLUMNS = [f.name for f in dataclasses.fields(AgentRow)]
 
 
 @dataclass
@@ -40,15 +46,17 @@ class Period:
 class Recorder:
     """Turns periods into rows, fetching each one row late so the actors never idle on the driver."""
 
-    def __init__(self, ex: Backend, n: int, rounds: int, log, progress: bool, on_row: Callable[[list[AgentRow], float | None], None] | None, label: str):
+    def __init__(self, ex: Backend, n: int, rounds: int, log, progress: bool, on_row: Callable[[list[AgentRow], float | None], None] | None, label: str,
+                 guard=None, start=None):
         self.ex = ex
         self.n = n
+        self.guard = guard  # recovery.RunGuard: where rows go as they happen (None in tests)
         self.pending: list[Period] = []
         self.rows: list[RoundRow] = []
         self.agent_rows: list[AgentRow] = []
-        self.t0 = time.perf_counter()
-        self.last_wall = 0.0
-        self.last_virtual = 0.0
+        self.last_wall = start.wall_time_s if start else 0.0
+        self.t0 = time.perf_counter() - self.last_wall
+        self.last_virtual = start.virtual_time_s if start else 0.0
         self.last_calls = getattr(ex, "calls", 0)
         self.last_cpu = time.process_time()
         self.log = log
@@ -57,16 +65,23 @@ class Recorder:
         if progress:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=rounds, desc=f"{label} epochs-equivalent", unit="round")
+            self.bar = tqdm(total=rounds, initial=start.next_round if start else 0, desc=f"{label} epochs-equivalent", unit="round")
 
     def close(self, p: Period) -> None:
         self.pending.append(p)
         while len(self.pending) > 1:
             self._finish(self.pending.pop(0))
 
-    def flush(self) -> None:
+    def settle(self) -> None:
+        """Fetch and write every closed row now (before a checkpoint)."""
         while self.pending:
             self._finish(self.pending.pop(0))
+
+    def wall(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def flush(self) -> None:
+        self.settle()
         if self.bar is not None:
             self.bar.close()
 
@@ -99,6 +114,9 @@ class Recorder:
         self.last_wall, self.last_virtual = wall, p.virtual_time_s
         self.rows.append(row)
         self.agent_rows += agent_rows
+        if self.guard is not None:
+            self.guard.record(row)
+            self.guard.agents_csv(AGENT_COLUMNS).append(vars(a) for a in agent_rows)
         if self.on_row is not None:
             self.on_row(agent_rows, None if math.isnan(acc) else acc)
         if self.bar is not None:

@@ -1,0 +1,111 @@
+"""Ray's side of losing an agent actor: fault injection, waiting for restarts, rebuilding the group; mixed into `runtime.Run`.
+
+Owns
+- `ACTOR_OPTIONS`: agent actors are created with `max_restarts=-1` (Ray restarts a dead
+  one in its placement-group bundle; the driver, not Ray, stops a run whose actor keeps
+  dying: `recovery.RunGuard`) and `max_task_retries=0`: a training step is not
+  idempotent, so a call that was running when its actor died is never replayed blindly;
+  the round is redone from a checkpoint instead;
+- `RunRecovery`, the methods `Run` gains:
+  - `inject_faults(r)`: for each pending `--kill-actor` pair of round r, the actor is
+    told to SIGKILL its own process (`AgentHost.crash`), just before the round's
+    training calls reach it; each pair fires once per run;
+  - `await_actors()`: wait until every actor answers a call queued behind everything
+    it was given (survivors finish or fail their calls of the broken round; a dead
+    actor answers once Ray has restarted it, and one that Ray reports dead for good is
+    re-created in its bundle); returns the groups whose process changed, which, with
+    the group named by Ray's error, are the ones to rebuild;
+  - `rebuild(groups)`: set those processes up again (dataset ref, setting, profile);
+  - `join_collective()`: every actor leaves its collective group (a member is gone)
+    and joins a new one under a new name;
+  - `reset_agents()`: every group rebuilds its agents, i.e. the run's state before round 0
+    (used when no checkpoint exists yet).
+Which actor died is read from Ray's error (`actors.RayBackend.fetch`), never probed.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import ray
+from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
+
+from comdml_ray.actors import AgentFailure
+from comdml_ray.config import ConfigError
+
+ACTOR_OPTIONS = {"max_restarts": -1, "max_task_retries": 0}
+
+
+class RunStopped(AgentFailure):
+    """A failure the run does not recover from; the message is one sentence saying what to do."""
+
+SETTLE_TIMEOUT_S = 900.0  # a survivor may be midway through a round of 50 agents on a loaded host
+
+
+class RunRecovery:
+    """Methods `runtime.Run` gains to survive a lost actor (see the module docstring)."""
+
+    def init_faults(self) -> None:
+        kills, n = self.cfg.kills(), len(self.layout.groups)
+        bad = [g for _, g in kills if g >= n]
+        if bad:
+            raise ConfigError(f"--kill-actor names actor {bad[0]}, but this run has {n} actors (0-{n - 1}); pick one of those.")
+        self.pending_kills = list(kills)
+
+    def inject_faults(self, r: int) -> None:
+        """Kill the actors that --kill-actor names for round r (each pair once per run)."""
+        for pair in [p for p in self.pending_kills if p[0] == r]:
+            self.pending_kills.remove(pair)
+            self.log(f"fault injection: actor {pair[1]} (agents {agent_span(self.layout.groups[pair[1]])}) kills itself at the start of round {r}")
+            self.hosts[pair[1]].crash.remote()
+            break  # one death per attempt: a second pair of this round fires when the round is redone
+
+    def join_collective(self) -> None:
+        """Every actor joins one new collective group (a per-run, per-incarnation unique name)."""
+        name = f"comdml-{uuid.uuid4().hex[:12]}"
+        self.backend.fetch([h.join_collective.remote(name, len(self.hosts)) for h in self.hosts])
+
+    def await_actors(self, timeout_s: float = SETTLE_TIMEOUT_S) -> set[int]:
+        """Wait until every actor answers; re-create any that Ray gave up on.  Returns the groups with a new process."""
+        deadline = time.monotonic() + timeout_s
+        before = {p["group"]: p["pid"] for p in self.placements}
+        changed: set[int] = set()
+        for g in range(len(self.hosts)):
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RunStopped(f"the actor hosting agents {agent_span(self.layout.groups[g])} did not come back within {timeout_s:.0f} s; "
+                                       "check `ray status` for free resources and resume with --resume.")
+                try:
+                    self.placements[g] = ray.get(self.hosts[g].placement.remote(), timeout=left)
+                    break
+                except ActorDiedError:
+                    self._recreate(g)
+                    changed.add(g)
+                except (RayActorError, GetTimeoutError):
+                    time.sleep(0.2)  # restarting: Ray answers once the new process is up
+            if self.placements[g]["pid"] != before.get(g):
+                changed.add(g)
+        return changed
+
+    def _recreate(self, g: int) -> None:
+        self.log(f"actor {g} is dead for good; creating a new one in its place")
+        self.hosts[g] = self._host(g, self.layout.groups[g])
+        self.backend.hosts[g] = self.hosts[g]
+        self.reducer.set_hosts.remote(self.hosts)
+
+    def rebuild(self, groups: set[int]) -> None:
+        """Set up these (new) processes as at start-up: agents on the shared dataset, the setting, the profile."""
+        be = self.backend
+        be.fetch([self.hosts[g].setup.remote(self.data_ref) for g in sorted(groups)])
+        be.fetch([be.set_setting(g, self.setting_ref, self.split_profile) for g in sorted(groups)])
+
+    def reset_agents(self) -> None:
+        """Every group's agents as before round 0 (seeded: the same as at start-up)."""
+        self.rebuild(set(range(len(self.hosts))))
+
+
+def agent_span(ids) -> str:
+    ids = list(ids)
+    return str(ids[0]) if len(ids) == 1 else f"{ids[0]}-{ids[-1]}"
