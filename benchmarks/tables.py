@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import sys
 
 import pandas as pd
@@ -67,7 +66,9 @@ def collect(name: str, dirs: list[str]) -> str:
     runs = pd.concat(frames, ignore_index=True)
     runs.to_csv(csv_path(name), index=False)
     if TABLES[name][0] == "sensitivity":
-        shutil.copy(os.path.join(dirs[0], "sensitivity.png"), os.path.join(RESULTS, f"{name}.png"))
+        from benchmarks.sensitivity import plot
+
+        plot(runs, os.path.join(RESULTS, f"{name}.png"))
     else:
         bands = _curves(dirs, set(runs["setting"]), set(runs["method"]))
         levels = runs.groupby(["setting", "target"])["target_accuracy"].mean()
