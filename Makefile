@@ -27,3 +27,12 @@ solvers-bench: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+# Every table behind README.md and benchmarks/README.md (benchmarks/tables.py; one command per table).
+TABLES := headline-iid headline-dirichlet sensitivity methods scheduler-iid scheduler-dirichlet
+.PHONY: results $(addprefix results-,$(TABLES))
+
+results: $(addprefix results-,$(TABLES))
+
+$(addprefix results-,$(TABLES)): results-%: $(VENV)/.installed
+	$(PY) benchmarks/tables.py $*

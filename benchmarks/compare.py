@@ -1,136 +1,185 @@
-"""The headline experiment: every algorithm on the same seed, data, agents and heterogeneity.
+"""The headline experiment: every method on the same seeds, data, agents, heterogeneity, clock and yardstick.
 
-    python benchmarks/compare.py --agents 20                                  # local vs comdml (+ baselines), paper stragglers
-    python benchmarks/compare.py --agents 20 --partition dirichlet --alpha 0.5
+    python benchmarks/compare.py --agents 20                                  # local vs comdml, paper stragglers
+    python benchmarks/compare.py --agents 20 --partition dirichlet --alpha 0.5 --seeds 0 1 2
     python benchmarks/compare.py --agents 20 --setting links                  # DivShare's slow-link setting
-    python benchmarks/compare.py --agents 20 --setting both --algorithms local,comdml,dpsgd,adpsgd,swift,divshare
+    python benchmarks/compare.py --agents 20 --setting both --algorithms all  # + gossip variants and the baselines
 
 Every flag of benchmarks/run.py applies to all runs (same seed -> same shards,
-same initial model, same profiles).  Settings:
+same initial model, same profiles, same scored agents).  Settings:
 - compute: `--heterogeneity paper` (compute stragglers, the ComDML paper's preset);
 - links:   `--heterogeneity uniform --slow-link-share 0.5` (DivShare's setting:
            equal compute, half the agents on 5x slower links).
-Same clock: `local` runs --rounds rounds; every other algorithm then runs until it
-has spent the same virtual time (its rounds are shorter when it balances load),
-for at most --rounds-factor x --rounds rounds, so final accuracies are compared at
-equal virtual training time.
-For each setting it prints a table -- final accuracy, rounds run, virtual time to
-the target accuracy (default: what `local` reaches at its end), reduction of that
-time vs `local`, wall time -- and writes `comparison.csv` and `comparison-<setting>.png`
-(accuracy against virtual time, one line per algorithm) in `--out`.
+Methods (`--algorithms`): the algorithms, plus `local-gossip` and `comdml-gossip`
+(gossip on the baselines' `--topology` instead of the exact all-reduce) and
+`comdml-greedy` / `comdml-exact` (the scheduler); `all` = the six algorithms and
+the two gossip variants.
+Same clock: `local` runs --rounds rounds; every other method then runs until it
+has spent the same virtual time, for at most --rounds-factor x --rounds rounds.
+One yardstick (`comdml_ray/yardstick.py`): every method is scored on the mean test
+accuracy of the same seeded sample of --eval-agents agents' own models; time to
+each of --targets is read on that.  With several --seeds it reports mean and std.
+Writes to --out: `runs.csv` (seed x setting x method x target), `summary.csv`
+(mean, std, seeds that reached the target) and `comparison-<setting>.png`
+(accuracy against virtual time, mean and a +-1 std band per method).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
-
 
 import pandas as pd
 
 from benchmarks.run import build_parser, exit_code_of
-from comdml_ray.config import ALGORITHMS, ConfigError, RunConfig
+from comdml_ray.config import ConfigError, RunConfig
+from comdml_ray.yardstick import METHODS, parse_methods, parse_targets, plot_bands, score_runs, summarize, target_level
 
 SETTINGS = {
     "compute": dict(heterogeneity="paper", slow_link_share=0.0),
     "links": dict(heterogeneity="uniform", slow_link_share=0.5),
 }
+OWN_FLAGS = ("no_progress", "algorithms", "setting", "rounds_factor", "seeds", "targets", "reuse_runs")
 
 
-def parse(argv: list[str] | None) -> tuple[RunConfig, list[str], list[str], str, float]:
+def parse(argv: list[str] | None) -> tuple[RunConfig, dict]:
     p = build_parser()
     p.prog = "benchmarks/compare.py"
-    p.description = "Run several algorithms on the same agents, data and clock; print and save a comparison."
-    p.add_argument("--algorithms", default="local,comdml", help=f"comma-separated, from {', '.join(ALGORITHMS)}; 'all' for every one")
+    p.description = "Run several methods on the same agents, data, clock and yardstick; print and save a comparison."
+    p.add_argument("--algorithms", default="local,comdml", help=f"comma-separated, from {', '.join(METHODS)}; 'all' for the algorithms and the gossip variants")
     p.add_argument("--setting", default="compute", help="compute (paper stragglers), links (slow links) or both")
     p.add_argument("--rounds-factor", type=float, default=4.0,
-                   help="same clock: every other algorithm runs until it has spent local's virtual time, for at most this many times --rounds rounds")
+                   help="same clock: every other method runs until it has spent local's virtual time, for at most this many times --rounds rounds")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="run every method once per seed (default: --seed alone)")
+    p.add_argument("--targets", default="75,80,local-best-0.5",
+                   help="accuracies to time: percent (75), fraction (0.8) or local-best-D (local's best over its run minus D points, per seed)")
+    p.add_argument("--reuse-runs", action="store_true",
+                   help="reuse a run already in --out whose summary.json has exactly this run's configuration (an interrupted or extended comparison)")
     a = p.parse_args(argv)
-    algos = list(ALGORITHMS) if a.algorithms == "all" else [x.strip() for x in a.algorithms.split(",") if x.strip()]
-    bad = [x for x in algos if x not in ALGORITHMS]
-    if bad:
-        raise ConfigError(f"unknown algorithm(s) {', '.join(bad)} in --algorithms: choose from {', '.join(ALGORITHMS)}.")
+    methods = parse_methods(a.algorithms)
     settings = list(SETTINGS) if a.setting == "both" else [a.setting]
     if any(s not in SETTINGS for s in settings):
         raise ConfigError(f"unknown --setting '{a.setting}': choose compute, links or both.")
-    out = a.out or os.path.join("results", "compare")
-    fields = {k: v for k, v in vars(a).items() if k not in ("no_progress", "algorithms", "setting", "rounds_factor")}
-    fields["out"] = out
     if a.rounds_factor < 1:
         raise ConfigError(f"--rounds-factor must be at least 1, got {a.rounds_factor}.")
-    return RunConfig(**fields, progress=not a.no_progress), algos, settings, out, a.rounds_factor
+    targets = parse_targets(a.targets)
+    if a.target_acc is not None:
+        targets.append(str(a.target_acc))
+    if any(t.startswith("local-best") for t in targets) and "local" not in methods:
+        raise ConfigError("a local-best target needs the local method: add local to --algorithms or drop it from --targets.")
+    fields = {k: v for k, v in vars(a).items() if k not in OWN_FLAGS}
+    fields["out"] = a.out or os.path.join("results", "compare")
+    cfg = RunConfig(**fields, progress=not a.no_progress)
+    seeds = a.seeds if a.seeds is not None else [cfg.seed]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds repeats a seed ({' '.join(map(str, seeds))}); give each seed once.")
+    return cfg, dict(methods=methods, settings=settings, seeds=seeds, targets=targets, rounds_factor=a.rounds_factor, reuse=a.reuse_runs)
 
 
-def compare(cfg: RunConfig, algos: list[str], settings: list[str], out: str, rounds_factor: float = 4.0, log=print) -> pd.DataFrame:
+def finished_run(run_cfg: RunConfig) -> dict | None:
+    """The summary of a run already in run_cfg.out with exactly this configuration, else None."""
+    import dataclasses
+    import json
+
+    from comdml_ray.results import _json_default
+
+    path = os.path.join(run_cfg.out, "summary.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        saved = json.load(f)
+    wanted = json.loads(json.dumps(dataclasses.asdict(run_cfg), default=_json_default))
+    return saved if saved.get("config") == wanted else None
+
+
+def run_one_setting(cfg: RunConfig, methods: list[str], out: str, rounds_factor: float, log, reuse: bool = False) -> tuple[dict, dict]:
+    """Every method of one seed and setting; returns their rounds.csv curves and summaries."""
+    from comdml_ray.experiment import run_experiment
+
+    curves: dict[str, pd.DataFrame] = {}
+    summaries: dict[str, dict] = {}
+    for method in methods:
+        algo, flags = METHODS[method]
+        run_cfg = cfg.replace(algorithm=algo, out=os.path.join(out, method), **flags)
+        if method != "local" and "local" in summaries:
+            # Same clock: run until local's virtual training time is spent (more, shorter rounds).
+            run_cfg = run_cfg.replace(rounds=int(cfg.rounds * rounds_factor), time_budget_s=summaries["local"]["virtual_time_s"])
+        run_cfg.validate()
+        log(f"\n=== seed {cfg.seed}, {os.path.basename(out)}: {method} ===")
+        done = finished_run(run_cfg) if reuse else None
+        if done is not None:
+            log(f"reused: {run_cfg.out} (summary.json has this configuration)")
+        summaries[method] = done or run_experiment(run_cfg, log=log, keep_ray=True)
+        curves[method] = pd.read_csv(os.path.join(run_cfg.out, "rounds.csv"))
+    return curves, summaries
+
+
+def compare(cfg: RunConfig, methods: list[str], settings: list[str], out: str, rounds_factor: float = 4.0,
+            seeds: list[int] | None = None, targets: list[str] | None = None, log=print, reuse: bool = False) -> pd.DataFrame:
+    """Run everything, write runs.csv, summary.csv and the band plots; returns the summary."""
     import ray
 
-    from comdml_ray.experiment import run_experiment
-    from comdml_ray.results import plot_accuracy, time_to_target
-
-    if "local" in algos:  # local first: its final accuracy is the default target
-        algos = ["local"] + [a for a in algos if a != "local"]
-    rows = []
+    seeds = seeds if seeds is not None else [cfg.seed]
+    targets = targets or ["local-best-0.5"]
+    rows: list[dict] = []
+    bands: dict[str, dict[str, list[pd.DataFrame]]] = {s: {m: [] for m in methods} for s in settings}
+    levels: dict[str, dict[str, list[float]]] = {s: {t: [] for t in targets} for s in settings}
     try:
-        for setting in settings:
-            curves: dict[str, pd.DataFrame] = {}
-            summaries: dict[str, dict] = {}
-            for algo in algos:
-                run_cfg = cfg.replace(algorithm=algo, out=os.path.join(out, setting, algo), **SETTINGS[setting])
-                if algo != "local" and "local" in summaries:
-                    # Same clock: run until local's virtual training time is spent (more, shorter rounds).
-                    run_cfg = run_cfg.replace(rounds=int(cfg.rounds * rounds_factor), time_budget_s=summaries["local"]["virtual_time_s"])
-                run_cfg.validate()
-                log(f"\n=== {setting}: {algo} ===")
-                summaries[algo] = run_experiment(run_cfg, log=log, keep_ray=True)
-                curves[algo] = pd.read_csv(os.path.join(run_cfg.out, "rounds.csv"))
-            target = cfg.target_acc
-            if target is None:
-                target = summaries["local"]["final_accuracy"] if "local" in summaries else None
-            base = time_to_target(curves["local"], target) if "local" in curves else None
-            for algo in algos:
-                s = summaries[algo]
-                ttt = time_to_target(curves[algo], target)
-                rows.append({
-                    "setting": setting,
-                    "algorithm": algo,
-                    "final_accuracy": s["final_accuracy"],
-                    "rounds": s["rounds"],
-                    "target_accuracy": target,
-                    "time_to_target_s": ttt,
-                    "reduction_vs_local": (1 - ttt / base) if (ttt is not None and base) else None,
-                    "virtual_time_s": s["virtual_time_s"],
-                    "wall_time_s": s["wall_time_s"],
-                    "bytes_sent": s["bytes_sent"],
-                })
-            plot_accuracy(curves, os.path.join(out, f"comparison-{setting}.png"), target)
+        for seed in seeds:
+            for setting in settings:
+                where = os.path.join(out, f"seed{seed}", setting) if len(seeds) > 1 else os.path.join(out, setting)
+                curves, summaries = run_one_setting(cfg.replace(seed=seed, **SETTINGS[setting]), methods, where, rounds_factor, log, reuse)
+                rows += score_runs(seed, setting, curves, summaries, targets)
+                for m, c in curves.items():
+                    bands[setting][m].append(c)
+                for t in targets:
+                    levels[setting][t].append(target_level(t, curves.get("local")))
     finally:
         if not cfg.address:
             ray.shutdown()
-    table = pd.DataFrame(rows)
-    table.to_csv(os.path.join(out, "comparison.csv"), index=False)
-    log("\n" + format_table(table))
-    log(f"\nwritten: {os.path.join(out, 'comparison.csv')} and comparison-<setting>.png")
-    return table
+    runs = pd.DataFrame(rows)
+    runs.to_csv(os.path.join(out, "runs.csv"), index=False)
+    summary = summarize(runs)
+    summary.to_csv(os.path.join(out, "summary.csv"), index=False)
+    for setting in settings:
+        mean_levels = {t: float(pd.Series(v).mean()) for t, v in levels[setting].items()}
+        plot_bands(bands[setting], os.path.join(out, f"comparison-{setting}.png"), mean_levels)
+    log("\n" + format_table(summary))
+    log(f"\nwritten: {os.path.join(out, 'runs.csv')}, summary.csv and comparison-<setting>.png")
+    return summary
 
 
-def format_table(t: pd.DataFrame) -> str:
-    """The table a reader compares: accuracy in %, times in virtual seconds, reduction vs local in %."""
-    lines = [f"{'setting':8} {'algorithm':9} {'final acc':>9} {'rounds':>6} {'target':>7} {'time to target':>15} {'vs local':>9} {'virtual s':>10} {'wall s':>7}"]
-    for r in t.itertuples():
-        ttt = "not reached" if pd.isna(r.time_to_target_s) else f"{r.time_to_target_s:.0f} s"
-        red = "-" if (pd.isna(r.reduction_vs_local) or r.algorithm == "local") else f"{-100 * r.reduction_vs_local:+.0f}%"
-        tgt = "-" if pd.isna(r.target_accuracy) else f"{100 * r.target_accuracy:.1f}%"
-        lines.append(f"{r.setting:8} {r.algorithm:9} {100 * r.final_accuracy:8.1f}% {r.rounds:6d} {tgt:>7} {ttt:>15} {red:>9} {r.virtual_time_s:10.0f} {r.wall_time_s:7.0f}")
-    lines.append("time to target: virtual seconds until the reported accuracy first reaches the target (local and comdml under all-reduce: "
-                 "the averaged model; otherwise the mean over --eval-agents agents' models); "
-                 "vs local: change of that time relative to local (negative = faster).")
+def _pm(mean: float, std: float, scale: float = 1.0, fmt: str = "{:.0f}") -> str:
+    if math.isnan(mean):
+        return "-"
+    return fmt.format(scale * mean) + ("" if math.isnan(std) else " ± " + fmt.format(scale * std))
+
+
+def format_table(s: pd.DataFrame) -> str:
+    """The table a reader compares: per setting, method and target, mean ± std over seeds."""
+    head = f"{'setting':8} {'method':14} {'target':15} {'level %':>12} {'time to target s':>22} {'reached':>7} {'x local':>13} {'final acc %':>13} {'acc at common t %':>17}"
+    lines = [head]
+    for r in s.itertuples():
+        lines.append(f"{r.setting:8} {r.method:14} {r.target:15} {_pm(r.target_accuracy_mean, r.target_accuracy_std, 100, '{:.2f}'):>12} "
+                     f"{_pm(r.time_to_target_s_mean, r.time_to_target_s_std, 1, '{:.1f}'):>22} {r.reached:>3}/{r.seeds:<3} "
+                     f"{_pm(r.ratio_vs_local_mean, r.ratio_vs_local_std, 1, '{:.2f}'):>13} "
+                     f"{_pm(r.final_accuracy_mean, r.final_accuracy_std, 100, '{:.2f}'):>13} "
+                     f"{_pm(r.accuracy_at_common_time_mean, r.accuracy_at_common_time_std, 100, '{:.2f}'):>17}")
+    lines.append("time to target: virtual seconds until the mean test accuracy of the scored agents' models first reaches the target "
+                 "(the same agents for every method; mean ± std over seeds that reached it); x local: that time over local's, per seed; "
+                 "acc at common t: each method's last evaluation at the shortest run's end.")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     def job() -> None:
-        cfg, algos, settings, out, factor = parse(argv)
-        compare(cfg.validate(), algos, settings, out, factor)
+        cfg, opts = parse(argv)
+        cfg.replace(algorithm=METHODS[opts["methods"][0]][0]).validate()
+        from comdml_ray.storage import OutDir
+
+        OutDir(cfg.out).check_writable()
+        compare(cfg, opts["methods"], opts["settings"], cfg.out, opts["rounds_factor"], opts["seeds"], opts["targets"], reuse=opts["reuse"])
 
     return exit_code_of(job)
 

@@ -21,6 +21,7 @@ import sys
 from comdml_ray.config import (
     AGGREGATIONS,
     ALGORITHMS,
+    ASYNC_STEP_BATCHES,
     DATASET_NAMES,
     LR_SCHEDULES,
     MODEL_DEFAULTS,
@@ -112,6 +113,9 @@ def _baselines(p: argparse.ArgumentParser, d: RunConfig) -> None:
     g = p.add_argument_group("asynchronous baselines")
     g.add_argument("--fragments", type=int, default=d.fragments, help="DivShare: fragments Omega per model")
     g.add_argument("--fanout", type=int, default=d.fanout, help="DivShare: agents J each fragment is sent to")
+    g.add_argument("--step-batches", type=int, default=d.step_batches,
+                   help="AD-PSGD, Swift, DivShare: minibatches per local step before communicating (0: one round's work; "
+                        f"default per method: {', '.join(f'{k} {v}' for k, v in ASYNC_STEP_BATCHES.items())})")
     g.add_argument("--slow-link-share", type=float, default=d.slow_link_share, help="share of agents whose links are 5x slower (DivShare's setting)")
 
 
@@ -120,7 +124,7 @@ def _evaluation(p: argparse.ArgumentParser, d: RunConfig) -> None:
     g.add_argument("--eval-every", type=int, default=d.eval_every, help="evaluate the averaged model every this many rounds (and after the last)")
     g.add_argument("--eval-samples", type=int, default=d.eval_samples,
                    help="test images of every evaluation but the last: a fixed seeded subset (the last uses the whole test set; 0 = whole set every time)")
-    g.add_argument("--eval-agents", type=int, default=d.eval_agents, help="agents whose models are evaluated under gossip (mean reported)")
+    g.add_argument("--eval-agents", type=int, default=d.eval_agents, help="a seeded sample of this many agents (all when fewer) whose own models are scored, mean reported: the same for every method")
     g.add_argument("--target-acc", type=float, default=d.target_acc, help="accuracy fraction (e.g. 0.8) for time_to_target_s")
     g.add_argument("--out", default=d.out, help="output folder (default results/<timestamp>)")
     g.add_argument("--no-progress", action="store_true", help="print one line per round instead of a progress bar")

@@ -115,6 +115,21 @@ class Agent:
         batches, lrs = self.next_round()
         return train_full(self.model, self.x, self.y, batches, self.full_optim, lrs)
 
+    def train_step(self, step_batches: int) -> TrainStats:
+        """An asynchronous local step: one round's work, or the next `step_batches` minibatches of a
+        stream of seeded epochs (a step may cross an epoch's end; every sample is seen once per epoch)."""
+        if step_batches == batches_per_round(self.num_samples, self.cfg.batch_size, self.cfg.local_epochs):
+            return self.train_alone()
+        return train_full(self.model, self.x, self.y, self.next_batches(step_batches), self.full_optim)
+
+    def next_batches(self, k: int) -> list[torch.Tensor]:
+        """The next k index batches of the agent's stream of seeded shuffled epochs."""
+        stream = self.__dict__.setdefault("_stream", [])
+        while len(stream) < k:
+            stream.extend(minibatches(self.num_samples, self.cfg.batch_size, 1, self.gen))
+        batches, stream[:] = stream[:k], stream[k:]
+        return batches
+
     def blank_model(self) -> SplitModel:
         """A model of the same architecture to hold a partner's suffix (weights overwritten)."""
         return build_model(self.cfg.model, *self.data_meta).to(self.device)

@@ -9,8 +9,9 @@ says "agent k finished a local step" or "these models/fragments reach agent k":
 - `AsyncSteps`: the methods (one per event kind and algorithm) that `AgentGroup`
   gains; in Ray they are actor methods, called in virtual-time order by the driver.
 
-A local step is one round's worth of local work (`--local-epochs` passes over the
-shard, `Agent.train_alone`).  It is run when the driver processes the step's finish
+A local step is `--step-batches` minibatches (each method's default in
+`config.ASYNC_STEP_BATCHES`; 0: one round's work, `--local-epochs` passes over the
+shard), `Agent.train_step`.  It is run when the driver processes the step's finish
 event, from the parameters the agent had when the step started:
 - if nobody touched the agent's model during the step (Swift, DivShare: only the
   agent itself changes its model), that is simply its current model, trained in place;
@@ -103,12 +104,13 @@ class AsyncSteps:
         """Run agent k's local step from the parameters it had when the step started (see module doc)."""
         a = self.agents[k]
         start = self._step_starts.pop(k, None)
+        step_batches = int(self.setting.step_batches[k])
         if start is None:
-            stats = a.train_alone()
+            stats = a.train_step(step_batches)
         else:
             current = flatten(a.model).astype(np.float64)
             unflatten_into(a.model, start)
-            stats = a.train_alone()
+            stats = a.train_step(step_batches)
             trained = flatten(a.model).astype(np.float64)
             new = current + (trained - start)  # parameters: the stale update on top of the current values
             # BatchNorm running statistics are moving averages, not gradient steps: adding

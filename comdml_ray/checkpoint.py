@@ -52,6 +52,7 @@ class AgentSnapshot:
     prefix_optim: dict[int, dict]  # split m -> prefix(m) + aux(m) optimizer state_dict
     step_start: torch.Tensor | None = None  # (P,) event-driven: parameters at the running step's start
     rounds_trained: int = 0  # the learning-rate schedule's clock (`agent.Agent.next_round`)
+    stream: list[torch.Tensor] | None = None  # event-driven, --step-batches: index batches drawn but not yet trained
 
 
 @dataclass
@@ -113,6 +114,7 @@ class Checkpointing:
                 prefix_optim={m: copy.deepcopy(opt.state_dict()) for m, opt in a.prefix_optim.items()},
                 step_start=torch.from_numpy(starts[k]) if k in starts else None,
                 rounds_trained=a.rounds_trained,
+                stream=[b.clone() for b in a.__dict__["_stream"]] if "_stream" in a.__dict__ else None,
             )
         model = None
         if shared and self.group_id == 0:
@@ -145,6 +147,10 @@ class Checkpointing:
                 a.prefix_optimizer(int(m)).load_state_dict(opt)
             if s.step_start is not None:
                 starts[k] = s.step_start.numpy().copy()
+            if s.stream is not None:
+                a._stream = [b.clone() for b in s.stream]
+            else:
+                a.__dict__.pop("_stream", None)
         self._async_starts = starts
         self.aux_used = {}
         torch.set_rng_state(snap.torch_rng)  # last: building aux heads above reseeds the global RNG

@@ -16,6 +16,10 @@ import numpy as np
 
 ALGORITHMS = ("local", "comdml", "dpsgd", "adpsgd", "swift", "divshare")
 SYNC_ALGORITHMS = ("local", "comdml", "dpsgd")
+# Minibatches per local step of the asynchronous baselines, as close to each paper as one clock allows:
+# AD-PSGD (Lian et al. 2018) and Swift (Bornstein et al. 2023) communicate after every minibatch;
+# DivShare (Biswas et al. 2024) after a local round of a few steps.  0 = one round's work (--local-epochs).
+ASYNC_STEP_BATCHES = {"adpsgd": 1, "swift": 1, "divshare": 4}
 AGGREGATIONS = ("allreduce", "gossip")
 TOPOLOGIES = ("ring", "torus", "regular", "complete")
 PARTITIONS = ("iid", "dirichlet")
@@ -89,11 +93,12 @@ class RunConfig:
     # --- asynchronous baselines
     fragments: int = 4  # DivShare Omega
     fanout: int = 2  # DivShare J
+    step_batches: int | None = None  # async baselines: minibatches per local step (None: each method's default, ASYNC_STEP_BATCHES)
     slow_link_share: float = 0.0  # share of agents whose links are 5x slower (DivShare setting)
     # --- evaluation and output
     eval_every: int = 1
     eval_samples: int = 1000  # test images (a fixed seeded subset) of the evaluations before the last; the last uses all (0: all every time)
-    eval_agents: int = 4  # agents whose post-averaging model is evaluated (all equal under allreduce)
+    eval_agents: int = 16  # a seeded sample of this many agents (all when fewer) whose models are scored, the same for every method
     target_acc: float | None = None  # in [0, 1]
     out: str | None = None
     progress: bool = True
@@ -141,11 +146,25 @@ class RunConfig:
         return [tuple(int(x) for x in item.split(":")) for item in self.kill_actor.split(",")]
 
     def eval_agent_ids(self) -> list[int]:
-        """Agents whose models are evaluated: agent 0 when all hold one model, else --eval-agents spread over the ids."""
-        if self.one_model:
-            return [0]
+        """The agents whose models are scored: all of them, or a sample of --eval-agents seeded by --seed alone.
+
+        The same ids for every method (the one yardstick); under exact all-reduce their
+        models are identical, so `scored_agent_ids` evaluates one of them.
+        """
         n = self.agents
-        return sorted(set(np.linspace(0, n - 1, min(self.eval_agents, n)).round().astype(int).tolist()))
+        if self.eval_agents >= n:
+            return list(range(n))
+        return sorted(np.random.default_rng([self.seed, 14]).choice(n, self.eval_agents, replace=False).tolist())
+
+    def scored_agent_ids(self) -> list[int]:
+        """The models actually evaluated: one of `eval_agent_ids` when all agents hold one model, else all of them."""
+        ids = self.eval_agent_ids()
+        return ids[:1] if self.one_model else ids
+
+    def async_step_batches(self, batches_per_round: int) -> int:
+        """Minibatches of one asynchronous local step: --step-batches, else the method's default (0 = one round's work)."""
+        k = self.step_batches if self.step_batches is not None else ASYNC_STEP_BATCHES.get(self.algorithm, 0)
+        return batches_per_round if k == 0 else k
 
     def optimizer_setting(self, name: str) -> float | str:
         """--lr, --warmup-rounds or --lr-schedule in force: the flag if given, else the model's default."""
@@ -242,6 +261,8 @@ class RunConfig:
                   f"--smashed-clip must be a positive L2 norm per sample (leave it out to turn clipping off), got {self.smashed_clip}.")
         _need(self.fragments >= 1, f"--fragments must be at least 1, got {self.fragments}.")
         _need(1 <= self.fanout, f"--fanout must be at least 1, got {self.fanout}.")
+        if self.step_batches is not None:
+            _need(self.step_batches >= 0, f"--step-batches must be a number of minibatches >= 1 (0: one round's work), got {self.step_batches}.")
         _need(0 <= self.slow_link_share <= 1, f"--slow-link-share must be in [0, 1], got {self.slow_link_share}.")
 
     def _check_evaluation_and_placement(self) -> None:

@@ -51,8 +51,9 @@ def _aggregation_rule(cfg: RunConfig) -> str:
 
 
 def _evaluated_models(cfg: RunConfig) -> str:
-    """Which model(s) the reported test accuracy is of: one when all agents hold the same model."""
-    return "averaged model" if cfg.one_model else f"mean over {len(cfg.eval_agent_ids())} agents' models"
+    """Which models the reported test accuracy is the mean over (the same sample for every method)."""
+    n = len(cfg.eval_agent_ids())
+    return f"mean over {n} agents' models (all one averaged model)" if cfg.one_model else f"mean over {n} agents' models"
 
 
 def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False, privacy_splits: list[int] | None = None) -> dict:

@@ -30,7 +30,7 @@ import pandas as pd  # noqa: E402
 from comdml_ray.storage import OutDir  # noqa: E402
 
 ROUND_COLUMNS = [
-    "round", "virtual_time_s", "wall_time_s", "train_loss", "test_accuracy", "bytes_sent",
+    "round", "virtual_time_s", "wall_time_s", "train_loss", "test_accuracy", "consensus_accuracy", "bytes_sent",
     "round_virtual_s", "round_wall_s", "bytes_offloaded", "pairs", "driver_calls", "driver_bytes", "driver_cpu_s",
     "checkpoint_s", "failures", "failed_agents", "lost_wall_s",
     "eval_images", "eval_wall_s",  # test images test_accuracy is on (subset or whole set), and the evaluation's wall seconds

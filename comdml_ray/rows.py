@@ -30,7 +30,8 @@ class RoundRow:
     round_wall_s: float = 0.0
     virtual_time_s: float = 0.0  # cumulative
     wall_time_s: float = 0.0  # cumulative
-    test_accuracy: float = math.nan
+    test_accuracy: float = math.nan  # the yardstick: mean over the --eval-agents sample's own models
+    consensus_accuracy: float = math.nan  # the one model all agents hold (exact all-reduce); NaN where there is none
     eval_images: int = 0  # test images test_accuracy is measured on (the fixed subset, or the whole test set); 0: not evaluated
     eval_wall_s: float = 0.0  # wall seconds the evaluation took (inside round_wall_s)
     bytes_offloaded: int = 0

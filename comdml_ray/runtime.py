@@ -221,6 +221,8 @@ class Run(RunRecovery):
             row.test_accuracy = self.evaluate(images)
             row.eval_images = self.test_size if images is None else min(images, self.test_size)
             row.eval_wall_s = time.perf_counter() - t_eval
+            if self.cfg.one_model:
+                row.consensus_accuracy = row.test_accuracy
             be.record_metrics(0, [], row.test_accuracy)
         row.round_wall_s = time.perf_counter() - t0
         if self.cfg.clock == "wall":
@@ -253,7 +255,7 @@ class Run(RunRecovery):
         return average(self.backend, self.setting, self.cfg.aggregation, aux=self.cfg.algorithm == "comdml", fetch=self._fetch, after=after)
 
     def evaluate(self, images: int | None = None) -> float:
-        """Test accuracy of the averaged model(s) on `images` test images (None: all): one model under allreduce (all equal), else the mean over --eval-agents."""
+        """Mean test accuracy of the --eval-agents sample's models on `images` test images (None: all); under exact all-reduce they are one model, evaluated once."""
         be = self.backend
         if self.cfg.one_model and be.num_groups > 1:
             # All agents hold the one averaged model: every group evaluates its first agent's copy on
@@ -261,7 +263,7 @@ class Run(RunRecovery):
             n, G = min(images or self.test_size, self.test_size), be.num_groups
             parts = self._fetch([be.evaluate(g, ids[:1], images, (g, G)) for g, ids in enumerate(self.setting.groups)])
             return float(sum(acc * len(range(g, n, G)) for g, d in enumerate(parts) for acc in d.values()) / n)
-        accs = self._fetch([be.evaluate(g, ks, images) for g, ks in self.setting.groups_of(self.cfg.eval_agent_ids()).items()])
+        accs = self._fetch([be.evaluate(g, ks, images) for g, ks in self.setting.groups_of(self.cfg.scored_agent_ids()).items()])
         return float(np.mean([a for d in accs for a in d.values()]))
 
     def record_metrics(self, agent_rows: list, accuracy: float | None) -> None:

@@ -43,6 +43,7 @@ class Setting:
     eval_ids: list[int]
     drift: float
     seed: int
+    step_batches: np.ndarray | None = None  # (N,) minibatches of one asynchronous local step (None: one round's work)
 
     @property
     def owner(self) -> dict[int, int]:
@@ -62,7 +63,13 @@ class Setting:
         return self.base_sec_per_batch * drift_slowdowns(self.slowdown, r, self.drift, self.seed)
 
     def step_seconds(self, k: int, r: int) -> float:
-        return float(self.batches[k] * self.sec_per_batch(r)[k])
+        """Virtual seconds of agent k's asynchronous local step in epochs-equivalent r."""
+        b = self.batches[k] if self.step_batches is None else self.step_batches[k]
+        return float(b * self.sec_per_batch(r)[k])
+
+    def step_share(self, k: int) -> float:
+        """The fraction of one round's work (of agent k's shard) that one asynchronous step is."""
+        return 1.0 if self.step_batches is None else float(self.step_batches[k] / self.batches[k])
 
     def gossip_exchange_s(self) -> np.ndarray:
         return exchange_seconds("gossip", self.nbrs, self.agent_bw, self.agent_lat, self.model_bytes)
@@ -89,5 +96,6 @@ class Setting:
             base_sec_per_batch=float(base_sec_per_batch), model_bytes=int(model_bytes),
             agent_bw=bw, agent_lat=lat, link_bw=link_bw, link_lat=link_lat, nbrs=nbrs,
             exchange_s=exchange_seconds(cfg.aggregation, nbrs, bw, lat, model_bytes),
-            eval_ids=cfg.eval_agent_ids(), drift=cfg.drift, seed=cfg.seed,
+            eval_ids=cfg.scored_agent_ids(), drift=cfg.drift, seed=cfg.seed,
+            step_batches=np.array([cfg.async_step_batches(int(b)) for b in batches]),
         )

@@ -21,7 +21,7 @@ from tests.conftest import local_backend, quiet
 
 torch.set_num_threads(1)
 
-TINY = dict(agents=4, train_samples=600, rounds=2, lr=0.05, eval_agents=1, progress=False, num_gpus=0)
+TINY = dict(agents=4, train_samples=600, rounds=2, lr=0.05, eval_agents=1, step_batches=0, progress=False, num_gpus=0)  # step 0: a round's work
 LAYOUT = [[0, 1], [2, 3]]  # what `auto` gives 4 agents on a 2-CPU Ray
 
 
@@ -278,3 +278,4 @@ def test_run_experiment_routes_an_async_algorithm_to_the_event_clock(ray_local, 
     assert summary["virtual_time_s"] == rows["virtual_time_s"].iloc[-1] > 0
     # DivShare's agents never hold one model: the accuracy is the mean over the evaluated agents.
     assert summary["evaluated"] == f"mean over {min(cfg.eval_agents, cfg.agents)} agents' models"
+    assert rows["consensus_accuracy"].isna().all()  # no agent holds a consensus model

@@ -1,4 +1,4 @@
-"""benchmarks/compare.py end to end on a tiny problem: the same-clock rule, the table and its files.
+"""benchmarks/compare.py end to end on a tiny problem: the same-clock rule, the gossip rows, the yardstick and its files.
 
 compare.py starts and stops a Ray of its own, so this module runs it from the command
 line entry point (`main`) exactly as a user would, with no Ray fixture around it.
@@ -13,38 +13,51 @@ from benchmarks.compare import main
 TINY = ["--agents", "4", "--rounds", "2", "--train-samples", "600", "--lr", "0.05", "--num-gpus", "0", "--no-progress"]
 
 
-def test_compare_runs_every_algorithm_on_local_s_clock_and_writes_table_and_plots(tmp_path, capsys):
+def test_compare_runs_every_method_on_local_s_clock_and_writes_runs_summary_and_bands(tmp_path, capsys):
     out = tmp_path / "cmp"
-    rc = main(TINY + ["--algorithms", "comdml,local", "--setting", "both", "--rounds-factor", "3", "--out", str(out)])
-    assert rc == 0
-    table = pd.read_csv(out / "comparison.csv")
-    # local runs first (its final accuracy is the target), whatever order was asked for.
-    assert table["algorithm"].tolist() == ["local", "comdml", "local", "comdml"]
-    assert table["setting"].tolist() == ["compute", "compute", "links", "links"]
+    args = TINY + ["--algorithms", "comdml-gossip,comdml,local", "--setting", "both", "--rounds-factor", "3",
+                   "--targets", "20,local-best-0.5", "--out", str(out)]
+    assert main(args) == 0
+    runs = pd.read_csv(out / "runs.csv")
+    # local runs first (local-best targets come from it), whatever order was asked for.
+    assert runs["method"].drop_duplicates().tolist() == ["local", "comdml-gossip", "comdml"]
+    assert len(runs) == 2 * 3 * 2 and set(runs["target"]) == {"20", "local-best-0.5"}
     for setting in ("compute", "links"):
         assert os.path.getsize(out / f"comparison-{setting}.png") > 0
-        t = table[table.setting == setting].set_index("algorithm")
+        t = runs[(runs.setting == setting) & (runs.target == "local-best-0.5")].set_index("method")
         local, comdml = t.loc["local"], t.loc["comdml"]
-        assert local.target_accuracy == local.final_accuracy and local.reduction_vs_local == 0
+        assert abs(local.target_accuracy - (local.best_accuracy - 0.005)) < 1e-12 and local.ratio_vs_local == 1
         # Same clock: comdml runs until it has spent local's virtual time, or hits 3 x 2 rounds.
         rounds = pd.read_csv(out / setting / "comdml" / "rounds.csv")
         assert comdml.virtual_time_s == rounds["virtual_time_s"].iloc[-1]
         if comdml.rounds < 6:
             assert comdml.virtual_time_s >= local.virtual_time_s
-            assert len(rounds) == 1 or rounds["virtual_time_s"].iloc[-2] < local.virtual_time_s
+        # One yardstick: the all-reduce runs report their consensus model too, the gossip run has none.
+        assert rounds["consensus_accuracy"].dropna().tolist() == rounds["test_accuracy"].dropna().tolist()
+        gossip = pd.read_csv(out / setting / "comdml-gossip" / "rounds.csv")
+        assert gossip["consensus_accuracy"].isna().all() and gossip["test_accuracy"].notna().any()
     # Equal compute (links setting): ComDML forms no pairs, so it is local SGD on the same clock.
-    links = table[table.setting == "links"].set_index("algorithm")
+    links = runs[(runs.setting == "links") & (runs.target == "20")].set_index("method")
     assert links.loc["comdml"].rounds == links.loc["local"].rounds
     assert links.loc["comdml"].final_accuracy == links.loc["local"].final_accuracy
     # Compute stragglers: ComDML's rounds are shorter, so it runs more of them in local's time.
-    compute = table[table.setting == "compute"].set_index("algorithm")
+    compute = runs[(runs.setting == "compute") & (runs.target == "20")].set_index("method")
     assert compute.loc["comdml"].rounds > compute.loc["local"].rounds
+    summary = pd.read_csv(out / "summary.csv")
+    assert (summary["seeds"] == 1).all() and len(summary) == 2 * 3 * 2
     printed = capsys.readouterr().out
-    assert "time to target" in printed and "comparison.csv" in printed
+    assert "time to target" in printed and "runs.csv" in printed
+    # --reuse-runs reuses every run whose summary.json has the same configuration, and scores them the same.
+    assert main(args + ["--reuse-runs"]) == 0
+    assert capsys.readouterr().out.count("reused: ") == 6
+    assert pd.read_csv(out / "runs.csv").equals(runs)
 
 
-def test_compare_refuses_an_unknown_algorithm_in_one_sentence(tmp_path, capsys):
-    rc = main(TINY + ["--algorithms", "local,fedavg", "--out", str(tmp_path)])
-    assert rc == 2
+def test_compare_refuses_an_unknown_method_or_a_repeated_seed_in_one_sentence(tmp_path, capsys):
+    assert main(TINY + ["--algorithms", "local,fedavg", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "fedavg" in err and "choose from" in err and "Traceback" not in err
+    assert main(TINY + ["--seeds", "1", "1", "--out", str(tmp_path)]) == 2
+    assert "--seeds repeats" in capsys.readouterr().err
+    assert main(TINY + ["--algorithms", "comdml", "--targets", "local-best-0.5", "--out", str(tmp_path)]) == 2
+    assert "needs the local method" in capsys.readouterr().err

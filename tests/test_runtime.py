@@ -46,12 +46,13 @@ def test_local_run_writes_results_and_is_reproducible(tmp_path):
     s2, r2 = run(tmp_path, "b")
     for f in ("rounds.csv", "agents.csv", "summary.json", "accuracy.png", "profile.csv"):
         assert os.path.getsize(tmp_path / "a" / f) > 0
-    assert list(r1.columns[:6]) == ["round", "virtual_time_s", "wall_time_s", "train_loss", "test_accuracy", "bytes_sent"]
+    assert list(r1.columns[:7]) == ["round", "virtual_time_s", "wall_time_s", "train_loss", "test_accuracy", "consensus_accuracy", "bytes_sent"]
+    assert r1["consensus_accuracy"].tolist() == r1["test_accuracy"].tolist()  # exact all-reduce: one model
     for col in ("test_accuracy", "train_loss", "virtual_time_s", "bytes_sent"):
         assert r1[col].tolist() == r2[col].tolist()
     assert s1["final_accuracy"] > 0.3
     saved = json.load(open(tmp_path / "a" / "summary.json"))
-    assert saved["agents"] == 6 and saved["evaluated"] == "averaged model"
+    assert saved["agents"] == 6 and saved["evaluated"] == "mean over 6 agents' models (all one averaged model)"
 
 
 def test_comdml_with_equal_speeds_equals_local(tmp_path):
@@ -120,7 +121,7 @@ class Spy:
 @pytest.mark.parametrize("algorithm", ["swift", "divshare", "adpsgd"])
 def test_no_payload_passes_through_the_driver(algorithm):
     """Every value an actor returns to the driver is a few KB at most: models and fragments stay in the store."""
-    cfg = RunConfig(**(SMALL | dict(agents=4, rounds=2, algorithm=algorithm, fragments=2, eval_agents=1))).validate()
+    cfg = RunConfig(**(SMALL | dict(agents=4, rounds=2, algorithm=algorithm, fragments=2, eval_agents=1, step_batches=0))).validate()
     r = Run(cfg, log=quiet)
     try:
         spy = Spy(r.backend)

@@ -12,15 +12,16 @@ Owns the driver side of `--algorithm dpsgd|adpsgd|swift|divshare`, one concern p
   run, `backend.LocalBackend` in tests), and read the run's `setting.Setting`;
 - `run_event_driven(run, cfg, log)`, what `experiment.run_experiment` calls.
 
-Work unit (project choice): a local step is one round's worth of local work of an
-agent (`--local-epochs` passes over its shard, B_k batches, B_k * c_k virtual seconds,
-c_k = base cost x slowdown, with `--drift` indexed by the epochs-equivalent the run
-has completed), so an asynchronous step is the same work as a synchronous round.
-A run of R rounds processes events until R*N steps have finished (R epochs-equivalent),
-or until the row whose virtual time reaches `--time-budget` (same-clock comparisons);
-every N finished steps make one row of rounds.csv, whose virtual_time_s is the time
-of the N-th finish, with the mean test accuracy of `--eval-agents` agents' current
-models then (asynchronous models never agree; as `Run.evaluate` does under gossip).
+Work unit: a local step is `--step-batches` S_k minibatches of agent k (each method's
+default in `config.ASYNC_STEP_BATCHES`, 1 for AD-PSGD and Swift as in their papers;
+0 = one round's work, `--local-epochs` passes over its shard, B_k batches), S_k * c_k
+virtual seconds, c_k = base cost x slowdown, with `--drift` indexed by the
+epochs-equivalent the run has completed.  A row of rounds.csv is one
+epochs-equivalent: it closes at the step finish that brings the work done (S_k / B_k
+per step of agent k) to N per row, and its virtual_time_s is that finish's time, with
+the mean test accuracy of the `--eval-agents` sample's current models then (the one
+yardstick; asynchronous models never agree).  A run of R rounds stops after R rows,
+or at the row whose virtual time reaches `--time-budget` (same-clock comparisons).
 agents.csv has, per row and agent: steps finished in that row, their mean loss, the
 absolute virtual time of its last finish (asynchronous methods have no rounds), the
 bytes it sent that were delivered, and its own test accuracy if it was evaluated.

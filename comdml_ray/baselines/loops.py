@@ -41,6 +41,7 @@ class LoopState:
     completed: int
     last_finish: np.ndarray
     row: int  # the row now being filled
+    epochs_done: float | None = None  # work done in rounds' worth of shards (None: a checkpoint from before --step-batches, = completed)
 
 
 # After every row but the last: (row index, virtual time, the loop's state on demand).
@@ -66,6 +67,7 @@ class AsyncLoop:
         self.steps = np.zeros(n, dtype=int)  # steps finished per agent
         self.busy = np.zeros(n, dtype=bool)  # mid-step now
         self.completed = 0
+        self.epochs_done = 0.0  # finished work in rounds' worth of each agent's shard (a row is n of them)
         self.finish_log: list[tuple[float, int, int]] = []
         self.event_times: list[float] = []
         self.last_finish = np.zeros(n)
@@ -78,11 +80,11 @@ class AsyncLoop:
     def begin(self, k: int, t: float) -> None:
         """Agent k starts a step at t; its speed is that of the epochs-equivalent the run is in."""
         self.busy[k] = True
-        self.clock.push(t + self.st.step_seconds(k, self.completed // self.st.n), StepDone(k, int(self.steps[k])))
+        self.clock.push(t + self.st.step_seconds(k, int(self.epochs_done / self.st.n + 1e-9)), StepDone(k, int(self.steps[k])))
 
     def state(self) -> LoopState:
         return LoopState(self.clock.snapshot(), [g.bit_generator.state for g in self.rngs], self.steps.copy(), self.busy.copy(),
-                         self.completed, self.last_finish.copy(), self.period.index)
+                         self.completed, self.last_finish.copy(), self.period.index, self.epochs_done)
 
     def load_state(self, s: LoopState) -> None:
         self.clock = EventClock.restore(s.clock)
@@ -90,6 +92,7 @@ class AsyncLoop:
             g.bit_generator.state = st
         self.steps, self.busy, self.last_finish = s.steps.copy(), s.busy.copy(), s.last_finish.copy()
         self.completed = s.completed
+        self.epochs_done = float(s.completed if s.epochs_done is None else s.epochs_done)
         self.period = self._new_period(s.row)
 
     def run(self, rec: Recorder, state: LoopState | None = None, after_row: AfterRow | None = None) -> None:
@@ -110,11 +113,12 @@ class AsyncLoop:
                 self.busy[k] = False
                 self.steps[k] += 1
                 self.completed += 1
+                self.epochs_done += self.st.step_share(k)
                 self.last_finish[k] = t
                 self.period.steps[k] += 1
                 self.finish_log.append((t, k, ev.step))
                 self.on_step_done(k, ev.step, t)
-                if self.completed % n == 0:
+                if self.epochs_done >= n * (self.period.index + 1) - 1e-9:
                     self._close_period(t, rec)
             elif isinstance(ev, Delivered):
                 if not ev.transfer.cancelled:

@@ -1,0 +1,47 @@
+"""README.md and benchmarks/README.md show exactly the tables that benchmarks/results/*.csv hold.
+
+Every block between `<!-- table: NAME -->` and `<!-- /table -->` must be what
+`python benchmarks/tables.py --render NAME` prints from the committed CSV, and every
+committed CSV must be shown somewhere.  Regenerate with `make results` (or one table's
+command), then paste the rendered tables.
+"""
+
+import os
+
+import pytest
+
+from benchmarks.tables import RESULTS, TABLES, csv_path, readme_blocks, render
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+READMES = [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "benchmarks", "README.md")]
+
+
+def blocks() -> dict[str, list[tuple[str, str]]]:
+    out: dict[str, list[tuple[str, str]]] = {}
+    for path in READMES:
+        with open(path) as f:
+            for name, block in readme_blocks(f.read()).items():
+                out.setdefault(name, []).append((os.path.relpath(path, ROOT), block))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(TABLES))
+def test_readme_table_matches_its_csv(name):
+    shown = blocks().get(name, [])
+    if not os.path.exists(csv_path(name)):
+        assert not shown, f"{name} is shown in {shown[0][0]} but benchmarks/results/{name}.csv is not committed"
+        return
+    assert shown, f"benchmarks/results/{name}.csv is committed but no README shows it (<!-- table: {name} -->)"
+    expected = render(name)
+    for path, block in shown:
+        assert block == expected, f"{path}: the {name} table differs from `python benchmarks/tables.py --render {name}`"
+
+
+# Issue 15's privacy tables: written by benchmarks/privacy.py (commands in benchmarks/README.md), not by tables.py yet.
+OTHER_COMMANDS = {"privacy", "privacy-same-model", "privacy-int8"}
+
+
+def test_every_results_csv_belongs_to_a_table():
+    if os.path.isdir(RESULTS):
+        stray = [f for f in os.listdir(RESULTS) if f.endswith(".csv") and f[:-4] not in TABLES and f[:-4] not in OTHER_COMMANDS]
+        assert not stray, f"CSVs under benchmarks/results/ that no table command writes: {stray}"
