@@ -17,7 +17,7 @@ from comdml_ray.config import RunConfig
 from comdml_ray.experiment import run_experiment
 from tests.conftest import quiet
 
-WALL = {"agents": 4, "rounds": 1, "train_samples": 1000, "lr": 0.05, "progress": False, "num_gpus": 0, "clock": "wall", "emulate": True,
+WALL = {"agents": 4, "rounds": 2, "train_samples": 1000, "lr": 0.05, "progress": False, "num_gpus": 0, "clock": "wall", "emulate": True,
         "agents_per_actor": 1, "cpus_per_agent": 0.5, "reference_gflops": 4.0}
 
 
@@ -39,14 +39,15 @@ def test_comdml_round_is_shorter_in_wall_time_than_local(tmp_path):
     s_comdml, comdml = _run(tmp_path, "comdml", str(csv), algorithm="comdml")
     assert s_local["clock"] == s_comdml["clock"] == "wall"
     # emulation really slows the slow agents down: a local round lasts at least ~its virtual time
-    assert local["round_wall_s"].iloc[0] > 0.8 * local["round_virtual_s"].iloc[0]
-    assert comdml["pairs"].iloc[0] == 2 and comdml["bytes_offloaded"].iloc[0] > 0
-    assert comdml["round_wall_s"].iloc[0] < 0.75 * local["round_wall_s"].iloc[0]
+    assert local["round_wall_s"].iloc[-1] > 0.8 * local["round_virtual_s"].iloc[-1]
+    assert (comdml["pairs"] == 2).all() and (comdml["bytes_offloaded"] > 0).all()
+    # round 1, planned from round 0's observations (round 0 also pays for the measured warm-up)
+    assert comdml["round_wall_s"].iloc[-1] < 0.75 * local["round_wall_s"].iloc[-1]
     plan = pd.read_csv(tmp_path / "comdml" / "plan.csv")
     assert plan["observed_finish_s"].notna().all()
     agents = pd.read_csv(tmp_path / "comdml" / "agents.csv")
     # online profiling: the slow agents measured themselves slower than the fast ones
-    spb = agents.set_index("agent")["observed_sec_per_batch"]
+    spb = agents[agents["round"] == agents["round"].max()].set_index("agent")["observed_sec_per_batch"]
     assert min(spb[2], spb[3]) > 3 * max(spb[0], spb[1])
 
 
