@@ -283,8 +283,12 @@ AGENTS = 4
 
 
 def job_argv(rounds: int, out_dir: str) -> list[str]:
-    """4 agents at 0.25 of the head's one logical GPU: one actor each (agent-000..003), and a GPU warning from each."""
-    return ["--agents", str(AGENTS), "--rounds", str(rounds), "--train-samples", "2000", "--algorithm", "comdml",
+    """4 agents at 0.25 of the head's one logical GPU: one actor each (agent-000..003), and a GPU warning from each.
+
+    Every round is evaluated on the whole test set (`--eval-samples 0`), as before evaluation
+    used a subset, so the job still runs when the page is ready (the screenshot needs it running).
+    """
+    return ["--agents", str(AGENTS), "--rounds", str(rounds), "--train-samples", "2000", "--algorithm", "comdml", "--eval-samples", "0",
             "--gpus-per-agent", "0.25", "--cpus-per-agent", "0.5", "--no-progress", "--out", out_dir]
 
 

@@ -106,6 +106,19 @@ class AgentFailure(RuntimeError):
         self.group = group
 
 
+class StateLost(RuntimeError):
+    """A restarted actor was called before the driver set it up again: the agents it hosted are gone.
+
+    Ray restarts a dead actor by running its constructor again; calls the driver sent
+    after the death (the event loops keep sending) reach that bare process. They fail
+    with this instead of an AttributeError, so `RayBackend.fetch` reports the actor as lost.
+    """
+
+    def __init__(self, group_id: int):
+        super().__init__(f"the actor of group {group_id} was restarted and holds no agents yet")
+        self.group_id = group_id
+
+
 class AgentHost(AgentGroup):
     """An AgentGroup inside a Ray actor: device from Ray's GPU ids, CPU threads from its share.
 
@@ -130,6 +143,18 @@ class AgentHost(AgentGroup):
         self._args = (group_id, list(agent_ids), cfg)
         self.device_name = device
         self.collective: tuple[str, int] | None = None  # (group name, world size)
+
+    @property
+    def agents(self) -> dict:
+        """The hosted agents; before setup() (a restarted process) there are none: StateLost."""
+        try:
+            return self.__dict__["_agents"]
+        except KeyError:
+            raise StateLost(self._args[0]) from None
+
+    @agents.setter
+    def agents(self, value: dict) -> None:
+        self.__dict__["_agents"] = value
 
     def setup(self, data: DatasetArrays) -> list[AgentInfo]:
         """Build the agents on the shared dataset; returns their descriptions."""
@@ -225,7 +250,7 @@ class AgentHost(AgentGroup):
     def __repr__(self) -> str:
         ids = self._args[1]
         who = f"agent {ids[0]:03d}" if len(ids) == 1 else f"agents {ids[0]:03d}-{ids[-1]:03d}"
-        if not hasattr(self, "agents"):  # Ray takes the repr for its logs right after construction
+        if "_agents" not in self.__dict__:  # Ray takes the repr for its logs right after construction
             return f"AgentHost({who} on {self.device_name})"
         extra = "" if len(ids) == 1 else f" (+{len(ids) - 1} more)"
         return f"AgentHost({who} on {self.device_name}, {self.agents[ids[0]].profile!r}{extra})"
@@ -313,6 +338,11 @@ class RayBackend(Backend):
         except RayTaskError as e:
             if isinstance(e.cause, (ConfigError, DatasetError)):
                 raise e.cause from None
+            if isinstance(e.cause, StateLost):  # a call that reached the restarted process: the same loss
+                g = e.cause.group_id
+                ids = self.groups[g]
+                who = f"agent {ids[0]}" if len(ids) == 1 else f"agents {ids[0]}-{ids[-1]}"
+                raise AgentFailure(failure_message(who, self.hosts[g], e.cause), g) from None
             raise
 
     def _who_died(self, err: RayActorError) -> tuple[str, int | None]:

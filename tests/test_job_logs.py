@@ -24,7 +24,7 @@ import pytest
 
 from benchmarks.dashboard_screenshot import AGENTS, ROOT, LocalHead, chromium_binary, picture_of_a_job
 
-ROUNDS = 20  # long enough that the job still runs when the page is ready
+ROUNDS = 60  # long enough that the job still runs when the page is ready (a round lasts under a second)
 
 
 @pytest.fixture(scope="module")
