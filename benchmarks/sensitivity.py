@@ -28,7 +28,7 @@ import pandas as pd
 
 from benchmarks.run import build_parser, exit_code_of
 from comdml_ray.config import ConfigError, RunConfig
-from comdml_ray.yardstick import parse_targets, target_level, time_to
+from comdml_ray.yardstick import finish_log_x_plot, parse_targets, target_level, time_to
 
 OWN_FLAGS = ("no_progress", "gflops", "profiles", "rounds_factor", "target")
 
@@ -97,14 +97,8 @@ def plot(runs: pd.DataFrame, path: str) -> None:
             ax.annotate(f"{r.reference_gflops:g} GFLOPS" if prof == "flops" else "measured", (r.compute_comm_ratio, y), fontsize=7,
                         textcoords="offset points", xytext=(4, 4))
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel("compute / communication (median agent: batch compute s / split-1 activations transfer s)")
-    ax.set_ylabel("ComDML's time-to-target reduction vs local (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish_log_x_plot(fig, ax, path, "compute / communication (median agent: batch compute s / split-1 activations transfer s)",
+                      "ComDML's time-to-target reduction vs local (%)")
 
 
 def sweep(cfg: RunConfig, gflops: list[float], profiles: list[str], rounds_factor: float, target: str, log=print) -> pd.DataFrame:

@@ -174,9 +174,14 @@ def plot_bands(curves: dict[str, list[pd.DataFrame]], path: str, targets: dict[s
         if not math.isnan(level):
             ax.axhline(100 * level, color="grey", ls="--", lw=0.8)
             ax.annotate(label, (ax.get_xlim()[0], 100 * level), fontsize=7, color="grey", va="bottom")
+    finish_log_x_plot(fig, ax, path, "virtual training time (s, log scale)", "test accuracy (%), mean over the scored agents")
+
+
+def finish_log_x_plot(fig, ax, path, xlabel: str, ylabel: str) -> None:
+    """Log x axis, labels, grid and legend; save the figure to `path` and close it."""
     ax.set_xscale("log")
-    ax.set_xlabel("virtual training time (s, log scale)")
-    ax.set_ylabel("test accuracy (%), mean over the scored agents")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
