@@ -238,6 +238,16 @@ async def _screenshot(ws_url: str, url: str, token: str, must_show: list[str], m
                                f"or shows {[s for s in must_not_show if s in text]}: {text[:500]!r}")
 
 
+def stop_process(proc: subprocess.Popen, timeout_s: float) -> None:
+    """SIGTERM a process this script (or a test) started; SIGKILL it if it has not exited within timeout_s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def screenshot(url: str, token: str, must_show: list[str], out: Path, must_not_show: tuple[str, ...] = (), timeout_s: float = 180.0,
                size: tuple[int, int] = (1600, 900)) -> Shot:
     """Open url in headless Chromium with the dashboard's token cookie; screenshot once the page shows all of must_show and none of must_not_show."""
@@ -267,12 +277,7 @@ def screenshot(url: str, token: str, must_show: list[str], out: Path, must_not_s
             raise RuntimeError("headless Chromium did not open its DevTools port within 60 s")
         return asyncio.run(_screenshot(ws_url, url, token, must_show, list(must_not_show), out, timeout_s, size))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout_s=15)
         shutil.rmtree(profile, ignore_errors=True)
 
 

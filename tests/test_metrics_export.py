@@ -30,6 +30,7 @@ import pytest
 import ray
 from prometheus_client.parser import text_string_to_metric_families
 
+from benchmarks.dashboard_screenshot import stop_process
 from comdml_ray.actors import METRIC_NAMES
 from comdml_ray.config import RunConfig
 from comdml_ray.experiment import run_experiment
@@ -76,11 +77,7 @@ def prometheus(ports, tmp_path_factory):
     try:
         yield f"http://127.0.0.1:{ports['prometheus']}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, timeout_s=20)
 
 
 @pytest.fixture(scope="module")
