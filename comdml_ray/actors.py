@@ -5,8 +5,10 @@ Owns
 - `AgentHost`: an `AgentGroup` living in an actor process: picks its device from the
   GPU ids Ray assigned, caps its share of a shared GPU, limits torch threads to its
   CPUs, joins the run's `ray.util.collective` group (GLOO on CPU, NCCL on GPUs) and
-  runs its part of the round's all-reduce (`allreduce`: one point-to-point hop per
-  actor round the ring, then one gather; the driver starts it with one call per actor);
+  runs its part of the round's all-reduce (`allreduce`: one allgather when the fleet's
+  models fit in GATHER_LIMIT_BYTES, else one point-to-point hop per actor round the
+  ring and one gather: the same sums either way; `COMDML_ALLREDUCE=ring|gather` in the
+  driver's environment forces one; the driver starts it with one call per actor);
 - `RayBackend`: `backend.Backend` on these actors: every typed method is an actor
   call that returns ObjectRefs; `average` starts the collective on every actor at
   once (one call each per round); `fetch` turns a dead actor into `AgentFailure`
@@ -37,6 +39,8 @@ from comdml_ray.cluster import failure_message
 from comdml_ray.config import ConfigError, RunConfig
 from comdml_ray.data import DatasetArrays, DatasetError
 from comdml_ray.telemetry import ActorTelemetry
+
+GATHER_LIMIT_BYTES = 64 << 20  # the fleet's models (N x model floats) up to this are all-reduced by one allgather
 
 METRIC_NAMES = (
     "comdml_round",
@@ -196,8 +200,14 @@ class AgentHost(AgentGroup):
         """Fault injection (--kill-actor): this actor's process kills itself, as a lost node would."""
         os.kill(os.getpid(), signal.SIGKILL)
 
-    def allreduce(self, model: bool, aux: bool, *after) -> None:
+    def allreduce(self, model: bool, aux: bool, how: str, *after) -> None:
         """This actor's part of the round's collective (see `averaging`): G ring hops then a gather, and/or the aux sums.
+
+        `how`: "ring"; "gather" (one allgather of every agent's scaled model and of each
+        group's aux partial, summed here in the ring's order: the same bits); or "auto":
+        gather when the fleet's models fit in GATHER_LIMIT_BYTES (one collective call
+        instead of G + 2; on a host with more actors than cores each call costs a
+        scheduling round trip per hop).
 
         `after` (unused values) holds refs Ray must resolve first: if an actor died in the
         round, they fail and this call never starts, instead of waiting in the collective
@@ -206,6 +216,8 @@ class AgentHost(AgentGroup):
 
         name, world = self.collective
         g = self.group_id
+        if world > 1 and (how == "gather" or (how == "auto" and self._gather_fits())):
+            return self._gathered(model, aux)
         if model:
             acc = self.ring_start()
             for h in range(world):  # the block received at hop h started in group g-1-h; the last one is our own
@@ -220,6 +232,20 @@ class AgentHost(AgentGroup):
         if aux:
             part = self.aux_partial()
             self.apply_aux(self._sum(part) if world > 1 else part)
+
+    def _gather_fits(self) -> bool:
+        return self.cfg.agents * int(self._bounds()[-1]) * 4 <= GATHER_LIMIT_BYTES
+
+    def _gathered(self, model: bool, aux: bool) -> None:
+        """One allgather of every group's `gather_payload`; each group then sums them itself (`gathered_finish`)."""
+        import torch
+        from ray.util import collective
+
+        name, world = self.collective
+        mine = torch.from_numpy(self.gather_payload(model, aux)).to(self.device)
+        outs = [torch.empty_like(mine) for _ in range(world)]
+        collective.allgather(outs, mine, name)
+        self.gathered_finish([o.cpu().numpy() for o in outs], model, aux)
 
     def _ring_hop(self, acc: np.ndarray, owner: int) -> np.ndarray:
         """Send our block to the next actor, receive group `owner`'s block from the previous one."""
@@ -297,14 +323,14 @@ class WallHost(AgentHost):
     def inbox(self, message: Any) -> None:
         self.inbox_q.put(message)
 
-    def allreduce(self, model: bool, aux: bool, *after) -> None:
+    def allreduce(self, model: bool, aux: bool, how: str, *after) -> None:
         """The collective; under --emulate it then lasts at least the clock's aux-head and model exchange seconds."""
         import time
 
         from comdml_ray.emulation import wait_until
 
         entry = time.time()
-        super().allreduce(model, aux, *after)
+        super().allreduce(model, aux, how, *after)
         if self._args[2].emulate:
             wait_until(entry + self.averaging_pad_s())
 
@@ -319,6 +345,7 @@ class RayBackend(Backend):
         self.hosts = hosts
         self.groups = groups
         self.num_groups = len(hosts)
+        self.allreduce_how = os.environ.get("COMDML_ALLREDUCE", "auto")  # ring, gather or auto (AgentHost.allreduce)
         self.calls = 0  # remote calls the driver made (the summary reports them per round)
 
     def _call(self, g: int, fn: Callable, *args: Any, returns: int | None = None) -> Any:
@@ -357,7 +384,7 @@ class RayBackend(Backend):
 
     def average(self, model: bool, aux: bool, after: list | tuple = ()) -> list:
         self.calls += self.num_groups
-        return [h.allreduce.remote(model, aux, *after) for h in self.hosts]
+        return [h.allreduce.remote(model, aux, self.allreduce_how, *after) for h in self.hosts]
 
     def record_metrics(self, g: int, rows: list[dict], accuracy: float | None) -> None:
         self.calls += 1

@@ -10,6 +10,11 @@ in `actors.AgentHost.allreduce`, plain calls in `backend.LocalBackend.average`):
   from c on), passes once through every other group in ring order (`ring_add`: all of
   that group's agents at once: the pre-reduction), and ends back in its own group
   (`ring_add`: its agents before c).  One hop per group; `ring_finish` applies the result;
+- the same sums in one collective (`gather_payload`, `gathered_finish`): every group
+  gathers every agent's scaled model and every group's aux partial and sums them itself
+  in that order (`ring_order_sum`; the aux partials in group order): one call instead
+  of one hop per group, for fleets whose models are small enough to gather
+  (`actors.GATHER_LIMIT_BYTES`); the results are the ring's, bit for bit;
 - the aux heads: a float64 sum per split group (`aux_partial`, `apply_aux`);
 - gossip: one Metropolis-Hastings step, x_i <- sum_j W_ij x_j over i's neighbours and
   itself, models as `Shipped` refs handed out by the driver.
@@ -24,6 +29,17 @@ import numpy as np
 from comdml_ray.store import Shipped
 from comdml_ray.topology import metropolis_hastings
 from comdml_ray.training import flatten, unflatten_into
+
+
+def ring_order_sum(x: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """The ring's sum from all N scaled models (N, size): chunk c is x_c + x_{c+1} + ... + x_{c-1}, one agent at a time in float32."""
+    n, size = x.shape
+    src, cols = np.repeat(np.arange(n), np.diff(bounds)), np.arange(size)
+    acc = np.zeros(size, dtype=np.float32)
+    for _ in range(n):
+        acc += x[src, cols]
+        src = (src + 1) % n
+    return acc
 
 
 class Averaging:
@@ -77,6 +93,37 @@ class Averaging:
         for k in self.ids:  # agent k adds to the chunks c > k
             acc[b[k + 1] - lo :] += self._scaled[k][b[k + 1] : hi]
         return acc
+
+    # ------------------------------------------------------------------ the same sums gathered: one collective
+    def gather_payload(self, model: bool, aux: bool) -> np.ndarray:
+        """This group's part of the gathered all-reduce, float32 (the same length on every group).
+
+        Its agents' scaled models in id order, with zero rows up to the largest group's
+        agent count, then its aux partial's float64 bytes (as float32 pairs).
+        """
+        parts = []
+        if model:
+            share, size = self.setting.shares, int(self._bounds()[-1])
+            x = np.zeros((max(len(ids) for ids in self.setting.groups), size), dtype=np.float32)
+            for i, k in enumerate(self.ids):
+                x[i] = flatten(self.agents[k].model) * np.float32(share[k])  # as ring_start scales
+            parts.append(x.ravel())
+        if aux:
+            parts.append(self.aux_partial().view(np.float32))
+        return np.concatenate(parts)
+
+    def gathered_finish(self, parts: list[np.ndarray], model: bool, aux: bool) -> None:
+        """Every group's `gather_payload`, in group order: the model summed as the ring sums it, the aux heads in group order."""
+        width = max(len(ids) for ids in self.setting.groups)
+        size = int(self._bounds()[-1]) if model else 0
+        if model:
+            x = np.concatenate([p[: width * size].reshape(width, size)[: len(ids)] for p, ids in zip(parts, self.setting.groups)])
+            self.ring_finish(ring_order_sum(x, self._bounds()))
+        if aux:
+            total = 0  # as LocalBackend.average sums the groups' partials
+            for p in parts:
+                total = total + np.ascontiguousarray(p[width * size:]).view(np.float64)
+            self.apply_aux(total)
 
     def ring_finish(self, full: np.ndarray) -> None:
         """Every agent takes the summed model (the exact data-weighted mean, to float32 rounding)."""

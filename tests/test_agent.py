@@ -114,7 +114,10 @@ def ring_reference(models: np.ndarray, shares: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("layout", [[[0, 1, 2, 3, 4]], [[0, 1, 2], [3, 4]], [[0], [1], [2], [3], [4]]])
 def test_allreduce_is_the_ring_sum_bit_for_bit_whatever_the_packing(layout):
-    """Start at home, one hop per group, end at home = the agent ring's float32 sum, exactly; = the weighted mean to 1e-6."""
+    """Start at home, one hop per group, end at home = the agent ring's float32 sum, exactly; = the weighted mean to 1e-6.
+
+    The gathered form (one allgather, each group sums every agent's model in the ring's order) gives the same bits.
+    """
     cfg = RunConfig(agents=5, partition="dirichlet", alpha=0.3, train_samples=500).validate()
     be, st = local_backend(cfg, layout)
     groups, owner = be.groups, st.owner
@@ -127,11 +130,16 @@ def test_allreduce_is_the_ring_sum_bit_for_bit_whatever_the_packing(layout):
     sizes = st.num_samples
     assert len(set(sizes.tolist())) > 1  # unequal shards: the weights matter
     reference = ring_reference(models, st.shares)
+    payloads = [g.gather_payload(model=True, aux=False) for g in groups]
+    assert len({p.size for p in payloads}) == 1
     be.average(model=True, aux=False)
     for k in range(5):
         after = groups[owner[k]].flat_model(k)
         assert np.array_equal(after, reference)
         assert np.abs(after - (sizes / sizes.sum()) @ models.astype(np.float64)).max() < 1e-6
+    for g in groups:
+        g.gathered_finish(payloads, model=True, aux=False)
+    assert all(np.array_equal(groups[owner[k]].flat_model(k), reference) for k in range(5))
 
 
 def test_aux_heads_are_averaged_per_split_group():
@@ -150,7 +158,13 @@ def test_aux_heads_are_averaged_per_split_group():
         heads[k] = flatten(head).astype(np.float64)
     n = {k: be.groups[k // 3].agents[k].num_samples for k in split_of}
     before = [flatten(a.model) for g in be.groups for a in g.agents.values()]
+    payloads, used = [g.gather_payload(model=False, aux=True) for g in be.groups], [dict(g.aux_used) for g in be.groups]
     be.average(model=False, aux=True)
+    averaged = {k: flatten(be.groups[k // 3].agents[k].aux[m]) for k, m in split_of.items()}
+    for g, u in zip(be.groups, used):  # the gathered form: the same heads, bit for bit
+        g.aux_used = u
+        g.gathered_finish(payloads, model=False, aux=True)
+    assert all(np.array_equal(flatten(be.groups[k // 3].agents[k].aux[m]), averaged[k]) for k, m in split_of.items())
     for m in (1, 2):
         ks = [k for k, mm in split_of.items() if mm == m]
         mean = sum(n[k] * heads[k] for k in ks) / sum(n[k] for k in ks)

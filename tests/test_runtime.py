@@ -96,6 +96,15 @@ def test_collective_allreduce_between_actors_is_the_weighted_mean():
         lb.average(model=True, aux=False)
         assert np.array_equal(np.stack([lb.flat_model(r.owner[k], k) for k in range(5)]), after)
         assert np.array_equal(after[0], ring_reference(before.astype(np.float32), r.setting.shares))
+        # that was one allgather (small models); the ring of point-to-point hops (large ones) gives the same bits
+        assert be.allreduce_how == "auto"
+        be.allreduce_how = "ring"
+        be.fetch([be.train_phase(g, 1, [])[0] for g in range(3)])
+        be.fetch(r.aggregate())
+        lb.fetch([lb.train_phase(g, 1, [])[0] for g in range(3)])
+        lb.average(model=True, aux=False)
+        assert np.array_equal(np.stack(be.fetch([be.flat_model(r.owner[k], k) for k in range(5)])),
+                              np.stack([lb.flat_model(r.owner[k], k) for k in range(5)]))
     finally:
         r.shutdown()
 
