@@ -96,6 +96,13 @@ def plot_accuracy(curves: dict[str, pd.DataFrame], path, target: float | None = 
     plt.close(fig)
 
 
+def _eval_sets(summary: dict) -> str:
+    """Which test images the evaluations used: a subset before the last, or the whole set every time (--eval-samples 0)."""
+    sub, whole = summary.get("eval_subset_images"), summary.get("final_accuracy_images")
+    if sub is not None and sub == whole:
+        return f"every evaluation on the whole test set, {whole} images"
+    return f"rounds before the last: a fixed subset of {sub if sub is not None else '?'} test images"
+
 def format_summary(summary: dict) -> str:
     def fmt(v, unit=""):
         if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -109,7 +116,7 @@ def format_summary(summary: dict) -> str:
         f"algorithm            {summary['algorithm']} ({summary['agents']} agents, {summary['rounds']} rounds, {summary['aggregation']})",
         f"final test accuracy  {fmt(None if acc is None else 100 * acc, '%')}  ({summary.get('evaluated', 'averaged model')}, {summary['dataset']} test set, {summary.get('final_accuracy_images', '?')} images)",
         f"evaluation           {fmt(summary.get('eval_wall_s'), ' s')} wall, {fmt(None if share is None else 100 * share, '%')} of the rounds' wall time  "
-        f"(rounds before the last: a fixed subset of {summary.get('eval_subset_images', '?')} test images)",
+        f"({_eval_sets(summary)})",
         f"virtual time         {fmt(summary['virtual_time_s'], ' s')}  (simulated training time under the heterogeneity profile)",
         f"wall time            {fmt(summary['wall_time_s'], ' s')}  (real time of the rounds on this cluster)",
         f"start-up             {fmt(summary['startup_s'], ' s')}  (Ray start, actors, data, profiling)",
