@@ -44,6 +44,25 @@ RAY = str(Path(sys.executable).with_name("ray"))
 DEFAULT_OUT = ROOT / "clusters" / "dashboard-actors.png"
 
 
+TERM_GRACE_S = 5.0
+
+
+def still_running(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Those of procs still running after at most timeout_s (a zombie has exited: only its parent's wait is missing)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        running = []
+        for p in procs:
+            try:
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    running.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        if not running or time.monotonic() >= deadline:
+            return running
+        time.sleep(0.2)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -135,13 +154,15 @@ class LocalHead:
                 p.terminate()
             except psutil.NoSuchProcess:
                 pass
-        _, alive = psutil.wait_procs(procs, timeout=15)
-        for p in alive:
+        # GCS, raylet and the dashboard exit within ~3 s of SIGTERM, but `ray start --block` and the autoscaler's
+        # monitor may sit on it for 15 s and more (measured): what still runs after the grace period is killed.
+        for p in still_running(procs, TERM_GRACE_S):
             try:
                 p.kill()
             except psutil.NoSuchProcess:
                 pass
-        psutil.wait_procs(alive, timeout=10)
+        still_running(procs, 10)
+        self.proc.wait(timeout=10)  # `ray start` is our child: reap it
         self.proc = None
         self.log_file.close()
         shutil.rmtree(self.temp_dir, ignore_errors=True)

@@ -1,7 +1,9 @@
 """The round's reducer: the groups' reports become rows without passing through the driver.
 
-Owns `RoundReducer`, a small Ray actor (no CPU reserved, no torch imported) pinned to
-the driver's node.  Every synchronous round the driver hands it the refs of the
+Owns `RoundReducer`, a small Ray actor (no CPU reserved) pinned to the driver's node.
+Its own code needs no torch, but Ray imports the agent actors' module (torch included,
+a few CPU seconds) when it receives their handles, so the driver creates it first and
+hands it the handles while the agent actors start.  Every synchronous round the driver hands it the refs of the
 groups' reports (and of the plan, for ComDML); Ray moves those reports from the
 actors to it, it runs the virtual clock (`rows.sync_round_rows`), appends the round's
 rows to agents.csv and plan.csv in the output folder (`storage.RowFile`: flushed, so
@@ -34,10 +36,14 @@ WALL_PLAN_COLUMNS = ["observed_finish_s"]
 
 
 class RoundReducer:
-    """Turns one round's reports into rows, appends them to the output folder, returns the round's row."""
+    """Turns one round's reports into rows, appends them to the output folder, returns the round's row.
 
-    def __init__(self, setting: Setting, splits: ClockSplits, aggregation: str, out: OutDir, hosts: list, keep_before: int | None = None,
-                 clock: str = "virtual"):
+    Created bare, then given the actors' handles (`set_hosts`) and the run (`start`), in that
+    order, before any round: so its process starts while the agent actors' do, not after them.
+    """
+
+    def start(self, setting: Setting, splits: ClockSplits, aggregation: str, out: OutDir, hosts: list, keep_before: int | None = None,
+              clock: str = "virtual") -> None:
         self.setting, self.splits, self.aggregation = setting, splits, aggregation
         self.wall = clock == "wall"
         extra = (WALL_AGENT_COLUMNS, WALL_PLAN_COLUMNS) if self.wall else ([], [])

@@ -123,9 +123,14 @@ class Run(RunRecovery):
         self.init_faults()
         groups = self.layout.groups
         self.owner = {k: g for g, ids in enumerate(groups) for k in ids}
+        # The round's reducer lives beside the driver (same node, same output folder); its process starts now, beside
+        # the agent actors' (it too imports torch, see reducer.py), and `start` gives it the run once that is set up.
+        self.reducer = RoundReducerActor.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)).remote()
         self.pg = placement_group([self._bundle()] * len(groups), strategy="PACK" if cfg.placement == "pack" else "SPREAD")
         wait_for_placement(self.pg, self.log, timeout_s=120)
         self.hosts = [self._host(g, ids) for g, ids in enumerate(groups)]
+        self.reducer.set_hosts.remote(self.hosts)  # loading their class imports torch there: now, while the actors start
         self.backend = be = RayBackend(self.hosts, groups)
         # The uint8 dataset goes into the object store once; every actor on a node maps that one copy.
         data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
@@ -145,12 +150,9 @@ class Run(RunRecovery):
         if cfg.clock == "wall":  # peers message each other; round 0's estimates come from a short measured warm-up
             self.warm_up_s = self.meet_peers(set(range(be.num_groups)))
         self.profiles = [i.profile for i in self.infos]
-        # The round's reducer lives beside the driver (same node, same output folder).
         self.out = out_dir if isinstance(out_dir, OutDir) else OutDir(out_dir or tempfile.mkdtemp(prefix="comdml-run-"))
         self.out_dir = self.out.uri
-        self.reducer = RoundReducerActor.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
-        ).remote(setting_ref, ClockSplits.of(self.split_profile, aux_bytes), cfg.aggregation, self.out, self.hosts, keep_before, cfg.clock)
+        self.reducer.start.remote(setting_ref, ClockSplits.of(self.split_profile, aux_bytes), cfg.aggregation, self.out, self.hosts, keep_before, cfg.clock)
 
     def _bundle(self) -> dict:
         return {"CPU": self.layout.cpus} | ({"GPU": self.layout.gpus} if self.layout.gpus > 0 else {})

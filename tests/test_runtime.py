@@ -41,17 +41,24 @@ def run(tmp_path, name, **kw) -> tuple[dict, pd.DataFrame]:
     return summary, pd.read_csv(tmp_path / name / "rounds.csv")
 
 
-def test_local_run_writes_results_and_is_reproducible(tmp_path):
-    s1, r1 = run(tmp_path, "a")
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    """The default 2-round local run, made once: its folder, summary and rounds.csv."""
+    out = tmp_path_factory.mktemp("local")
+    return (out, *run(out, "a"))
+
+
+def test_local_run_writes_results_and_is_reproducible(local_run, tmp_path):
+    a, s1, r1 = local_run
     s2, r2 = run(tmp_path, "b")
     for f in ("rounds.csv", "agents.csv", "summary.json", "accuracy.png", "profile.csv"):
-        assert os.path.getsize(tmp_path / "a" / f) > 0
+        assert os.path.getsize(a / "a" / f) > 0
     assert list(r1.columns[:7]) == ["round", "virtual_time_s", "wall_time_s", "train_loss", "test_accuracy", "consensus_accuracy", "bytes_sent"]
     assert r1["consensus_accuracy"].tolist() == r1["test_accuracy"].tolist()  # exact all-reduce: one model
     for col in ("test_accuracy", "train_loss", "virtual_time_s", "bytes_sent"):
         assert r1[col].tolist() == r2[col].tolist()
     assert s1["final_accuracy"] > 0.3
-    saved = json.load(open(tmp_path / "a" / "summary.json"))
+    saved = json.load(open(a / "a" / "summary.json"))
     assert saved["agents"] == 6 and saved["evaluated"] == "mean over 6 agents' models (all one averaged model)"
 
 
@@ -63,8 +70,8 @@ def test_comdml_with_equal_speeds_equals_local(tmp_path):
         assert comdml[col].tolist() == local[col].tolist()
 
 
-def test_comdml_pairs_and_shortens_rounds(tmp_path):
-    _, local = run(tmp_path, "local", rounds=1)
+def test_comdml_pairs_and_shortens_rounds(local_run, tmp_path):
+    local = local_run[2]  # round 0 of the shared 2-round local run
     _, comdml = run(tmp_path, "comdml", rounds=1, algorithm="comdml")
     assert comdml["pairs"].iloc[0] > 0 and comdml["bytes_offloaded"].iloc[0] > 0
     assert comdml["round_virtual_s"].iloc[0] < 0.8 * local["round_virtual_s"].iloc[0]
