@@ -367,9 +367,7 @@ class RayBackend(Backend):
                 raise e.cause from None
             if isinstance(e.cause, StateLost):  # a call that reached the restarted process: the same loss
                 g = e.cause.group_id
-                ids = self.groups[g]
-                who = f"agent {ids[0]}" if len(ids) == 1 else f"agents {ids[0]}-{ids[-1]}"
-                raise AgentFailure(failure_message(who, self.hosts[g], e.cause), g) from None
+                raise AgentFailure(failure_message(self._who(g), self.hosts[g], e.cause), g) from None
             raise
 
     def _who_died(self, err: RayActorError) -> tuple[str, int | None]:
@@ -378,9 +376,12 @@ class RayBackend(Backend):
         g = by_id.get(getattr(err, "actor_id", None) or "")
         if g is None:
             return f"an agent actor died ({type(err).__name__}); see `ray list actors --filter state=DEAD` and its log, and rerun.", None
+        return failure_message(self._who(g), self.hosts[g], err), g
+
+    def _who(self, g: int) -> str:
+        """The agents of group g, as failure messages name them."""
         ids = self.groups[g]
-        who = f"agent {ids[0]}" if len(ids) == 1 else f"agents {ids[0]}-{ids[-1]}"
-        return failure_message(who, self.hosts[g], err), g
+        return f"agent {ids[0]}" if len(ids) == 1 else f"agents {ids[0]}-{ids[-1]}"
 
     def average(self, model: bool, aux: bool, after: list | tuple = ()) -> list:
         self.calls += self.num_groups

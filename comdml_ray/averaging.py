@@ -55,9 +55,11 @@ class Averaging:
 
     # ------------------------------------------------------------------ the model: a ring in agent order
     def _bounds(self) -> np.ndarray:
-        """Chunk c of the flat model belongs to agent c: [bounds[c], bounds[c+1])."""
-        size = flatten(next(iter(self.agents.values())).model).size
-        return np.linspace(0, size, self.cfg.agents + 1).astype(np.int64)
+        """Chunk c of the flat model belongs to agent c: [bounds[c], bounds[c+1]) (the model's size never changes: computed once)."""
+        if "_bounds_of_chunks" not in self.__dict__:
+            size = flatten(next(iter(self.agents.values())).model).size
+            self._bounds_of_chunks = np.linspace(0, size, self.cfg.agents + 1).astype(np.int64)
+        return self._bounds_of_chunks
 
     def ring_block(self, owner: int) -> tuple[int, int]:
         """The part of the flat model whose chunks belong to group `owner`'s agents."""
@@ -104,7 +106,7 @@ class Averaging:
         parts = []
         if model:
             share, size = self.setting.shares, int(self._bounds()[-1])
-            x = np.zeros((max(len(ids) for ids in self.setting.groups), size), dtype=np.float32)
+            x = np.zeros((self._gather_width(), size), dtype=np.float32)
             for i, k in enumerate(self.ids):
                 x[i] = flatten(self.agents[k].model) * np.float32(share[k])  # as ring_start scales
             parts.append(x.ravel())
@@ -112,9 +114,13 @@ class Averaging:
             parts.append(self.aux_partial().view(np.float32))
         return np.concatenate(parts)
 
+    def _gather_width(self) -> int:
+        """Model rows in every group's payload: the largest group's agent count."""
+        return max(len(ids) for ids in self.setting.groups)
+
     def gathered_finish(self, parts: list[np.ndarray], model: bool, aux: bool) -> None:
         """Every group's `gather_payload`, in group order: the model summed as the ring sums it, the aux heads in group order."""
-        width = max(len(ids) for ids in self.setting.groups)
+        width = self._gather_width()
         size = int(self._bounds()[-1]) if model else 0
         if model:
             x = np.concatenate([p[: width * size].reshape(width, size)[: len(ids)] for p, ids in zip(parts, self.setting.groups)])

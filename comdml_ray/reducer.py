@@ -42,12 +42,12 @@ class RoundReducer:
     order, before any round: so its process starts while the agent actors' do, not after them.
     """
 
-    def start(self, setting: Setting, splits: ClockSplits, aggregation: str, out: OutDir, hosts: list, keep_before: int | None = None,
+    def start(self, setting: Setting, splits: ClockSplits, aggregation: str, out: OutDir, keep_before: int | None = None,
               clock: str = "virtual") -> None:
+        """The run: setting, clock splits, output folder (the actors' handles came first, through `set_hosts`)."""
         self.setting, self.splits, self.aggregation = setting, splits, aggregation
         self.wall = clock == "wall"
         extra = (WALL_AGENT_COLUMNS, WALL_PLAN_COLUMNS) if self.wall else ([], [])
-        self.hosts = hosts
         self.owner = setting.owner
         self.files = {"agents.csv": RowFile(out, "agents.csv", SYNC_AGENT_COLUMNS + extra[0]), "plan.csv": RowFile(out, "plan.csv", PLAN_COLUMNS + extra[1])}
         # Opened at the first round: the event loops write agents.csv themselves and never call `reduce`.
@@ -61,7 +61,7 @@ class RoundReducer:
                 f.start(before_round)
 
     def set_hosts(self, hosts: list) -> None:
-        """The actors after one was re-created (for their dashboard metrics)."""
+        """The agent actors' handles (for their dashboard metrics): before `start`, and again after one was re-created."""
         self.hosts = hosts
 
     def reduce(self, r: int, round_start: float, plan: Any, *reports: PhaseReport, round_end: float | None = None) -> RoundRow:

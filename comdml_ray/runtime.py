@@ -152,7 +152,7 @@ class Run(RunRecovery):
         self.profiles = [i.profile for i in self.infos]
         self.out = out_dir if isinstance(out_dir, OutDir) else OutDir(out_dir or tempfile.mkdtemp(prefix="comdml-run-"))
         self.out_dir = self.out.uri
-        self.reducer.start.remote(setting_ref, ClockSplits.of(self.split_profile, aux_bytes), cfg.aggregation, self.out, self.hosts, keep_before, cfg.clock)
+        self.reducer.start.remote(setting_ref, ClockSplits.of(self.split_profile, aux_bytes), cfg.aggregation, self.out, keep_before, cfg.clock)
 
     def _bundle(self) -> dict:
         return {"CPU": self.layout.cpus} | ({"GPU": self.layout.gpus} if self.layout.gpus > 0 else {})
