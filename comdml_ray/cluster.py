@@ -4,7 +4,10 @@ Owns
 - `start_ray(cfg, log)`: start a Ray of the run's own, or join the cluster of a
   `ray job submit` job / `--address`.  `log_to_driver` is on, so what the agent
   actors log (one line per round per actor, warnings; see `comdml_ray.telemetry`)
-  reaches the driver's output and therefore `ray job logs`.
+  reaches the driver's output and therefore `ray job logs`.  A Ray of the run's
+  own starts its dashboard (http://127.0.0.1:8265) unless `COMDML_DASHBOARD=0`:
+  the test suite sets that, because the dashboard's processes cost about 7 s of
+  CPU per start here and nothing in a run needs them (state comes from the GCS).
 - `request_capacity(cfg, log)`: on a cluster with an autoscaler (`min_workers: 0` in
   clusters/*.yaml), ask it for the CPU/GPU bundles the run's layout needs
   (`ray.autoscaler.sdk.request_resources`, which launches them all at once, unlike
@@ -66,7 +69,7 @@ def start_ray(cfg: RunConfig, log: Callable[[str], None] = print) -> None:
         # this machine. Workers import this project from its root, wherever the driver ran.
         path = os.pathsep.join(p for p in (PROJECT_ROOT, os.environ.get("PYTHONPATH", "")) if p)
         ray.init(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, log_to_driver=True,
-                 runtime_env={"env_vars": {"PYTHONPATH": path}})
+                 include_dashboard=os.environ.get("COMDML_DASHBOARD", "1") != "0", runtime_env={"env_vars": {"PYTHONPATH": path}})
 
 
 # ----------------------------------------------------------------------------- elastic clusters

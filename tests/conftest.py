@@ -6,11 +6,18 @@
   process, same seed -> same shards and initial models) and its `Setting`, optionally with
   other slowdowns.
 - `quiet`: a log function that prints nothing.
+
+Every run a test starts gets a Ray without the dashboard (`COMDML_DASHBOARD=0`, read by
+`comdml_ray.cluster.start_ray`; subprocesses inherit it): the dashboard's processes cost
+about 7 s of CPU per start on a 2-core machine and no test of a run reads them.  The tests
+of the dashboard itself start their own Ray head (tests/test_job_logs.py) or their own
+metrics endpoint (tests/test_metrics_export.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -22,6 +29,7 @@ from comdml_ray.config import RunConfig
 from comdml_ray.setting import Setting
 
 torch.set_num_threads(1)
+os.environ["COMDML_DASHBOARD"] = "0"
 
 
 def quiet(*_a, **_k) -> None:
