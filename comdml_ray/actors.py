@@ -388,5 +388,6 @@ class RayBackend(Backend):
         return [h.allreduce.remote(model, aux, self.allreduce_how, *after) for h in self.hosts]
 
     def record_metrics(self, g: int, rows: list[dict], accuracy: float | None) -> None:
+        """rows may be the ref of the reducer's rows for actor g: Ray hands the actor the list, the driver never holds it."""
         self.calls += 1
         self.hosts[g].record_metrics.remote(rows, accuracy)

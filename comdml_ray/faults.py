@@ -93,7 +93,6 @@ class RunRecovery:
         self.log(f"actor {g} is dead for good; creating a new one in its place")
         self.hosts[g] = self._host(g, self.layout.groups[g])
         self.backend.hosts[g] = self.hosts[g]
-        self.reducer.set_hosts.remote(self.hosts)
 
     def rebuild(self, groups: set[int]) -> None:
         """Set up these (new) processes as at start-up: agents on the shared dataset, the setting, the profile."""

@@ -1,14 +1,15 @@
 """The round's reducer: the groups' reports become rows without passing through the driver.
 
 Owns `RoundReducer`, a small Ray actor (no CPU reserved) pinned to the driver's node.
-Its own code needs no torch, but Ray imports the agent actors' module (torch included,
-a few CPU seconds) when it receives their handles, so the driver creates it first and
-hands it the handles while the agent actors start.  Every synchronous round the driver hands it the refs of the
-groups' reports (and of the plan, for ComDML); Ray moves those reports from the
-actors to it, it runs the virtual clock (`rows.sync_round_rows`), appends the round's
-rows to agents.csv and plan.csv in the output folder (`storage.RowFile`: flushed, so
-they survive an aborted run; any pyarrow filesystem), forwards each actor its agents'
-dashboard metrics, and returns only the round's one `RoundRow`.  After a lost actor
+It imports no torch and holds no agent actor's handle (receiving one would make Ray
+import the actors' module, torch included: 2-3 s of CPU and ~300 MB per run).  Every
+synchronous round the driver hands it the refs of the groups' reports (and of the
+plan, for ComDML); Ray moves those reports from the actors to it, it runs the virtual
+clock (`rows.sync_round_rows`), appends the round's rows to agents.csv and plan.csv in
+the output folder (`storage.RowFile`: flushed, so they survive an aborted run; any
+pyarrow filesystem), and returns the round's one `RoundRow` plus, as one more return
+value per actor, that actor's agents' dashboard metrics, which the driver forwards
+by ref (`RayBackend.record_metrics`) without fetching them.  After a lost actor
 or on resume, `rewind(r)` cuts both files back to the rounds before r.  So what the driver receives per round does not grow with
 the number of agents: it is O(actors) digests and one row.  Under `--clock wall` it
 is called after the averaging and also writes what the agents measured (when each
@@ -38,13 +39,13 @@ WALL_PLAN_COLUMNS = ["observed_finish_s"]
 class RoundReducer:
     """Turns one round's reports into rows, appends them to the output folder, returns the round's row.
 
-    Created bare, then given the actors' handles (`set_hosts`) and the run (`start`), in that
-    order, before any round: so its process starts while the agent actors' do, not after them.
+    Created bare, then given the run (`start`) before any round: its process starts while the
+    agent actors' do, not after them.  `reduce` has 1 + (number of actors) return values.
     """
 
     def start(self, setting: Setting, splits: ClockSplits, aggregation: str, out: OutDir, keep_before: int | None = None,
               clock: str = "virtual") -> None:
-        """The run: setting, clock splits, output folder (the actors' handles came first, through `set_hosts`)."""
+        """The run: setting, clock splits, output folder."""
         self.setting, self.splits, self.aggregation = setting, splits, aggregation
         self.wall = clock == "wall"
         extra = (WALL_AGENT_COLUMNS, WALL_PLAN_COLUMNS) if self.wall else ([], [])
@@ -60,11 +61,8 @@ class RoundReducer:
             for f in self.files.values():
                 f.start(before_round)
 
-    def set_hosts(self, hosts: list) -> None:
-        """The agent actors' handles (for their dashboard metrics): before `start`, and again after one was re-created."""
-        self.hosts = hosts
-
-    def reduce(self, r: int, round_start: float, plan: Any, *reports: PhaseReport, round_end: float | None = None) -> RoundRow:
+    def reduce(self, r: int, round_start: float, plan: Any, *reports: PhaseReport, round_end: float | None = None) -> tuple:
+        """(the round's row, actor 0's agents' metric rows, actor 1's, ...): call with num_returns = 1 + actors."""
         row, agent_rows, plan_rows = sync_round_rows(r, self.setting, self.splits, self.aggregation, list(reports), plan)
         if not self.opened:
             self.opened = True
@@ -80,9 +78,7 @@ class RoundReducer:
         rows = [{k: v for k, v in dataclasses.asdict(a).items() if v is not None} for a in agent_rows]
         for a in with_idle_share(rows):
             by_group.setdefault(self.owner[a["agent"]], []).append(a)
-        for g, rows in by_group.items():
-            self.hosts[g].record_metrics.remote(rows, None)
-        return row
+        return (row, *(by_group.get(g, []) for g in range(self.setting.num_groups)))
 
     def _observed(self, reports: list[PhaseReport], wall: float) -> tuple[dict, dict]:
         """--clock wall: per agent, when its model was whole, its device seconds per batch, and its observed finish.

@@ -124,13 +124,12 @@ class Run(RunRecovery):
         groups = self.layout.groups
         self.owner = {k: g for g, ids in enumerate(groups) for k in ids}
         # The round's reducer lives beside the driver (same node, same output folder); its process starts now, beside
-        # the agent actors' (it too imports torch, see reducer.py), and `start` gives it the run once that is set up.
+        # the agent actors', and `start` gives it the run once that is set up.
         self.reducer = RoundReducerActor.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)).remote()
         self.pg = placement_group([self._bundle()] * len(groups), strategy="PACK" if cfg.placement == "pack" else "SPREAD")
         wait_for_placement(self.pg, self.log, timeout_s=120)
         self.hosts = [self._host(g, ids) for g, ids in enumerate(groups)]
-        self.reducer.set_hosts.remote(self.hosts)  # loading their class imports torch there: now, while the actors start
         self.backend = be = RayBackend(self.hosts, groups)
         # The uint8 dataset goes into the object store once; every actor on a node maps that one copy.
         data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
@@ -212,7 +211,7 @@ class Run(RunRecovery):
             t_end = time.perf_counter()
         else:
             reports, plan = train_round(be, r, comdml=comdml, fetch=self._fetch)
-            reduced = self.reducer.reduce.remote(r, start, plan, *reports)
+            reduced = self._reduce(r, start, plan, reports)
             acks = self.aggregate(after=[reduced])  # starts only once every actor's reports are in
             row = self._fetch([reduced] + acks)[0]
         be.calls += 1
@@ -242,7 +241,15 @@ class Run(RunRecovery):
         reports, plan = wall_round(self.backend, r, comdml, start, fetch=self._fetch)
         self._fetch(self.aggregate(after=reports))
         end = time.time()
-        return self._fetch([self.reducer.reduce.remote(r, start, plan, *reports, round_end=end)])[0]
+        return self._fetch([self._reduce(r, start, plan, reports, round_end=end)])[0]
+
+    def _reduce(self, r: int, start: float, plan, reports: list, round_end: float | None = None):
+        """The reducer's call for round r; forwards each actor its agents' metric rows (refs: the driver does not fetch them). Returns the row's ref."""
+        be = self.backend
+        row, *metrics = self.reducer.reduce.options(num_returns=1 + be.num_groups).remote(r, start, plan, *reports, round_end=round_end)
+        for g, rows in enumerate(metrics):
+            be.record_metrics(g, rows, None)
+        return row
 
     def _fetch(self, handles: list) -> list:
         values = self.backend.fetch(handles)
