@@ -38,6 +38,7 @@ from comdml_ray.store import Store
 from comdml_ray.training import (
     LrSchedule,
     OptimConfig,
+    SGD,
     TrainStats,
     batches_per_round,
     evaluate,
@@ -79,7 +80,7 @@ class Agent:
         # Local optimizer state persists across rounds (local momentum, as in local SGD);
         # averaging touches weights and BN statistics only.
         self.full_optim = make_sgd(self.model.parameters(), self.opt)
-        self.prefix_optim: dict[int, torch.optim.Optimizer] = {}
+        self.prefix_optim: dict[int, SGD] = {}
         self.sec_estimate: float | None = None
         self.link_estimate: dict[int, float] = {}  # wall clock: sender -> observed bytes/s of that inbound link (EWMA)
         self.encoder = SmashedEncoder(SmashedSpec.from_config(cfg), seed=cfg.seed + agent_id)  # what leaves: --smashed-*
@@ -104,7 +105,7 @@ class Agent:
             self.aux[m] = self.model.make_aux_head(m).to(self.device)
         return self.aux[m]
 
-    def prefix_optimizer(self, m: int) -> torch.optim.Optimizer:
+    def prefix_optimizer(self, m: int) -> SGD:
         """The offloader's optimizer for prefix(m) + aux(m), kept across the rounds it uses split m."""
         if m not in self.prefix_optim:
             params = list(self.model.prefix(m).parameters()) + list(self.aux_head(m).parameters())

@@ -1,6 +1,9 @@
 """Training steps in pure torch (no Ray): whole-model epochs, local-loss split training, evaluation.
 
 Owns
+- `SGD`: minibatch SGD with momentum and weight decay, the same float operations as
+  torch.optim.SGD's CPU path, without torch.optim (whose Optimizer imports
+  torch._dynamo on first use: 1.3 s of CPU and 150 MB in every agent actor);
 - `LrSchedule`: the learning rate by round and progress within it (warm-up, then
   constant or cosine), applied batch by batch by the three training loops below;
 - `minibatches`: the seeded shuffle every agent uses (one torch.Generator per agent);
@@ -40,8 +43,68 @@ class OptimConfig:
     weight_decay: float
 
 
-def make_sgd(params, opt: OptimConfig) -> torch.optim.Optimizer:
-    return torch.optim.SGD(list(params), lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+class SGD:
+    """SGD with momentum and weight decay (no dampening, no Nesterov): torch.optim.SGD's update, float for float.
+
+    The step is `_single_tensor_sgd` of torch 2.14 (the path torch.optim.SGD takes for CPU
+    tensors): d = g + wd * p; b = d on the first step, else b = momentum * b + d; p -= lr * b.
+    `param_groups` (one group; `set_lr` writes its "lr"), `state`, `zero_grad`, `state_dict`
+    and `load_state_dict` keep torch's names and state layout ({"state": {i: {"momentum_buffer"}},
+    "param_groups": [...]}).  tests/test_agent.py checks it against torch.optim.SGD bit for bit.
+    """
+
+    def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> None:
+        self.params: list[torch.Tensor] = list(params)
+        self.param_groups = [{"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "params": self.params}]
+        self.buffers: list[torch.Tensor | None] = [None] * len(self.params)
+
+    @property
+    def state(self) -> dict:
+        """torch's per-parameter view: parameter -> {"momentum_buffer": tensor}, for parameters that have one (read-only)."""
+        return {p: {"momentum_buffer": b} for p, b in zip(self.params, self.buffers) if b is not None}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.detach_().zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        g = self.param_groups[0]
+        lr, momentum, wd = float(g["lr"]), g["momentum"], g["weight_decay"]
+        for i, p in enumerate(self.params):
+            if p.grad is None:
+                continue
+            d = p.grad
+            if wd != 0:
+                d = d.add(p, alpha=wd)
+            if momentum != 0:
+                buf = self.buffers[i]
+                if buf is None:
+                    buf = self.buffers[i] = d.detach().clone()
+                else:
+                    buf.mul_(momentum).add_(d, alpha=1)
+                d = buf
+            p.add_(d, alpha=-lr)
+
+    def state_dict(self) -> dict:
+        group = {k: v for k, v in self.param_groups[0].items() if k != "params"} | {"params": list(range(len(self.params)))}
+        return {"state": {i: {"momentum_buffer": b} for i, b in enumerate(self.buffers) if b is not None}, "param_groups": [group]}
+
+    def load_state_dict(self, state: dict) -> None:
+        group = state["param_groups"][0]
+        if len(group["params"]) != len(self.params):
+            raise ValueError(f"optimizer state for {len(group['params'])} parameters, this optimizer has {len(self.params)}")
+        self.param_groups[0].update({k: v for k, v in group.items() if k != "params"})
+        self.buffers = [None] * len(self.params)
+        for i, st in state["state"].items():
+            self.buffers[int(i)] = st["momentum_buffer"].detach().clone().to(self.params[int(i)].device)
+
+
+def make_sgd(params, opt: OptimConfig) -> SGD:
+    return SGD(params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
 
 
 @dataclass(frozen=True)
@@ -63,7 +126,7 @@ class LrSchedule:
         return [self.at(r + (i + 1) / n) for i in range(n)]
 
 
-def set_lr(optim: torch.optim.Optimizer, lr: float | None) -> None:
+def set_lr(optim: SGD, lr: float | None) -> None:
     if lr is not None:
         for group in optim.param_groups:
             group["lr"] = lr
@@ -93,7 +156,7 @@ class TrainStats:
         return self.loss_sum / max(self.batches, 1)
 
 
-def sgd_step(optim: torch.optim.Optimizer, loss: torch.Tensor, stats: TrainStats, samples: int) -> float:
+def sgd_step(optim: SGD, loss: torch.Tensor, stats: TrainStats, samples: int) -> float:
     """Backward and one optimizer step on `loss` (gradients zeroed by the caller); counted in stats."""
     loss.backward()
     optim.step()
@@ -104,7 +167,7 @@ def sgd_step(optim: torch.optim.Optimizer, loss: torch.Tensor, stats: TrainStats
     return value
 
 
-def train_full(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batches: list[torch.Tensor], optim: torch.optim.Optimizer,
+def train_full(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batches: list[torch.Tensor], optim: SGD,
                lrs: list[float] | None = None) -> TrainStats:
     """Ordinary local training of the whole model on the given index batches (lrs: one rate per batch, else the optimizer's)."""
     model.train()
@@ -123,7 +186,7 @@ def train_prefix(
     x: torch.Tensor,
     y: torch.Tensor,
     batches: list[torch.Tensor],
-    optim: torch.optim.Optimizer,
+    optim: SGD,
     chunk_batches: int,
     stats: TrainStats,
     encoder: SmashedEncoder | None = None,

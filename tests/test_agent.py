@@ -213,3 +213,41 @@ def test_whole_comdml_round_in_process():
     paired = [p for p in plans if p.partner >= 0]
     assert all(abs(p.simulated_finish_s / p.predicted_finish_s - 1) < 0.01 for p in paired)
     assert all(not g.aux_used for g in be.groups)  # aux heads averaged and cleared
+
+
+def test_sgd_is_torch_sgd_bit_for_bit_and_imports_no_dynamo():
+    """training.SGD against torch.optim.SGD (CPU): the same weights after steps with a changing rate, a state round trip and more steps."""
+    import subprocess
+    import sys
+
+    from comdml_ray.training import SGD, set_lr
+
+    torch.manual_seed(0)
+    ours, ref = build_model("cnn", 1, 28, 10), build_model("cnn", 1, 28, 10)
+    ref.load_state_dict(ours.state_dict())
+    a = SGD(ours.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    b = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+
+    def steps(n: int) -> None:
+        for i in range(n):
+            for model, opt in ((ours, a), (ref, b)):
+                set_lr(opt, 0.1 / (i + 1))
+                opt.zero_grad(set_to_none=True)
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+                opt.step()
+
+    steps(3)
+    saved_a, saved_b = a.state_dict(), b.state_dict()
+    assert saved_a["param_groups"][0]["params"] == saved_b["param_groups"][0]["params"]
+    steps(2)
+    a.load_state_dict(saved_a)
+    b.load_state_dict(saved_b)
+    steps(2)
+    for p, q in zip(ours.state_dict().values(), ref.state_dict().values()):
+        assert torch.equal(p, q)
+    # The reason it exists: an agent actor never imports torch._dynamo (torch.optim's Optimizer does on first use).
+    probe = ("import sys, torch; from comdml_ray.training import SGD; from comdml_ray.models import build_model; m = build_model('cnn', 1, 28, 10); "
+             "o = SGD(m.parameters(), lr=0.1, momentum=0.9); m(torch.randn(2, 1, 28, 28)).sum().backward(); o.step(); "
+             "print('torch._dynamo' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "False"
