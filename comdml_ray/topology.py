@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 
-import networkx as nx
 import numpy as np
 
 
 def neighbours(name: str, n: int, degree: int = 4, seed: int = 0) -> list[list[int]]:
     """Sorted neighbour lists (no self loops) of the named topology on n agents."""
+    import networkx as nx  # here, not at the top: agent actors import this module but never build a graph (0.2 s each)
+
     if n == 1:
         return [[]]
     if name == "ring":
