@@ -1,7 +1,7 @@
 """The simulator checked against reality: the same seed, agents and heterogeneity under the virtual clock and under `--clock wall --emulate`.
 
     python benchmarks/realtime.py --agents 10 --rounds 10 --comdml-rounds 14 --train-samples 2240 --reference-gflops 5 --out results/realtime
-    python benchmarks/realtime.py --agents 10 --rounds 8 --train-samples 2240 --reference-gflops 5 --drift 0.3 --algorithms comdml --out results/drift
+    python benchmarks/realtime.py --agents 10 --rounds 12 --train-samples 2240 --reference-gflops 5 --drift 0.3 --algorithms comdml --out results/drift
 
 For every algorithm in --algorithms it runs the job twice, once per clock, and prints
 per round: the virtual run's round time, the clock's time for the work the wall run
@@ -72,15 +72,28 @@ def summary_out(runs: dict, algo: str) -> str:
     return runs[(algo, "wall")][0]["out"]
 
 
-def plan_tracking(folder: str) -> pd.DataFrame:
-    """Per round of a wall-clock ComDML run: the plan's predicted makespan against the observed one, and per-agent errors."""
+def plan_tracking(folder: str, drift: tuple[float, float, int] = (0.0, 1.0, 0)) -> pd.DataFrame:
+    """Per round of a wall-clock ComDML run: the plan's predicted makespan against the observed one, and per-agent errors.
+
+    Under `--drift` (sigma, prob, seed) it also counts the agents whose true speed changed
+    in that round (no plan made before the round can know it) and gives the median error
+    over the others (`median_steady_error`).
+    """
+    from comdml_ray.profiles import drift_slowdowns
+
     plan = pd.read_csv(os.path.join(folder, "plan.csv"))
     rel = (plan["predicted_finish_s"] / plan["observed_finish_s"] - 1).abs()
-    plan = plan.assign(rel=rel)
+    n = int(plan["agent"].max()) + 1
+    sigma, prob, seed = drift
+    factor = lambda r: drift_slowdowns(np.ones(n), r, sigma, seed, prob)
+    changed = {r: factor(r) != factor(r - 1) if r > 0 else np.zeros(n, bool) for r in plan["round"].unique()}
+    plan = plan.assign(rel=rel, changed=[bool(changed[r][k]) for r, k in zip(plan["round"], plan["agent"])])
     g = plan.groupby("round")
+    steady = plan[~plan["changed"]].groupby("round")["rel"].median()
     return pd.DataFrame({
         "predicted_makespan_s": g["predicted_finish_s"].max(), "observed_makespan_s": g["observed_finish_s"].max(),
         "median_agent_error": g["rel"].median(), "max_agent_error": g["rel"].max(),
+        "changed_agents": g["changed"].sum(), "median_steady_error": steady,
     }).assign(makespan_error=lambda d: (d.predicted_makespan_s / d.observed_makespan_s - 1).abs()).reset_index()
 
 
@@ -130,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--comdml-rounds", type=int, default=None, help="rounds of the comdml runs (default --rounds): room to reach local's final accuracy")
     p.add_argument("--out", default="results/realtime")
     args, rest = p.parse_known_args(argv)
-    agents = config_from_args(rest).agents
+    cfg = config_from_args(rest)
+    agents = cfg.agents
     args.num_cpus_wall = args.num_cpus_wall or max(2, -(-agents // 2))
 
     def job() -> None:
@@ -146,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{algo}: max |gap| per round {d['gap'].abs().max():.1%}, summed gap {d['wall_s'].sum() / d['clock_on_wall_work_s'].sum() - 1:+.1%}")
         if ("comdml", "wall") in runs:
             folder = os.path.join(args.out, "comdml-wall")
-            track = plan_tracking(folder)
+            track = plan_tracking(folder, (cfg.drift, cfg.drift_prob, cfg.seed))
             track.to_csv(os.path.join(args.out, "plan_tracking.csv"), index=False)
             plot_tracking(folder, os.path.join(args.out, "predicted_vs_observed.png"))
             print("\nComDML plan, predicted against observed finish (wall clock):")

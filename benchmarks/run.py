@@ -91,7 +91,8 @@ def _heterogeneity(p: argparse.ArgumentParser, d: RunConfig) -> None:
     g.add_argument("--profile", default=d.profile, help="split cost profile: flops (counted, host-independent), measure (timed on this host), or a saved profile.csv")
     g.add_argument("--profile-file", dest="profile", default=argparse.SUPPRESS, help="same as --profile PATH: reuse a profile.csv from an earlier run's output folder")
     g.add_argument("--reference-gflops", type=float, default=d.reference_gflops, help="GFLOP/s of an agent with slowdown 1 under --profile flops")
-    g.add_argument("--drift", type=float, default=d.drift, help="per-round log-normal sigma of agents' slowdown changes (0 = static)")
+    g.add_argument("--drift", type=float, default=d.drift, help="log-normal sigma of a change of an agent's speed (0 = static speeds)")
+    g.add_argument("--drift-prob", type=float, default=d.drift_prob, help="chance per round that an agent's speed changes (it keeps the new speed until the next change; 1 = a random walk)")
     g.add_argument("--clock", default=d.clock, help="virtual: rounds timed by the clock from the profile; wall: by what the actors really took (needs --agents-per-actor 1)")
     g.add_argument("--emulate", action="store_true", help="with --clock wall: pad each agent's compute (sleep) to its profile's speed and delay transfers by its links")
 

@@ -80,7 +80,8 @@ class RunConfig:
     heterogeneity: str = "paper"  # preset name or path to a CSV file
     profile: str = "flops"  # "flops", "measure" or a path to a saved profile.csv
     reference_gflops: float = 10.0  # speed of an agent with slowdown 1 under profile == "flops"
-    drift: float = 0.0  # per-round log-normal sigma of slowdown changes (0 = static)
+    drift: float = 0.0  # log-normal sigma of a change of an agent's slowdown (0 = static)
+    drift_prob: float = 0.2  # chance per round and agent that its speed changes (1: a random walk, a change every round)
     clock: str = "virtual"  # "virtual": rounds timed by the clock from the profile; "wall": by what the actors really took
     emulate: bool = False  # wall clock only: pad compute to the profile's speed and delay transfers by its links (emulation.py)
     # --- ComDML
@@ -239,6 +240,7 @@ class RunConfig:
             _need(os.path.isfile(self.profile), f"--profile '{self.profile}' is neither 'flops', 'measure' nor an existing profile.csv from an earlier run.")
         _need(self.reference_gflops > 0, f"--reference-gflops must be positive, got {self.reference_gflops}.")
         _need(self.drift >= 0, f"--drift must be >= 0 (0 turns it off), got {self.drift}.")
+        _need(0 < self.drift_prob <= 1, f"--drift-prob must be in (0, 1] (1: every agent's speed changes every round), got {self.drift_prob}.")
         self._check_wall_clock()
 
     def _check_wall_clock(self) -> None:

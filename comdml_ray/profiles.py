@@ -106,18 +106,24 @@ def _read_csv(path: str, num_agents: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return np.asarray(slow)[idx], np.asarray(bw)[idx], np.asarray(lat)[idx]
 
 
-def drift_slowdowns(base: np.ndarray, round_idx: int, sigma: float, seed: int) -> np.ndarray:
-    """Slowdowns in round `round_idx` under `--drift sigma` (dynamic heterogeneity).
+def drift_slowdowns(base: np.ndarray, round_idx: int, sigma: float, seed: int, prob: float = 1.0) -> np.ndarray:
+    """Slowdowns in round `round_idx` under `--drift sigma --drift-prob p` (dynamic heterogeneity).
 
-    Model (project choice): a seeded geometric random walk per agent, log s_k(r) =
-    log s_k(0) + sum_{t<=r} N(0, sigma^2), clipped to [1/4, 4] times the starting
-    slowdown so an agent drifts but never becomes a different device class.  Round
-    0 is the preset itself.  Deterministic in (seed, round).
+    Model (project choice): in every round after the first, each agent's speed changes
+    with probability p (a job starts or ends on its machine) by a log-normal factor,
+    log step ~ N(0, sigma^2), and keeps the new speed until its next change:
+    log s_k(r) = log s_k(0) + sum_{t<=r} [change_k(t)] N(0, sigma^2), clipped to [1/4, 4]
+    times the starting slowdown so an agent drifts but never becomes a different device
+    class.  p = 1 is a geometric random walk (a fresh step every round).  Round 0 is the
+    preset itself.  Deterministic in (seed, round); the steps of p = 1 are the same draws.
     """
     if sigma <= 0 or round_idx == 0:
         return base.copy()
     rng = np.random.default_rng(seed + 15_485_863)
     steps = rng.normal(0.0, sigma, size=(round_idx, base.size))
+    if prob < 1:
+        change = np.random.default_rng(seed + 32_452_843).random((round_idx, base.size)) < prob
+        steps = np.where(change, steps, 0.0)
     factor = np.clip(np.exp(steps.sum(axis=0)), 0.25, 4.0)
     return base * factor
 

@@ -42,6 +42,7 @@ class Setting:
     exchange_s: np.ndarray  # (N,) seconds of the averaging step under --aggregation
     eval_ids: list[int]
     drift: float
+    drift_prob: float
     seed: int
     step_batches: np.ndarray | None = None  # (N,) minibatches of one asynchronous local step (None: one round's work)
 
@@ -60,7 +61,7 @@ class Setting:
 
     def sec_per_batch(self, r: int) -> np.ndarray:
         """Every agent's true seconds per full-model batch in round (or epochs-equivalent) r, (N,)."""
-        return self.base_sec_per_batch * drift_slowdowns(self.slowdown, r, self.drift, self.seed)
+        return self.base_sec_per_batch * drift_slowdowns(self.slowdown, r, self.drift, self.seed, self.drift_prob)
 
     def step_seconds(self, k: int, r: int) -> float:
         """Virtual seconds of agent k's asynchronous local step in epochs-equivalent r."""
@@ -96,6 +97,6 @@ class Setting:
             base_sec_per_batch=float(base_sec_per_batch), model_bytes=int(model_bytes),
             agent_bw=bw, agent_lat=lat, link_bw=link_bw, link_lat=link_lat, nbrs=nbrs,
             exchange_s=exchange_seconds(cfg.aggregation, nbrs, bw, lat, model_bytes),
-            eval_ids=cfg.scored_agent_ids(), drift=cfg.drift, seed=cfg.seed,
+            eval_ids=cfg.scored_agent_ids(), drift=cfg.drift, seed=cfg.seed, drift_prob=cfg.drift_prob,
             step_batches=np.array([cfg.async_step_batches(int(b)) for b in batches]),
         )

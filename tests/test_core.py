@@ -88,6 +88,16 @@ def test_drift_is_seeded_and_bounded():
     assert np.array_equal(drift_slowdowns(base, 0, 0.3, seed=2), base)
 
 
+def test_drift_changes_persist_and_prob_one_is_the_random_walk():
+    base = np.ones(200)
+    walk = [drift_slowdowns(base, r, 0.3, seed=1) for r in range(1, 4)]
+    held = [drift_slowdowns(base, r, 0.3, seed=1, prob=0.2) for r in range(1, 12)]
+    assert all((np.diff(np.log(np.array(walk)), axis=0) != 0).all(axis=1))  # a step for everyone, every round
+    changed = np.diff(np.log(np.array(held)), axis=0) != 0
+    assert 0.1 < changed.mean() < 0.3  # about a fifth of the agents change per round
+    assert (changed.sum(axis=0) < changed.shape[0]).all()  # and then keep their speed
+
+
 def test_profile_csv(tmp_path):
     good = tmp_path / "h.csv"
     good.write_text("agent,slowdown,bandwidth_mbps\n0,1,100\n1,8,10\n")
