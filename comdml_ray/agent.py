@@ -36,9 +36,9 @@ from comdml_ray.setting import Setting
 from comdml_ray.smashed import SmashedEncoder, SmashedSpec
 from comdml_ray.store import Store
 from comdml_ray.training import (
+    SGD,
     LrSchedule,
     OptimConfig,
-    SGD,
     TrainStats,
     batches_per_round,
     evaluate,

@@ -27,8 +27,8 @@ import ray
 from comdml_ray.messages import PhaseReport
 from comdml_ray.rows import AgentRow, ClockSplits, PlanRow, RoundRow, sync_round_rows
 from comdml_ray.setting import Setting
-from comdml_ray.telemetry import with_idle_share
 from comdml_ray.storage import OutDir, RowFile
+from comdml_ray.telemetry import with_idle_share
 
 SYNC_AGENT_COLUMNS = [f.name for f in dataclasses.fields(AgentRow) if f.name not in ("steps", "test_accuracy")]
 PLAN_COLUMNS = [f.name for f in dataclasses.fields(PlanRow)]
@@ -61,7 +61,7 @@ class RoundReducer:
             for f in self.files.values():
                 f.start(before_round)
 
-    def reduce(self, r: int, round_start: float, plan: Any, *reports: PhaseReport, round_end: float | None = None) -> tuple:
+    def reduce(self, r: int, round_start: float, plan: Any, *reports: PhaseReport, round_end: float | None = None) -> tuple[RoundRow | list[dict], ...]:
         """(the round's row, actor 0's agents' metric rows, actor 1's, ...): call with num_returns = 1 + actors."""
         row, agent_rows, plan_rows = sync_round_rows(r, self.setting, self.splits, self.aggregation, list(reports), plan)
         if not self.opened:

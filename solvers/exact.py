@@ -271,7 +271,8 @@ class _Matcher:
         sink = 1 + r + self.n
         indptr = np.concatenate([[0, r], ends, last + 1 + np.arange(self.n), [last + self.n]]).astype(np.int64)
         indices = np.concatenate([1 + np.arange(r, dtype=np.int32), heads, np.full(self.n, sink, dtype=np.int32)])
-        from scipy.sparse import csr_array  # here: the greedy planner (every agent actor's default) never needs scipy (0.2 s to import)
+        # imported here: the greedy planner (every agent actor's default) never needs scipy (0.2 s to import)
+        from scipy.sparse import csr_array
         from scipy.sparse.csgraph import breadth_first_order, maximum_flow
 
         g = csr_array((np.ones(indices.size, dtype=np.int32), indices, indptr), shape=(sink + 1, sink + 1))
