@@ -19,6 +19,9 @@ has spent the same virtual time, for at most --rounds-factor x --rounds rounds.
 One yardstick (`comdml_ray/yardstick.py`): every method is scored on the mean test
 accuracy of the same seeded sample of --eval-agents agents' own models; time to
 each of --targets is read on that.  With several --seeds it reports mean and std.
+`--reuse-runs` skips a run whose summary.json in --out has its exact configuration;
+`--score-only` runs nothing and scores the finished runs in --out (a seed and setting
+with a method still missing is left out), e.g. while a long table is still running.
 Writes to --out: `runs.csv` (seed x setting x method x target), `summary.csv`
 (mean, std, seeds that reached the target) and `comparison-<setting>.png`
 (accuracy against virtual time, mean and a +-1 std band per method).
@@ -40,7 +43,7 @@ SETTINGS = {
     "compute": dict(heterogeneity="paper", slow_link_share=0.0),
     "links": dict(heterogeneity="uniform", slow_link_share=0.5),
 }
-OWN_FLAGS = ("no_progress", "algorithms", "setting", "rounds_factor", "seeds", "targets", "reuse_runs")
+OWN_FLAGS = ("no_progress", "algorithms", "setting", "rounds_factor", "seeds", "targets", "reuse_runs", "score_only")
 
 
 def parse(argv: list[str] | None) -> tuple[RunConfig, dict]:
@@ -56,6 +59,8 @@ def parse(argv: list[str] | None) -> tuple[RunConfig, dict]:
                    help="accuracies to time: percent (75), fraction (0.8) or local-best-D (local's best over its run minus D points, per seed)")
     p.add_argument("--reuse-runs", action="store_true",
                    help="reuse a run already in --out whose summary.json has exactly this run's configuration (an interrupted or extended comparison)")
+    p.add_argument("--score-only", action="store_true",
+                   help="run nothing: score the runs already in --out (e.g. of a comparison still running or stopped); a seed and setting with a method missing is left out")
     a = p.parse_args(argv)
     methods = parse_methods(a.algorithms)
     settings = list(SETTINGS) if a.setting == "both" else [a.setting]
@@ -74,7 +79,8 @@ def parse(argv: list[str] | None) -> tuple[RunConfig, dict]:
     seeds = a.seeds if a.seeds is not None else [cfg.seed]
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds repeats a seed ({' '.join(map(str, seeds))}); give each seed once.")
-    return cfg, dict(methods=methods, settings=settings, seeds=seeds, targets=targets, rounds_factor=a.rounds_factor, reuse=a.reuse_runs)
+    return cfg, dict(methods=methods, settings=settings, seeds=seeds, targets=targets, rounds_factor=a.rounds_factor, reuse=a.reuse_runs,
+                     score_only=a.score_only)
 
 
 def finished_run(run_cfg: RunConfig) -> dict | None:
@@ -91,6 +97,22 @@ def finished_run(run_cfg: RunConfig) -> dict | None:
         saved = json.load(f)
     wanted = json.loads(json.dumps(dataclasses.asdict(run_cfg), default=_json_default))
     return saved if saved.get("config") == wanted else None
+
+
+def finished_runs(methods: list[str], out: str) -> tuple[dict, dict] | None:
+    """--score-only: the rounds.csv curves and summaries of every method's run in `out`, or None if one has not finished."""
+    import json
+
+    curves: dict[str, pd.DataFrame] = {}
+    summaries: dict[str, dict] = {}
+    for method in methods:
+        path = os.path.join(out, method, "summary.json")
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            summaries[method] = json.load(f)
+        curves[method] = pd.read_csv(os.path.join(out, method, "rounds.csv"))
+    return curves, summaries
 
 
 def run_one_setting(cfg: RunConfig, methods: list[str], out: str, rounds_factor: float, log, reuse: bool = False) -> tuple[dict, dict]:
@@ -116,8 +138,9 @@ def run_one_setting(cfg: RunConfig, methods: list[str], out: str, rounds_factor:
 
 
 def compare(cfg: RunConfig, methods: list[str], settings: list[str], out: str, rounds_factor: float = 4.0,
-            seeds: list[int] | None = None, targets: list[str] | None = None, log=print, reuse: bool = False) -> pd.DataFrame:
-    """Run everything, write runs.csv, summary.csv and the band plots; returns the summary."""
+            seeds: list[int] | None = None, targets: list[str] | None = None, log=print, reuse: bool = False,
+            score_only: bool = False) -> pd.DataFrame:
+    """Run everything (score_only: nothing, score what is in `out`), write runs.csv, summary.csv and the band plots; returns the summary."""
     import ray
 
     seeds = seeds if seeds is not None else [cfg.seed]
@@ -129,20 +152,31 @@ def compare(cfg: RunConfig, methods: list[str], settings: list[str], out: str, r
         for seed in seeds:
             for setting in settings:
                 where = os.path.join(out, f"seed{seed}", setting) if len(seeds) > 1 else os.path.join(out, setting)
-                curves, summaries = run_one_setting(cfg.replace(seed=seed, **SETTINGS[setting]), methods, where, rounds_factor, log, reuse)
+                if score_only:
+                    done = finished_runs(methods, where)
+                    if done is None:
+                        log(f"seed {seed}, {setting}: left out, not every method's run in {where} has finished")
+                        continue
+                    curves, summaries = done
+                else:
+                    curves, summaries = run_one_setting(cfg.replace(seed=seed, **SETTINGS[setting]), methods, where, rounds_factor, log, reuse)
                 rows += score_runs(seed, setting, curves, summaries, targets)
                 for m, c in curves.items():
                     bands[setting][m].append(c)
                 for t in targets:
                     levels[setting][t].append(target_level(t, curves.get("local")))
     finally:
-        if not cfg.address:
+        if not cfg.address and not score_only:
             ray.shutdown()
+    if not rows:
+        raise ConfigError(f"no seed and setting in {out} has a finished run of every method: run the comparison first (without --score-only).")
     runs = pd.DataFrame(rows)
     runs.to_csv(os.path.join(out, "runs.csv"), index=False)
     summary = summarize(runs)
     summary.to_csv(os.path.join(out, "summary.csv"), index=False)
     for setting in settings:
+        if not levels[setting][targets[0]]:
+            continue  # --score-only: no finished seed in this setting
         mean_levels = {t: float(pd.Series(v).mean()) for t, v in levels[setting].items()}
         plot_bands(bands[setting], os.path.join(out, f"comparison-{setting}.png"), mean_levels)
     log("\n" + format_table(summary))
@@ -179,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         from comdml_ray.storage import OutDir
 
         OutDir(cfg.out).check_writable()
-        compare(cfg, opts["methods"], opts["settings"], cfg.out, opts["rounds_factor"], opts["seeds"], opts["targets"], reuse=opts["reuse"])
+        compare(cfg, opts["methods"], opts["settings"], cfg.out, opts["rounds_factor"], opts["seeds"], opts["targets"], reuse=opts["reuse"],
+                score_only=opts["score_only"])
 
     return exit_code_of(job)
 

@@ -51,6 +51,12 @@ def test_compare_runs_every_method_on_local_s_clock_and_writes_runs_summary_and_
     assert main(args + ["--reuse-runs"]) == 0
     assert capsys.readouterr().out.count("reused: ") == 6
     assert pd.read_csv(out / "runs.csv").equals(runs)
+    # --score-only runs nothing and scores what is there; a setting with a run missing is left out.
+    os.remove(out / "links" / "comdml" / "summary.json")
+    assert main(args + ["--score-only"]) == 0
+    printed = capsys.readouterr().out
+    assert "links: left out" in printed and "=== seed" not in printed
+    pd.testing.assert_frame_equal(pd.read_csv(out / "runs.csv"), runs[runs.setting == "compute"].reset_index(drop=True))
 
 
 def test_compare_refuses_an_unknown_method_or_a_repeated_seed_in_one_sentence(tmp_path, capsys):
