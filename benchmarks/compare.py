@@ -84,7 +84,13 @@ def parse(argv: list[str] | None) -> tuple[RunConfig, dict]:
 
 
 def finished_run(run_cfg: RunConfig) -> dict | None:
-    """The summary of a run already in run_cfg.out with exactly this configuration, else None."""
+    """The summary of a run already in run_cfg.out with exactly this configuration, else None.
+
+    A field the saved configuration lacks (the run was made before the field existed)
+    matches when this run leaves it at its default: a new field's default keeps the old
+    behaviour, so a table's finished runs survive a RunConfig that grew a field.  `out`
+    is where the run lies, not what it did: a folder moved or copied elsewhere still matches.
+    """
     import dataclasses
     import json
 
@@ -95,8 +101,14 @@ def finished_run(run_cfg: RunConfig) -> dict | None:
         return None
     with open(path) as f:
         saved = json.load(f)
-    wanted = json.loads(json.dumps(dataclasses.asdict(run_cfg), default=_json_default))
-    return saved if saved.get("config") == wanted else None
+    def as_json(cfg: RunConfig) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(cfg), default=_json_default))
+
+    wanted, defaults, had = as_json(run_cfg), as_json(RunConfig()), dict(saved.get("config") or {})
+    had.pop("out", None)
+    wanted.pop("out")
+    same = set(had) <= set(wanted) and all(had[k] == v if k in had else v == defaults[k] for k, v in wanted.items())
+    return saved if same else None
 
 
 def finished_runs(methods: list[str], out: str) -> tuple[dict, dict] | None:

@@ -67,3 +67,26 @@ def test_compare_refuses_an_unknown_method_or_a_repeated_seed_in_one_sentence(tm
     assert "--seeds repeats" in capsys.readouterr().err
     assert main(TINY + ["--algorithms", "comdml", "--targets", "local-best-0.5", "--out", str(tmp_path)]) == 2
     assert "needs the local method" in capsys.readouterr().err
+
+
+def test_reuse_matches_a_moved_run_and_one_saved_before_a_config_field_existed_only_at_that_field_s_default(tmp_path):
+    import dataclasses
+    import json
+
+    from benchmarks.compare import finished_run
+    from comdml_ray.config import RunConfig
+    from comdml_ray.results import _json_default
+
+    cfg = RunConfig(out=str(tmp_path), agents=4, rounds=2)
+    old = json.loads(json.dumps(dataclasses.asdict(cfg), default=_json_default))
+    del old["drift_prob"]  # a summary written before --drift-prob existed
+    (tmp_path / "summary.json").write_text(json.dumps({"config": old, "final_accuracy": 0.5}))
+    assert finished_run(cfg)["final_accuracy"] == 0.5
+    old["out"] = "/elsewhere/the/run/was/made"  # a copied or moved folder is the same run
+    (tmp_path / "summary.json").write_text(json.dumps({"config": old, "final_accuracy": 0.5}))
+    assert finished_run(cfg)["final_accuracy"] == 0.5
+    assert finished_run(cfg.replace(drift_prob=0.5)) is None  # not the default: the old run did something else
+    assert finished_run(cfg.replace(rounds=3)) is None
+    old["no_such_field"] = 1  # a field this code does not know: not the same configuration
+    (tmp_path / "summary.json").write_text(json.dumps({"config": old}))
+    assert finished_run(cfg) is None
