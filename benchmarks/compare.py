@@ -19,7 +19,8 @@ has spent the same virtual time, for at most --rounds-factor x --rounds rounds.
 One yardstick (`comdml_ray/yardstick.py`): every method is scored on the mean test
 accuracy of the same seeded sample of --eval-agents agents' own models; time to
 each of --targets is read on that.  With several --seeds it reports mean and std.
-`--reuse-runs` skips a run whose summary.json in --out has its exact configuration;
+`--reuse-runs` skips a run whose summary.json in --out has its configuration (wherever the
+folder was made; a field the run predates counts as its default, `finished_run`);
 `--score-only` runs nothing and scores the finished runs in --out (a seed and setting
 with a method still missing is left out), e.g. while a long table is still running.
 Writes to --out: `runs.csv` (seed x setting x method x target), `summary.csv`
