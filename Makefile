@@ -29,7 +29,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
 
 # Every table behind README.md and benchmarks/README.md (benchmarks/tables.py; one command per table).
-TABLES := headline-iid headline-dirichlet headline-iid-long sensitivity methods scheduler-iid scheduler-dirichlet
+TABLES := headline-iid headline-dirichlet headline-iid-long headline-dirichlet-long sensitivity methods scheduler-iid scheduler-dirichlet
 .PHONY: results $(addprefix results-,$(TABLES))
 
 results: $(addprefix results-,$(TABLES))

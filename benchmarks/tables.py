@@ -35,6 +35,7 @@ TABLES: dict[str, tuple[str, list[str]]] = {
     "headline-dirichlet": ("compare", BASE[:-3] + ["--rounds-factor", "2", "--no-progress"] + SEEDS + ["--partition", "dirichlet", "--alpha", "0.5"]),
     # The long run behind item 3's target: local's best over 200 rounds (its curve still creeps up at lr 0.2 constant), ComDML for as many.
     "headline-iid-long": ("compare", BASE[:6] + ["--rounds", "200"] + BASE[8:] + SEEDS + ["--partition", "iid"]),
+    "headline-dirichlet-long": ("compare", BASE[:6] + ["--rounds", "200"] + BASE[8:] + SEEDS + ["--partition", "dirichlet", "--alpha", "0.5"]),
     "methods": ("compare", BASE + SEEDS + ["--setting", "both", "--algorithms", "all"]),
     "scheduler-iid": ("compare", BASE + SEEDS + ["--partition", "iid", "--algorithms", "local,comdml-greedy,comdml-exact"]),
     "scheduler-dirichlet": ("compare", BASE + SEEDS + ["--partition", "dirichlet", "--algorithms", "local,comdml-greedy,comdml-exact"]),
