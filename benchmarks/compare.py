@@ -85,7 +85,7 @@ def parse(argv: list[str] | None) -> tuple[RunConfig, dict]:
 
 
 def finished_run(run_cfg: RunConfig) -> dict | None:
-    """The summary of a run already in run_cfg.out with exactly this configuration, else None.
+    """The summary of a run already in run_cfg.out with this configuration, else None.
 
     A field the saved configuration lacks (the run was made before the field existed)
     matches when this run leaves it at its default: a new field's default keeps the old
