@@ -7,7 +7,8 @@ training subset, run in process on `backend.LocalBackend` (no Ray: the agents, s
 initial weights and rounds are the ones `benchmarks/run.py` uses), two grid points at a time.
 It prints, per point, the mean train loss of every round (the first round shows a divergence
 at once) and the test accuracy on a fixed subset of `--eval-samples` test images after every
-round.  `zi` says whether the last BN of every residual block starts at zero (the default of
+round, in one table at the end (and a line per point and round as it goes).  `zi` says
+whether the last BN of every residual block starts at zero (the default of
 `models.build_model`); `zi 0` rebuilds the model without it, to show what that init buys.
 """
 
@@ -49,6 +50,8 @@ def run_point(args: argparse.Namespace, point: str) -> dict:
         average(be, be.setting, "allreduce", aux=False)
         losses.append(sum(sum(rep.loss_sum.values()) for rep in reports) / max(1, sum(sum(rep.batches.values()) for rep in reports)))
         accs.append(be.groups[0].evaluate([0], args.eval_samples)[0])
+        # A point at the acceptance run's budget takes minutes a round: say where it stands.
+        print(f"{point}: round {r + 1}/{args.rounds} train loss {losses[-1]:.2f}, test acc {100 * accs[-1]:.1f}%", flush=True)
     return {"point": point, "losses": losses, "accs": accs, "wall_s": time.perf_counter() - t0}
 
 
