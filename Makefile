@@ -29,10 +29,11 @@ clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
 
 # Every table behind README.md and benchmarks/README.md (benchmarks/tables.py; one command per table).
+# `make results ARGS=--reuse-runs` keeps the finished runs under results/tables/ and continues a stopped one.
 TABLES := headline-iid headline-dirichlet headline-iid-long headline-dirichlet-long sensitivity methods scheduler-iid scheduler-dirichlet
 .PHONY: results $(addprefix results-,$(TABLES))
 
 results: $(addprefix results-,$(TABLES))
 
 $(addprefix results-,$(TABLES)): results-%: $(VENV)/.installed
-	$(PY) benchmarks/tables.py $*
+	$(PY) benchmarks/tables.py $(ARGS) $*

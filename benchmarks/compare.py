@@ -20,7 +20,10 @@ One yardstick (`comdml_ray/yardstick.py`): every method is scored on the mean te
 accuracy of the same seeded sample of --eval-agents agents' own models; time to
 each of --targets is read on that.  With several --seeds it reports mean and std.
 `--reuse-runs` skips a run whose summary.json in --out has its configuration (wherever the
-folder was made; a field the run predates counts as its default, `finished_run`);
+folder was made; a field the run predates counts as its default, `finished_run`), and
+continues one that was stopped (Ctrl-C, a killed driver) from its last checkpoint when
+that checkpoint has the run's configuration (`stopped_run`): an interrupted comparison
+or `make results` goes on where it stopped;
 `--score-only` runs nothing and scores the finished runs in --out (a seed and setting
 with a method still missing is left out), e.g. while a long table is still running.
 Writes to --out: `runs.csv` (seed x setting x method x target), `summary.csv`
@@ -59,7 +62,7 @@ def parse(argv: list[str] | None) -> tuple[RunConfig, dict]:
     p.add_argument("--targets", default="75,80,local-best-0.5",
                    help="accuracies to time: percent (75), fraction (0.8) or local-best-D (local's best over its run minus D points, per seed)")
     p.add_argument("--reuse-runs", action="store_true",
-                   help="reuse a run already in --out whose summary.json has exactly this run's configuration (an interrupted or extended comparison)")
+                   help="reuse a run already in --out whose summary.json has exactly this run's configuration, and continue a stopped one from its last checkpoint (an interrupted or extended comparison)")
     p.add_argument("--score-only", action="store_true",
                    help="run nothing: score the runs already in --out (e.g. of a comparison still running or stopped); a seed and setting with a method missing is left out")
     a = p.parse_args(argv)
@@ -84,32 +87,57 @@ def parse(argv: list[str] | None) -> tuple[RunConfig, dict]:
                      score_only=a.score_only)
 
 
-def finished_run(run_cfg: RunConfig) -> dict | None:
-    """The summary of a run already in run_cfg.out with this configuration, else None.
+def same_configuration(saved: dict, run_cfg: RunConfig) -> bool:
+    """Whether a configuration saved with a run (summary.json, a checkpoint) is run_cfg's.
 
     A field the saved configuration lacks (the run was made before the field existed)
     matches when this run leaves it at its default: a new field's default keeps the old
     behaviour, so a table's finished runs survive a RunConfig that grew a field.  `out`
-    is where the run lies, not what it did: a folder moved or copied elsewhere still matches.
+    is where the run lies and `resume` where it was continued from, not what it did: a
+    folder moved or copied elsewhere, or a run resumed after a stop, still matches.
     """
     import dataclasses
     import json
 
     from comdml_ray.results import _json_default
 
+    def as_json(x) -> dict:
+        d = json.loads(json.dumps(x if isinstance(x, dict) else dataclasses.asdict(x), default=_json_default))
+        for k in ("out", "resume"):
+            d.pop(k, None)
+        return d
+
+    wanted, defaults, had = as_json(run_cfg), as_json(RunConfig()), as_json(dict(saved or {}))
+    return set(had) <= set(wanted) and all(had[k] == v if k in had else v == defaults[k] for k, v in wanted.items())
+
+
+def finished_run(run_cfg: RunConfig) -> dict | None:
+    """The summary of a finished run already in run_cfg.out with this configuration, else None.
+
+    A run stopped part way (Ctrl-C writes its summary.json with `aborted` set) is not finished.
+    """
+    import json
+
     path = os.path.join(run_cfg.out, "summary.json")
     if not os.path.exists(path):
         return None
     with open(path) as f:
         saved = json.load(f)
-    def as_json(cfg: RunConfig) -> dict:
-        return json.loads(json.dumps(dataclasses.asdict(cfg), default=_json_default))
+    return saved if not saved.get("aborted") and same_configuration(saved.get("config"), run_cfg) else None
 
-    wanted, defaults, had = as_json(run_cfg), as_json(RunConfig()), dict(saved.get("config") or {})
-    had.pop("out", None)
-    wanted.pop("out")
-    same = set(had) <= set(wanted) and all(had[k] == v if k in had else v == defaults[k] for k, v in wanted.items())
-    return saved if same else None
+
+def stopped_run(run_cfg: RunConfig) -> int | None:
+    """The round a run stopped part way in run_cfg.out would go on from (its last checkpoint), if that checkpoint has this configuration."""
+    import pickle
+
+    from comdml_ray.recovery import Checkpointer
+    from comdml_ray.storage import OutDir
+
+    try:
+        state = Checkpointer.load_latest(OutDir(run_cfg.out))
+    except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError):  # unreadable: no checkpoint, the run starts again
+        return None
+    return state.at.next_round if state is not None and same_configuration(state.config, run_cfg) else None
 
 
 def finished_runs(methods: list[str], out: str) -> tuple[dict, dict] | None:
@@ -124,6 +152,8 @@ def finished_runs(methods: list[str], out: str) -> tuple[dict, dict] | None:
             return None
         with open(path) as f:
             summaries[method] = json.load(f)
+        if summaries[method].get("aborted"):
+            return None
         curves[method] = pd.read_csv(os.path.join(out, method, "rounds.csv"))
     return curves, summaries
 
@@ -143,8 +173,12 @@ def run_one_setting(cfg: RunConfig, methods: list[str], out: str, rounds_factor:
         run_cfg.validate()
         log(f"\n=== seed {cfg.seed}, {os.path.basename(out)}: {method} ===")
         done = finished_run(run_cfg) if reuse else None
+        at = stopped_run(run_cfg) if reuse and done is None else None
         if done is not None:
             log(f"reused: {run_cfg.out} (summary.json has this configuration)")
+        elif at is not None:
+            log(f"continued: {run_cfg.out} from round {at} (its last checkpoint has this configuration)")
+            run_cfg = run_cfg.replace(resume=run_cfg.out)
         summaries[method] = done or run_experiment(run_cfg, log=log, keep_ray=True)
         curves[method] = pd.read_csv(os.path.join(run_cfg.out, "rounds.csv"))
     return curves, summaries

@@ -30,16 +30,17 @@ from benchmarks.run import build_parser, exit_code_of
 from comdml_ray.config import ConfigError, RunConfig
 from comdml_ray.yardstick import finish_log_x_plot, parse_targets, target_level, time_to
 
-OWN_FLAGS = ("no_progress", "gflops", "profiles", "rounds_factor", "target")
+OWN_FLAGS = ("no_progress", "gflops", "profiles", "rounds_factor", "target", "reuse_runs")
 
 
-def parse(argv: list[str] | None) -> tuple[RunConfig, list[float], list[str], float, str]:
+def parse(argv: list[str] | None) -> tuple[RunConfig, list[float], list[str], float, str, bool]:
     p = build_parser()
     p.prog = "benchmarks/sensitivity.py"
     p.add_argument("--gflops", default="10,30,100,300,1000", help="comma-separated --reference-gflops values (profile flops)")
     p.add_argument("--profiles", default="flops,measure", help="flops (one point per --gflops), measure (one point), or both")
     p.add_argument("--rounds-factor", type=float, default=1.0, help="ComDML runs until local's virtual time, at most this many x --rounds rounds")
     p.add_argument("--target", default="80", help="one target as in compare.py --targets (75, 0.8, local-best-0.5)")
+    p.add_argument("--reuse-runs", action="store_true", help="as in compare.py: reuse finished runs in --out, continue stopped ones")
     a = p.parse_args(argv)
     try:
         gflops = [float(x) for x in a.gflops.split(",") if x.strip()]
@@ -53,7 +54,7 @@ def parse(argv: list[str] | None) -> tuple[RunConfig, list[float], list[str], fl
     (target,) = parse_targets(a.target)
     fields = {k: v for k, v in vars(a).items() if k not in OWN_FLAGS}
     fields["out"] = a.out or os.path.join("results", "sensitivity")
-    return RunConfig(**fields, progress=not a.no_progress), gflops, profiles, a.rounds_factor, target
+    return RunConfig(**fields, progress=not a.no_progress), gflops, profiles, a.rounds_factor, target, a.reuse_runs
 
 
 def compute_comm_ratio(profile_csv: str, cfg: RunConfig) -> float:
@@ -67,10 +68,10 @@ def compute_comm_ratio(profile_csv: str, cfg: RunConfig) -> float:
     return float(np.median([base * a.slowdown / (d1 / a.bandwidth_Bps) for a in agents]))
 
 
-def point(cfg: RunConfig, out: str, rounds_factor: float, target: str, log) -> dict:
+def point(cfg: RunConfig, out: str, rounds_factor: float, target: str, log, reuse: bool = False) -> dict:
     from benchmarks.compare import run_one_setting
 
-    curves, _ = run_one_setting(cfg, ["local", "comdml"], out, rounds_factor, log)
+    curves, _ = run_one_setting(cfg, ["local", "comdml"], out, rounds_factor, log, reuse)
     level = target_level(target, curves["local"])
     rounds = {m: float(c["round_virtual_s"].mean()) for m, c in curves.items()}
     return {
@@ -101,7 +102,8 @@ def plot(runs: pd.DataFrame, path: str) -> None:
                       "ComDML's time-to-target reduction vs local (%)")
 
 
-def sweep(cfg: RunConfig, gflops: list[float], profiles: list[str], rounds_factor: float, target: str, log=print) -> pd.DataFrame:
+def sweep(cfg: RunConfig, gflops: list[float], profiles: list[str], rounds_factor: float, target: str, log=print,
+          reuse: bool = False) -> pd.DataFrame:
     import ray
 
     configs = [cfg.replace(profile="flops", reference_gflops=g) for g in gflops] if "flops" in profiles else []
@@ -110,7 +112,7 @@ def sweep(cfg: RunConfig, gflops: list[float], profiles: list[str], rounds_facto
     try:
         for c in configs:
             where = os.path.join(cfg.out, "measure" if c.profile == "measure" else f"gflops{c.reference_gflops:g}")
-            rows.append(point(c.validate(), where, rounds_factor, target, log))
+            rows.append(point(c.validate(), where, rounds_factor, target, log, reuse))
             pd.DataFrame(rows).to_csv(os.path.join(cfg.out, "runs.csv"), index=False)  # every point as soon as it is measured
     finally:
         if not cfg.address:
@@ -126,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     def job() -> None:
         from comdml_ray.storage import OutDir
 
-        cfg, gflops, profiles, factor, target = parse(argv)
+        cfg, gflops, profiles, factor, target, reuse = parse(argv)
         OutDir(cfg.out).check_writable()
-        sweep(cfg, gflops, profiles, factor, target)
+        sweep(cfg, gflops, profiles, factor, target, reuse=reuse)
 
     return exit_code_of(job)
 

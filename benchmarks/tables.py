@@ -5,6 +5,7 @@
     python benchmarks/tables.py --collect headline-iid DIR [DIR ...]   # the CSV from runs made piecewise (e.g. one seed at a time)
     python benchmarks/tables.py --write-readmes       # put every rendered table into its <!-- table: NAME --> block
     make results                                       # every table, one after the other
+    make results ARGS=--reuse-runs                     # the same, going on where a stopped `make results` left off
 
 Each table is one invocation of `benchmarks/compare.py` (or `benchmarks/sensitivity.py`)
 with the flags in `TABLES`; its `runs.csv` (one row per seed, setting, method and target)
@@ -60,9 +61,14 @@ def csv_path(name: str) -> str:
     return os.path.join(RESULTS, f"{name}.csv")
 
 
-def run_table(name: str, out_root: str = os.path.join("results", "tables")) -> str:
-    """Run one table's command and copy its runs.csv (and plots) to benchmarks/results/."""
+def run_table(name: str, out_root: str = os.path.join("results", "tables"), reuse: bool = False) -> str:
+    """Run one table's command and copy its runs.csv (and plots) to benchmarks/results/.
+
+    reuse (`--reuse-runs`): keep the finished runs already in its output folder and continue
+    a stopped one from its checkpoint (compare.py's flag), so a stopped table goes on.
+    """
     kind, args = TABLES[name]
+    args = args + (["--reuse-runs"] if reuse else [])
     out = os.path.join(out_root, name)
     if kind == "compare":
         from benchmarks.compare import main
@@ -197,12 +203,14 @@ def write_readme(path: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    reuse = "--reuse-runs" in argv
+    argv = [a for a in argv if a != "--reuse-runs"]
     if argv and argv[0] == "--write-readmes":
         for path in (os.path.join(os.path.dirname(HERE), "README.md"), os.path.join(HERE, "README.md")):
             print(path, write_readme(path))
         return 0
     if not argv or argv[-1] not in TABLES and argv[0] not in ("--collect",):
-        print(f"error: name a table: {', '.join(TABLES)} (optionally after --render, or --collect NAME DIR...).", file=sys.stderr)
+        print(f"error: name a table: {', '.join(TABLES)} (optionally after --reuse-runs or --render, or --collect NAME DIR...).", file=sys.stderr)
         return 2
     if argv[0] == "--render":
         print(render(argv[1]))
@@ -212,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(collect(argv[1], argv[2:]))
     else:
-        print(run_table(argv[0]))
+        print(run_table(argv[0], reuse=reuse))
     return 0
 
 

@@ -1,16 +1,32 @@
-"""benchmarks/compare.py end to end on a tiny problem: the same-clock rule, the gossip rows, the yardstick and its files.
+"""benchmarks/compare.py end to end on a tiny problem: the same-clock rule, the gossip rows, the yardstick and its files,
+and `--reuse-runs` (finished runs reused, a stopped one continued from its checkpoint to the uninterrupted run's rows).
 
 compare.py starts and stops a Ray of its own, so this module runs it from the command
 line entry point (`main`) exactly as a user would, with no Ray fixture around it.
 """
 
+import json
 import os
+import shutil
 
 import pandas as pd
+import pytest
 
-from benchmarks.compare import main
+from benchmarks.compare import compare, main, parse
+from comdml_ray.results import DETERMINISTIC_COLUMNS
 
 TINY = ["--agents", "4", "--rounds", "2", "--train-samples", "600", "--lr", "0.05", "--num-gpus", "0", "--no-progress"]
+
+
+class StopAt:
+    """A log that stops the comparison (Ctrl-C) at the first line starting with `prefix`."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    def __call__(self, msg: str) -> None:
+        if str(msg).startswith(self.prefix):
+            raise KeyboardInterrupt
 
 
 def test_compare_runs_every_method_on_local_s_clock_and_writes_runs_summary_and_bands(tmp_path, capsys):
@@ -47,10 +63,25 @@ def test_compare_runs_every_method_on_local_s_clock_and_writes_runs_summary_and_
     assert (summary["seeds"] == 1).all() and len(summary) == 2 * 3 * 2
     printed = capsys.readouterr().out
     assert "time to target" in printed and "runs.csv" in printed
-    # --reuse-runs reuses every run whose summary.json has the same configuration, and scores them the same.
+    # --reuse-runs reuses every run whose summary.json has the same configuration, and continues one that was
+    # stopped part way from its last checkpoint: here compute/comdml, run again and stopped (Ctrl-C) after round 2.
+    uninterrupted = pd.read_csv(out / "compute" / "comdml" / "rounds.csv")
+    shutil.rmtree(out / "compute" / "comdml")
+    cfg, opts = parse(args + ["--reuse-runs"])
+    with pytest.raises(KeyboardInterrupt):
+        compare(cfg, opts["methods"], ["compute"], cfg.out, opts["rounds_factor"], opts["seeds"], opts["targets"], log=StopAt("round 2/"),
+                reuse=True)
+    stopped = json.loads((out / "compute" / "comdml" / "summary.json").read_text())
+    assert stopped["aborted"] == "KeyboardInterrupt" and stopped["rounds"] == 2  # a stopped run's summary is not a finished run's
+    capsys.readouterr()
     assert main(args + ["--reuse-runs"]) == 0
-    assert capsys.readouterr().out.count("reused: ") == 6
-    assert pd.read_csv(out / "runs.csv").equals(runs)
+    printed = capsys.readouterr().out
+    assert printed.count("reused: ") == 5 and printed.count("continued: ") == 1 and "from round 2" in printed
+    pd.testing.assert_frame_equal(pd.read_csv(out / "compute" / "comdml" / "rounds.csv")[DETERMINISTIC_COLUMNS],
+                                  uninterrupted[DETERMINISTIC_COLUMNS], check_exact=True)
+    again = pd.read_csv(out / "runs.csv")
+    pd.testing.assert_frame_equal(again.drop(columns="wall_time_s"), runs.drop(columns="wall_time_s"), check_exact=True)
+    runs = again
     # --score-only runs nothing and scores what is there; a setting with a run missing is left out.
     os.remove(out / "links" / "comdml" / "summary.json")
     assert main(args + ["--score-only"]) == 0
@@ -71,7 +102,6 @@ def test_compare_refuses_an_unknown_method_or_a_repeated_seed_in_one_sentence(tm
 
 def test_reuse_matches_a_moved_run_and_one_saved_before_a_config_field_existed_only_at_that_field_s_default(tmp_path):
     import dataclasses
-    import json
 
     from benchmarks.compare import finished_run
     from comdml_ray.config import RunConfig
@@ -87,6 +117,11 @@ def test_reuse_matches_a_moved_run_and_one_saved_before_a_config_field_existed_o
     assert finished_run(cfg)["final_accuracy"] == 0.5
     assert finished_run(cfg.replace(drift_prob=0.5)) is None  # not the default: the old run did something else
     assert finished_run(cfg.replace(rounds=3)) is None
+    old["resume"] = "/where/it/was/continued/from"  # a run resumed after a stop is the same run
+    (tmp_path / "summary.json").write_text(json.dumps({"config": old, "final_accuracy": 0.5}))
+    assert finished_run(cfg)["final_accuracy"] == 0.5
+    (tmp_path / "summary.json").write_text(json.dumps({"config": old, "aborted": "KeyboardInterrupt"}))
+    assert finished_run(cfg) is None  # stopped part way: not finished
     old["no_such_field"] = 1  # a field this code does not know: not the same configuration
     (tmp_path / "summary.json").write_text(json.dumps({"config": old}))
     assert finished_run(cfg) is None
