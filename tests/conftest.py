@@ -36,6 +36,17 @@ def quiet(*_a, **_k) -> None:
     pass
 
 
+class StopAt:
+    """A log function that stops the driver (Ctrl-C) at the first line starting with `prefix`."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    def __call__(self, msg: str) -> None:
+        if str(msg).startswith(self.prefix):
+            raise KeyboardInterrupt
+
+
 def local_backend(cfg: RunConfig, layout: list[list[int]], slowdown=None) -> tuple[LocalBackend, Setting]:
     be = LocalBackend(cfg, layout)
     if slowdown is not None:

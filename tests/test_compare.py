@@ -14,19 +14,9 @@ import pytest
 
 from benchmarks.compare import compare, main, parse
 from comdml_ray.results import DETERMINISTIC_COLUMNS
+from tests.conftest import StopAt
 
 TINY = ["--agents", "4", "--rounds", "2", "--train-samples", "600", "--lr", "0.05", "--num-gpus", "0", "--no-progress"]
-
-
-class StopAt:
-    """A log that stops the comparison (Ctrl-C) at the first line starting with `prefix`."""
-
-    def __init__(self, prefix: str):
-        self.prefix = prefix
-
-    def __call__(self, msg: str) -> None:
-        if str(msg).startswith(self.prefix):
-            raise KeyboardInterrupt
 
 
 def test_compare_runs_every_method_on_local_s_clock_and_writes_runs_summary_and_bands(tmp_path, capsys):

@@ -28,7 +28,7 @@ from comdml_ray.actors import AgentFailure
 from comdml_ray.config import ConfigError, RunConfig
 from comdml_ray.experiment import run_experiment
 from comdml_ray.results import DETERMINISTIC_COLUMNS
-from tests.conftest import quiet
+from tests.conftest import StopAt, quiet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # eval_samples 0: every evaluation on the whole test set, so a 4-round run's last row compares with a 6-round reference's 4th.
@@ -121,22 +121,11 @@ def test_resume_after_the_driver_is_killed_in_round_3(reference, tmp_path):
     same_deterministic_columns(pd.read_csv(out / "rounds.csv"), reference("local"))
 
 
-class Abort:
-    """A log function that stops the driver (Ctrl-C) when a line starts with `prefix`."""
-
-    def __init__(self, prefix: str):
-        self.prefix = prefix
-
-    def __call__(self, msg: str) -> None:
-        if str(msg).startswith(self.prefix):
-            raise KeyboardInterrupt
-
-
 @pytest.mark.parametrize("algorithm, line", [("comdml", "round 3/6"), ("adpsgd", "row 3:")])
 def test_resume_after_an_abort_is_bit_identical(reference, tmp_path, algorithm, line):
     out = tmp_path / algorithm
     with pytest.raises(KeyboardInterrupt):
-        run_experiment(RunConfig(**TINY, algorithm=algorithm, rounds=6, out=str(out)), log=Abort(line), keep_ray=True)
+        run_experiment(RunConfig(**TINY, algorithm=algorithm, rounds=6, out=str(out)), log=StopAt(line), keep_ray=True)
     partial = json.loads((out / "summary.json").read_text())  # written on the abort
     assert partial["aborted"] == "KeyboardInterrupt" and 2 <= partial["rounds"] < 6
     assert (out / "accuracy.png").stat().st_size > 0
