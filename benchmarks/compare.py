@@ -127,17 +127,17 @@ def finished_run(run_cfg: RunConfig) -> dict | None:
 
 
 def stopped_run(run_cfg: RunConfig) -> int | None:
-    """The round a run stopped part way in run_cfg.out would go on from (its last checkpoint), if that checkpoint has this configuration."""
-    import pickle
+    """The round a run stopped part way in run_cfg.out would go on from (its last checkpoint), if that checkpoint has this configuration.
 
-    from comdml_ray.recovery import Checkpointer
-    from comdml_ray.storage import OutDir
+    Reads the checkpoint as `--resume` does (`recovery.resumed_config`); none, or one it cannot read, means the run starts again.
+    """
+    from comdml_ray.recovery import resumed_config
 
     try:
-        state = Checkpointer.load_latest(OutDir(run_cfg.out))
-    except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError):  # unreadable: no checkpoint, the run starts again
+        _, state = resumed_config(run_cfg.replace(resume=run_cfg.out))
+    except ConfigError:
         return None
-    return state.at.next_round if state is not None and same_configuration(state.config, run_cfg) else None
+    return state.at.next_round if same_configuration(state.config, run_cfg) else None
 
 
 def finished_runs(methods: list[str], out: str) -> tuple[dict, dict] | None:
