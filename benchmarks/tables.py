@@ -207,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     reuse = "--reuse-runs" in argv
     argv = [a for a in argv if a != "--reuse-runs"]
+    if reuse and argv and argv[0] in ("--write-readmes", "--render", "--collect"):
+        print(f"error: --reuse-runs applies to running a table, and {argv[0]} runs nothing: drop --reuse-runs.", file=sys.stderr)
+        return 2
     if argv and argv[0] == "--write-readmes":
         for path in (os.path.join(os.path.dirname(HERE), "README.md"), os.path.join(HERE, "README.md")):
             print(path, write_readme(path))

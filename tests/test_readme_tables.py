@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from benchmarks.tables import RESULTS, TABLES, csv_path, readme_blocks, render
+from benchmarks.tables import RESULTS, TABLES, csv_path, main, readme_blocks, render
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 READMES = [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "benchmarks", "README.md")]
@@ -45,3 +45,11 @@ def test_every_results_csv_belongs_to_a_table():
     if os.path.isdir(RESULTS):
         stray = [f for f in os.listdir(RESULTS) if f.endswith(".csv") and f[:-4] not in TABLES and f[:-4] not in OTHER_COMMANDS]
         assert not stray, f"CSVs under benchmarks/results/ that no table command writes: {stray}"
+
+
+def test_reuse_runs_with_a_command_that_runs_nothing_is_refused_in_one_sentence(capsys):
+    for argv in (["--reuse-runs", "--render", "headline-iid"], ["--collect", "headline-iid", "x", "--reuse-runs"],
+                 ["--reuse-runs", "--write-readmes"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "drop --reuse-runs" in err and err.count("\n") == 1
