@@ -17,7 +17,7 @@ run: $(VENV)/.installed
 	$(PY) benchmarks/run.py $(ARGS)
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q tests
+	$(PY) -m tests -q tests
 
 compare: $(VENV)/.installed
 	$(PY) benchmarks/compare.py $(ARGS)

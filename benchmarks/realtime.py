@@ -174,4 +174,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from comdml_ray.cluster import exit_process
+
+    exit_process(main())  # one Ray session per run: see exit_process for the crash a plain exit can meet

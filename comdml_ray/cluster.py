@@ -22,6 +22,9 @@ Owns
 - `failure_message(who, actor, err)`: the sentence a user reads when an agent
   actor died: the agents it hosted, its node's IP and the command (or, for a Ray of
   the run's own, the file) that shows its log.
+- `exit_process(code)`: leave a process that started more than one Ray session
+  (the test suite, benchmarks/realtime.py) without the crash Ray 2.60 can give it
+  at exit (see there).
 
 The layout itself (agents per actor) stays in `comdml_ray.runtime.plan_layout`; this
 module only makes sure the resources it plans from are there.
@@ -29,12 +32,15 @@ module only makes sure the resources it plans from are there.
 
 from __future__ import annotations
 
+import atexit
 import glob
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
 import ray
 from ray.util.placement_group import PlacementGroup
@@ -70,6 +76,30 @@ def start_ray(cfg: RunConfig, log: Callable[[str], None] = print) -> None:
         path = os.pathsep.join(p for p in (PROJECT_ROOT, os.environ.get("PYTHONPATH", "")) if p)
         ray.init(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, log_to_driver=True,
                  include_dashboard=os.environ.get("COMDML_DASHBOARD", "1") != "0", runtime_env={"env_vars": {"PYTHONPATH": path}})
+
+
+def exit_process(code: int) -> NoReturn:
+    """End this process with exit status `code`: Python's exit handlers run, C++ static destructors do not.
+
+    For a process that started Ray more than once.  Ray 2.60's driver shuts its
+    OpenTelemetry metric reader down only at the end of a process's first Ray session
+    (the meter provider under it can be shut down once); each later session leaves its
+    reader thread running, exporting to that session's metrics agent, long gone, and
+    logging a warning every `metrics_report_interval_ms`.  When such a warning is
+    written while the exiting process runs its C++ static destructors (Ray's logger
+    registry among them), the process dies with SIGSEGV after all its work is done:
+    in the core dumps, OpenTelemetryMetricExporter::Export -> RayLog::~RayLog ->
+    spdlog registry, with the main thread in torch's static destructors.  The test
+    suite, which starts Ray once per module, ended that way in about half its runs.
+    So: run the atexit handlers (Ray's own shutdown, logging's flush, finalizers) as a
+    normal exit would, flush, and leave with `os._exit`, which skips only the C++
+    teardown.  A process with one Ray session does not need this (its reader is shut
+    down with the session).
+    """
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(int(code))
 
 
 # ----------------------------------------------------------------------------- elastic clusters
