@@ -16,7 +16,7 @@ Methods (`--algorithms`): the algorithms, plus `local-gossip` and `comdml-gossip
 the two gossip variants.
 Same clock: `local` runs --rounds rounds; every other method then runs until it
 has spent the same virtual time, for at most --rounds-factor x --rounds rounds.
-One yardstick (`comdml_ray/yardstick.py`): every method is scored on the mean test
+One yardstick (`comdml_ray/results/yardstick.py`): every method is scored on the mean test
 accuracy of the same seeded sample of --eval-agents agents' own models; time to
 each of --targets is read on that.  With several --seeds it reports mean and std.
 `--reuse-runs` skips a run whose summary.json in --out has its configuration (wherever the
@@ -41,7 +41,7 @@ import pandas as pd
 
 from benchmarks.run import build_parser, exit_code_of
 from comdml_ray.config import ConfigError, RunConfig
-from comdml_ray.yardstick import METHODS, parse_methods, parse_targets, plot_bands, score_runs, summarize, target_level
+from comdml_ray.results.yardstick import METHODS, parse_methods, parse_targets, plot_bands, score_runs, summarize, target_level
 
 SETTINGS = {
     "compute": dict(heterogeneity="paper", slow_link_share=0.0),
@@ -99,7 +99,7 @@ def same_configuration(saved: dict, run_cfg: RunConfig) -> bool:
     import dataclasses
     import json
 
-    from comdml_ray.results import _json_default
+    from comdml_ray.results.report import _json_default
 
     def as_json(x) -> dict:
         d = json.loads(json.dumps(x if isinstance(x, dict) else dataclasses.asdict(x), default=_json_default))
@@ -131,7 +131,7 @@ def stopped_run(run_cfg: RunConfig) -> int | None:
 
     Reads the checkpoint as `--resume` does (`recovery.resumed_config`); none, or one it cannot read, means the run starts again.
     """
-    from comdml_ray.recovery import resumed_config
+    from comdml_ray.runtime.recovery import resumed_config
 
     try:
         _, state = resumed_config(run_cfg.replace(resume=run_cfg.out))

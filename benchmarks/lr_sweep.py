@@ -31,11 +31,11 @@ def run_point(args: argparse.Namespace, point: str) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    import comdml_ray.agent as agent_module
-    from comdml_ray.backend import LocalBackend
+    import comdml_ray.method.agent as agent_module
+    from comdml_ray.runtime.backend import LocalBackend
     from comdml_ray.config import RunConfig
-    from comdml_ray.models import build_model
-    from comdml_ray.rounds import average, train_round
+    from comdml_ray.learning.models import build_model
+    from comdml_ray.runtime.rounds import average, train_round
 
     lr, warm, sched, zi = point.split(":")
     # The one knob without a flag: the sweep rebuilds the model with or without the zero init.

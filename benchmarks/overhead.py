@@ -36,7 +36,7 @@ def _worker(cfg, ids: list[int], all_groups: list[list[int]], conn, evaluate: bo
     import torch
 
     torch.set_num_threads(1)
-    from comdml_ray.backend import LocalBackend
+    from comdml_ray.runtime.backend import LocalBackend
 
     be = LocalBackend(cfg, all_groups)  # builds every group's Setting the same way; keeps only ours below
     g = next(i for i, gr in enumerate(all_groups) if gr == ids)

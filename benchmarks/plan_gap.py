@@ -22,14 +22,14 @@ import numpy as np
 
 from benchmarks.run import config_from_args, exit_code_of
 from comdml_ray.config import ConfigError
-from comdml_ray.messages import AgentState
+from comdml_ray.method.messages import AgentState
 
 GFLOPS = (10, 30, 100, 300, 1000)
 
 
 def gaps(argv: list[str] | None, gflops: tuple[float, ...] = GFLOPS) -> list[dict]:
-    from comdml_ray.backend import LocalBackend
-    from comdml_ray.comdml_steps import problem_from_states
+    from comdml_ray.runtime.backend import LocalBackend
+    from comdml_ray.method.comdml_steps import problem_from_states
     from solvers import no_offload_plan, solve
 
     cfg = config_from_args(argv).replace(algorithm="comdml").validate()

@@ -8,7 +8,7 @@
 Every flag of benchmarks/run.py applies to each run (the algorithm is always comdml;
 the defaults here are 20 agents and 30 rounds).  For each SIGMA of `--sigmas` it runs
 ComDML once with `--smashed-noise SIGMA` (same seed, data and heterogeneity), then
-measures the final averaged model at each split of `--splits` (comdml_ray/leakage.py):
+measures the final averaged model at each split of `--splits` (comdml_ray/learning/leakage.py):
 - dCor: bias-corrected distance correlation between 512 fixed training images and
   what would leave an offloader for them at that split (clip, noise, encoding applied);
 - decoder MSE: test error of a small decoder the helper could train on images of its
@@ -66,7 +66,7 @@ def parse(argv: list[str] | None) -> tuple[RunConfig, list[float], list[int]]:
 
 
 def check_splits(cfg: RunConfig, splits: list[int]) -> None:
-    from comdml_ray.models import build_model
+    from comdml_ray.learning.models import build_model
 
     points = build_model(cfg.model, 1, 28, 10).split_points()  # the split points depend on the model only
     bad = [m for m in splits if m not in points]
@@ -79,8 +79,8 @@ def privacy_table(cfg: RunConfig, sigmas: list[float], splits: list[int], same_m
     import ray
 
     from comdml_ray.experiment import run_experiment
-    from comdml_ray.leakage import leakage_table
-    from comdml_ray.smashed import SmashedSpec
+    from comdml_ray.learning.leakage import leakage_table
+    from comdml_ray.learning.smashed import SmashedSpec
 
     frames = []
     try:

@@ -79,7 +79,7 @@ def plan_tracking(folder: str, drift: tuple[float, float, int] = (0.0, 1.0, 0)) 
     in that round (no plan made before the round can know it) and gives the median error
     over the others (`median_steady_error`).
     """
-    from comdml_ray.profiles import drift_slowdowns
+    from comdml_ray.timing.profiles import drift_slowdowns
 
     plan = pd.read_csv(os.path.join(folder, "plan.csv"))
     rel = (plan["predicted_finish_s"] / plan["observed_finish_s"] - 1).abs()
@@ -174,6 +174,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from comdml_ray.cluster import exit_process
+    from comdml_ray.runtime.cluster import exit_process
 
     exit_process(main())  # one Ray session per run: see exit_process for the crash a plain exit can meet

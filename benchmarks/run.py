@@ -6,7 +6,7 @@
     ray job submit --working-dir . -- python benchmarks/run.py --agents 100 --address auto --gpus-per-agent 0.25
 
 Flags map one to one onto `comdml_ray.config.RunConfig`; `run_experiment` does the
-rest (see comdml_ray/experiment.py, then runtime.py for one round, then agent.py
+rest (see comdml_ray/experiment.py, then runtime/run.py for one round, then agent.py
 for the actor methods).  A bad flag, a missing dataset or a cluster too small for
 the run ends with one sentence on stderr and exit code 2.
 """
@@ -161,8 +161,8 @@ def config_from_args(argv: list[str] | None = None) -> RunConfig:
 
 def exit_code_of(job) -> int:
     """Run `job()`; a user's mistake (flag, dataset, cluster too small) is one sentence and exit 2, a dead actor exit 1."""
-    from comdml_ray.data import DatasetError
-    from comdml_ray.runtime import AgentFailure
+    from comdml_ray.learning.data import DatasetError
+    from comdml_ray.runtime.run import AgentFailure
 
     try:
         job()

@@ -28,7 +28,7 @@ import pandas as pd
 
 from benchmarks.run import build_parser, exit_code_of
 from comdml_ray.config import ConfigError, RunConfig
-from comdml_ray.yardstick import finish_log_x_plot, parse_targets, target_level, time_to
+from comdml_ray.results.yardstick import finish_log_x_plot, parse_targets, target_level, time_to
 
 OWN_FLAGS = ("no_progress", "gflops", "profiles", "rounds_factor", "target", "reuse_runs")
 
@@ -59,7 +59,7 @@ def parse(argv: list[str] | None) -> tuple[RunConfig, list[float], list[str], fl
 
 def compute_comm_ratio(profile_csv: str, cfg: RunConfig) -> float:
     """Median over agents of one batch's compute seconds over its split-1 activations' transfer seconds."""
-    from comdml_ray.profiles import make_profiles
+    from comdml_ray.timing.profiles import make_profiles
 
     prof = pd.read_csv(profile_csv)
     d1 = float(prof.loc[prof["split"] == 1, "bytes_per_batch"].iloc[0])

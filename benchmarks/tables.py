@@ -22,7 +22,7 @@ import sys
 
 import pandas as pd
 
-from comdml_ray.yardstick import plot_bands
+from comdml_ray.results.yardstick import plot_bands
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")

@@ -1,15 +1,67 @@
 """comdml-ray: decentralized multi-agent deep learning on Ray with ComDML workload balancing.
 
-Layers (imports point down only; the method is stated in docs/method.md):
-- ``solvers/`` (top-level package): the offloading problem and its solvers; no torch, no Ray.
-- ``comdml_ray`` core modules (config, data, models, training, clock, topology, profiles,
-  setting, layout, rows, store): pure Python/torch, no Ray imports.
-- the agent logic, Ray-free: ``agent`` (Agent, AgentGroup) with its mixins
-  ``comdml_steps``, ``averaging``, ``async_steps``; ``backend`` (the one typed way in to
-  the agents, and its in-process implementation);
-- Ray: ``actors`` (AgentHost, RayBackend, metrics), ``runtime`` (Run: one synchronous
-  round), ``experiment`` (the loop over rounds), ``baselines`` (the event-driven loops,
-  which reach the agents only through a Backend).
+    from comdml_ray import RunConfig, run
+    result = run(RunConfig(agents=8, rounds=2))      # a RunResult: rounds DataFrame, summary, folder
+
+The package, floor by floor (an import may only point to a lower floor; `LAYERS` below is
+the rule, and tests/test_layers.py holds the code to it):
+- `solvers` (top-level package) and `config`: the offloading problem and its solvers; the
+  run's one validated configuration;
+- `storage` (where a run's files go), `timing/` (profiles, topology, the virtual clock:
+  no torch) and `learning/` (models, data, training steps, split costs: pure torch);
+- `method/`: what an agent does in a round, as plain classes (no Ray);
+- `results/`: rows, the output folder's files, the yardstick;
+- `runtime/`: the Ray side (actors hosting the method, one round, cluster, recovery);
+- `baselines/`: the event-driven baselines, over the same backend;
+- `experiment`: one experiment from start to results; `api` and `cli` on top.
+The method itself is stated in docs/method.md.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.3.0"
+
+# Floors, lowest first.  A unit may import units of lower floors only (never one of its
+# own floor); `THIRD_PARTY_ONLY_IN` says which units alone may import Ray and torch.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("solvers", "comdml_ray.config"),
+    ("comdml_ray.storage", "comdml_ray.timing", "comdml_ray.learning"),
+    ("comdml_ray.method",),
+    ("comdml_ray.results",),
+    ("comdml_ray.runtime",),
+    ("comdml_ray.baselines",),
+    ("comdml_ray.experiment",),
+    ("comdml_ray.api",),
+    ("comdml_ray.cli",),
+)
+THIRD_PARTY_ONLY_IN: dict[str, tuple[str, ...]] = {
+    "ray": ("comdml_ray.runtime", "comdml_ray.experiment"),
+    "torch": ("comdml_ray.learning", "comdml_ray.method", "comdml_ray.runtime", "comdml_ray.experiment"),
+    "torchvision": ("comdml_ray.learning",),
+}
+
+# The Python API, imported on first use: `import comdml_ray.<anything>` (as every Ray
+# actor does) must stay as light as the module it asks for.
+_API = {
+    "RunConfig": "comdml_ray.config",
+    "ConfigError": "comdml_ray.config",
+    "run": "comdml_ray.api",
+    "compare": "comdml_ray.api",
+    "RunResult": "comdml_ray.api",
+    "CompareResult": "comdml_ray.api",
+}
+__all__ = ["LAYERS", "THIRD_PARTY_ONLY_IN", *_API]
+
+if TYPE_CHECKING:
+    from comdml_ray.api import CompareResult, RunResult, compare, run
+    from comdml_ray.config import ConfigError, RunConfig
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'comdml_ray' has no attribute {name!r}")

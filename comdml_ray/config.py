@@ -29,7 +29,7 @@ PROFILE_SOURCES = ("flops", "measure")
 PLACEMENTS = ("pack", "spread")
 CLOCKS = ("virtual", "wall")
 MODEL_NAMES = ("cnn", "resnet56", "resnet110")
-SMASHED_DTYPES = ("float32", "float16", "int8")  # encodings of the activations an offloader sends (comdml_ray/smashed.py)
+SMASHED_DTYPES = ("float32", "float16", "int8")  # encodings of the activations an offloader sends (comdml_ray/learning/smashed.py)
 LR_SCHEDULES = ("constant", "cosine")
 # Optimizer defaults per model, used where --lr / --warmup-rounds / --lr-schedule are not given.
 # The CNN keeps the project's original values; the ResNets' come from the sweeps in

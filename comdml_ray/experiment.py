@@ -1,10 +1,10 @@
 """One experiment from start to results: the loop `benchmarks/run.py` calls.
 
 Owns `run_experiment(cfg)`: validate, start or join Ray, place the agent actors
-(`runtime.Run`), profile the model's splits, then for every round: train (and,
+(`run.Run`), profile the model's splits, then for every round: train (and,
 for ComDML, plan + offload), average, evaluate every `--eval-every` rounds, add the
 round's virtual time to the clock and its wall time to the stopwatch; finally write
-the output folder (`results.py`; with a `--smashed-*` option also `privacy.csv`,
+the output folder (`results/report.py`; with a `--smashed-*` option also `privacy.csv`,
 `leakage.py`) and return the summary.  Asynchronous baselines
 (`adpsgd`, `swift`, `divshare`, `dpsgd`) go to `comdml_ray.baselines`.
 Rows are written as they happen and checkpoints taken through `recovery.RunGuard`,
@@ -25,13 +25,13 @@ from datetime import datetime
 import pandas as pd
 import ray
 
-from comdml_ray.cluster import release_capacity_request, start_ray
+from comdml_ray.runtime.cluster import release_capacity_request, start_ray
 from comdml_ray.config import SYNC_ALGORITHMS, RunConfig
-from comdml_ray.data import require_dataset
-from comdml_ray.leakage import report_privacy
-from comdml_ray.recovery import RunGuard, StartPoint, resumed_config
-from comdml_ray.results import format_summary, read_rounds, time_to_target, write_summary
-from comdml_ray.runtime import AgentFailure, MemoryWatch, Run
+from comdml_ray.learning.data import require_dataset
+from comdml_ray.learning.leakage import report_privacy
+from comdml_ray.runtime.recovery import RunGuard, StartPoint, resumed_config
+from comdml_ray.results.report import format_summary, read_rounds, time_to_target, write_summary
+from comdml_ray.runtime.run import AgentFailure, MemoryWatch, Run
 from comdml_ray.storage import OutDir
 
 

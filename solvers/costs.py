@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # annotations only: no import cycle with solvers.problem, which re-exports _Costs
+if TYPE_CHECKING:  # annotations only: solvers.problem is the layer below
     from .problem import OffloadProblem
 
 _SMALL = 1 << 16  # pair times per call below which one (n, M) slab beats a loop over splits

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # annotations only: no import cycle with solvers.problem, which re-exports these
+if TYPE_CHECKING:  # annotations only: solvers.problem is the layer below
     from .problem import OffloadProblem
 
 __all__ = ["Plan", "evaluate_plan", "no_offload_plan"]

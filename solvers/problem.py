@@ -2,12 +2,9 @@
 
 Owns the inputs every solver reads (per-agent batches and speed, the link matrices, the
 split table) and their checks: a bad input raises ValueError in one sentence that says
-how to fix it. The rest of the model lives beside it and is re-exported here, so
-`from solvers.problem import ...` keeps working:
-- `Plan`, `evaluate_plan`, `no_offload_plan` (solvers/plan.py): a plan and the time
-  model (docs/method.md §3.4) that scores it, the yardstick every solver is checked by;
-- `_Costs` (solvers/costs.py): the pair-cost kernel the solvers share, built from the
-  same floating-point expressions as `evaluate_plan`.
+how to fix it.  It imports nothing else of `solvers`: a plan and its time model live in
+solvers/plan.py, the solvers' pair-cost kernel in solvers/costs.py, and both import
+this module (never the other way round).
 """
 
 from __future__ import annotations
@@ -16,16 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Re-exported: these lived here before the split, and callers import them from here.
-from .costs import _Costs  # noqa: F401
-from .plan import Plan, evaluate_plan, no_offload_plan
-
 __all__ = [
     "SplitTable",
     "OffloadProblem",
-    "Plan",
-    "evaluate_plan",
-    "no_offload_plan",
 ]
 
 # A share above this is almost surely a percentage passed where a fraction was meant;

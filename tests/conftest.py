@@ -8,7 +8,7 @@
 - `quiet`: a log function that prints nothing.
 
 Every run a test starts gets a Ray without the dashboard (`COMDML_DASHBOARD=0`, read by
-`comdml_ray.cluster.start_ray`; subprocesses inherit it): the dashboard's processes cost
+`comdml_ray.runtime.cluster.start_ray`; subprocesses inherit it): the dashboard's processes cost
 about 7 s of CPU per start on a 2-core machine and no test of a run reads them.  The tests
 of the dashboard itself start their own Ray head (tests/test_job_logs.py) or their own
 metrics endpoint (tests/test_metrics_export.py).
@@ -24,9 +24,9 @@ import pytest
 import ray
 import torch
 
-from comdml_ray.backend import LocalBackend
+from comdml_ray.runtime.backend import LocalBackend
 from comdml_ray.config import RunConfig
-from comdml_ray.setting import Setting
+from comdml_ray.timing.setting import Setting
 
 torch.set_num_threads(1)
 os.environ["COMDML_DASHBOARD"] = "0"

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from comdml_ray.config import RunConfig
-from comdml_ray.models import build_model
-from comdml_ray.topology import metropolis_hastings
-from comdml_ray.training import OptimConfig, SuffixTrainer, flatten
+from comdml_ray.learning.models import build_model
+from comdml_ray.timing.topology import metropolis_hastings
+from comdml_ray.learning.training import OptimConfig, SuffixTrainer, flatten
 from tests.conftest import local_backend
 
 
@@ -196,8 +196,8 @@ def test_gossip_step_is_metropolis_hastings():
 
 def test_whole_comdml_round_in_process():
     """A full ComDML round through LocalBackend: plan, offload, help, finish, one averaging, the clock's rows."""
-    from comdml_ray.rounds import average, train_round
-    from comdml_ray.rows import ClockSplits, sync_round_rows
+    from comdml_ray.runtime.rounds import average, train_round
+    from comdml_ray.results.rows import ClockSplits, sync_round_rows
 
     cfg = RunConfig(agents=10, algorithm="comdml", train_samples=6000).validate()
     be, st = local_backend(cfg, [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]])
@@ -220,7 +220,7 @@ def test_sgd_is_torch_sgd_bit_for_bit_and_imports_no_dynamo():
     import subprocess
     import sys
 
-    from comdml_ray.training import SGD, set_lr
+    from comdml_ray.learning.training import SGD, set_lr
 
     torch.manual_seed(0)
     ours, ref = build_model("cnn", 1, 28, 10), build_model("cnn", 1, 28, 10)
@@ -247,7 +247,7 @@ def test_sgd_is_torch_sgd_bit_for_bit_and_imports_no_dynamo():
     for p, q in zip(ours.state_dict().values(), ref.state_dict().values()):
         assert torch.equal(p, q)
     # The reason it exists: an agent actor never imports torch._dynamo (torch.optim's Optimizer does on first use).
-    probe = ("import sys, torch; from comdml_ray.training import SGD; from comdml_ray.models import build_model; m = build_model('cnn', 1, 28, 10); "
+    probe = ("import sys, torch; from comdml_ray.learning.training import SGD; from comdml_ray.learning.models import build_model; m = build_model('cnn', 1, 28, 10); "
              "o = SGD(m.parameters(), lr=0.1, momentum=0.9); m(torch.randn(2, 1, 28, 28)).sum().backward(); o.step(); "
              "print('torch._dynamo' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "False"

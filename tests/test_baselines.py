@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 import torch
 
-from comdml_ray.async_steps import FragmentSpec, fragment_indices, fragment_sizes
+from comdml_ray.method.async_steps import FragmentSpec, fragment_indices, fragment_sizes
 from comdml_ray.baselines import ADPSGD, EventClock, Uplink, active_passive, drive
-from comdml_ray.clock import exchange_seconds
+from comdml_ray.timing.clock import exchange_seconds
 from comdml_ray.config import RunConfig
-from comdml_ray.store import Shipped
-from comdml_ray.topology import metropolis_hastings
-from comdml_ray.training import flatten
+from comdml_ray.method.store import Shipped
+from comdml_ray.timing.topology import metropolis_hastings
+from comdml_ray.learning.training import flatten
 from tests.conftest import local_backend, quiet
 
 torch.set_num_threads(1)
@@ -249,7 +249,7 @@ def test_ray_runs_equal_the_in_process_runs(ray_local, tmp_path):
     groups run the same sequence, so their models evolve the same way.
     """
     from comdml_ray.baselines import run_event_driven
-    from comdml_ray.runtime import Run
+    from comdml_ray.runtime.run import Run
 
     base = RunConfig(**(TINY | dict(fragments=2, fanout=2, agents_per_actor=2, eval_every=2))).validate()
     run = Run(base, log=quiet)

@@ -13,17 +13,17 @@ import pandas as pd
 import pytest
 import torch
 
-from comdml_ray.checkpoint import SHARED_MODEL_FILE, group_file
+from comdml_ray.method.checkpoint import SHARED_MODEL_FILE, group_file
 from comdml_ray.config import RunConfig
 from comdml_ray.storage import OutDir, RowFile
-from comdml_ray.training import flatten
+from comdml_ray.learning.training import flatten
 from tests.conftest import local_backend
 
 LAYOUT = [[0, 1, 2], [3, 4, 5]]
 
 
 def local_round(be, r: int, comdml: bool) -> None:
-    """One synchronous round in process, in the order `runtime.Run.run_round` calls the steps."""
+    """One synchronous round in process, in the order `run.Run.run_round` calls the steps."""
     n = be.num_groups
     if comdml:
         states = be.concat_states([be.publish_states(g, r) for g in range(n)])

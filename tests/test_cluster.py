@@ -12,10 +12,10 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from comdml_ray.actors import METRIC_NAMES, AgentMetrics
+from comdml_ray.runtime.actors import METRIC_NAMES, AgentMetrics
 from comdml_ray.config import RunConfig
 from comdml_ray.experiment import run_experiment
-from comdml_ray.runtime import Run
+from comdml_ray.runtime.run import Run
 
 
 @pytest.fixture(scope="module")

@@ -173,7 +173,7 @@ def ray_pin() -> str:
 
 @pytest.mark.parametrize("path", [p for p in CONFIGS if "available_node_types" in load(p)], ids=lambda p: p.name)
 def test_cloud_workers_start_from_zero(path: Path) -> None:
-    # Elastic: the job asks the autoscaler for its nodes (comdml_ray.cluster.request_capacity).
+    # Elastic: the job asks the autoscaler for its nodes (comdml_ray.runtime.cluster.request_capacity).
     config = load(path)
     for name, node_type in config["available_node_types"].items():
         if name != config["head_node_type"]:

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from benchmarks.compare import compare, main, parse
-from comdml_ray.results import DETERMINISTIC_COLUMNS
+from comdml_ray.results.report import DETERMINISTIC_COLUMNS
 from tests.conftest import StopAt
 
 TINY = ["--agents", "4", "--rounds", "2", "--train-samples", "600", "--lr", "0.05", "--num-gpus", "0", "--no-progress"]
@@ -95,7 +95,7 @@ def test_reuse_matches_a_moved_run_and_one_saved_before_a_config_field_existed_o
 
     from benchmarks.compare import finished_run
     from comdml_ray.config import RunConfig
-    from comdml_ray.results import _json_default
+    from comdml_ray.results.report import _json_default
 
     cfg = RunConfig(out=str(tmp_path), agents=4, rounds=2)
     old = json.loads(json.dumps(dataclasses.asdict(cfg), default=_json_default))

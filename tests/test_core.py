@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from comdml_ray.clock import AgentWork, exchange_seconds, round_finish_times
+from comdml_ray.timing.clock import AgentWork, exchange_seconds, round_finish_times
 from comdml_ray.config import ConfigError, RunConfig
-from comdml_ray.profiles import PAPER_BANDWIDTH_MBPS, PAPER_SLOWDOWN, drift_slowdowns, link_matrices, make_profiles
-from comdml_ray.topology import metropolis_hastings, neighbours
+from comdml_ray.timing.profiles import PAPER_BANDWIDTH_MBPS, PAPER_SLOWDOWN, drift_slowdowns, link_matrices, make_profiles
+from comdml_ray.timing.topology import metropolis_hastings, neighbours
 
 
 @pytest.mark.parametrize("name", ["ring", "torus", "regular", "complete"])
@@ -123,7 +123,7 @@ def test_config_rejects_bad_input(change):
 
 
 def test_layout_packs_only_when_the_cluster_is_short():
-    from comdml_ray.runtime import plan_layout
+    from comdml_ray.runtime.run import plan_layout
 
     big = {"CPU": 128, "memory": 512 * 2**30}
     lay = plan_layout(RunConfig(agents=100).validate(), big)
@@ -145,7 +145,7 @@ def test_layout_packs_only_when_the_cluster_is_short():
 
 
 def test_layout_refuses_what_memory_cannot_hold():
-    from comdml_ray.runtime import plan_layout
+    from comdml_ray.runtime.run import plan_layout
 
     with pytest.raises(ConfigError, match=r"at most \d+ agents fit"):
         plan_layout(RunConfig(agents=1000, model="resnet110", dataset="cifar10").validate(), {"CPU": 2, "memory": 4 * 2**30})

@@ -1,4 +1,4 @@
-"""Tests for comdml_ray.data: embedded Fashion-MNIST, dataset errors, CINIC-10 folders, partitions."""
+"""Tests for comdml_ray.learning.data: embedded Fashion-MNIST, dataset errors, CINIC-10 folders, partitions."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from comdml_ray.data import DATASETS, DatasetError, load_dataset, partition, to_tensor
+from comdml_ray.learning.data import DATASETS, DatasetError, load_dataset, partition, to_tensor
 
 torch.set_num_threads(1)
 

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from benchmarks.run import config_from_args, main
-from comdml_ray.data import DatasetError, load_dataset
+from comdml_ray.learning.data import DatasetError, load_dataset
 from comdml_ray.experiment import run_experiment
 from tests.conftest import quiet
 

@@ -3,7 +3,7 @@
 A private `ray start --head` (0 CPUs, like clusters/*.yaml) with a real Ray
 autoscaler whose node provider is Ray's fake multi-node provider: its "nodes" are
 raylets started on this machine, so nothing leaves it.  The autoscaler is v2: v1
-(the default of `ray up`, which `comdml_ray.cluster` reads as well) matches nodes to
+(the default of `ray up`, which `comdml_ray.runtime.cluster` reads as well) matches nodes to
 its load reports by IP, and fake nodes all share this machine's, so under v1 they
 never count as up and never go back.  `benchmarks/run.py --address`
 on it must ask the autoscaler for its layout, print the waiting line, run on the

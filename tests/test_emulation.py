@@ -8,10 +8,10 @@ import time
 
 import numpy as np
 
-from comdml_ray.comdml_steps import problem_from_states
-from comdml_ray.costmodel import SplitProfile
-from comdml_ray.emulation import LinkMeter, Links, Pacer
-from comdml_ray.messages import AgentState
+from comdml_ray.method.comdml_steps import problem_from_states
+from comdml_ray.learning.costmodel import SplitProfile
+from comdml_ray.timing.emulation import LinkMeter, Links, Pacer
+from comdml_ray.method.messages import AgentState
 
 
 def test_pacer_pads_each_item_to_its_target_and_does_not_bank_idle_time():

@@ -24,10 +24,10 @@ import psutil
 import pytest
 
 from benchmarks.run import main
-from comdml_ray.actors import AgentFailure
+from comdml_ray.runtime.actors import AgentFailure
 from comdml_ray.config import ConfigError, RunConfig
 from comdml_ray.experiment import run_experiment
-from comdml_ray.results import DETERMINISTIC_COLUMNS
+from comdml_ray.results.report import DETERMINISTIC_COLUMNS
 from tests.conftest import StopAt, quiet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -68,7 +68,7 @@ def test_dashboard_actors_page_in_headless_chromium(picture):
 KILL_ONE = textwrap.dedent("""
     import ray, sys
     from comdml_ray.config import RunConfig
-    from comdml_ray.runtime import AgentFailure, Run
+    from comdml_ray.runtime.run import AgentFailure, Run
     ray.init(address=sys.argv[1], runtime_env={"env_vars": {"PYTHONPATH": sys.argv[2]}}, log_to_driver=False)
     r = Run(RunConfig(agents=2, rounds=1, train_samples=600, cpus_per_agent=0.5, progress=False).validate(), log=lambda *a: None)
     try:

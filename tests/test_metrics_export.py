@@ -31,11 +31,11 @@ import ray
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.dashboard_screenshot import stop_process
-from comdml_ray.actors import METRIC_NAMES
+from comdml_ray.runtime.actors import METRIC_NAMES
 from comdml_ray.config import RunConfig
 from comdml_ray.experiment import run_experiment
-from comdml_ray.runtime import AgentFailure, Run
-from comdml_ray.telemetry import EXTRA_METRIC_NAMES
+from comdml_ray.runtime.run import AgentFailure, Run
+from comdml_ray.runtime.telemetry import EXTRA_METRIC_NAMES
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "clusters" / "comdml_grafana_dashboard.json"
 ROUNDS = 3

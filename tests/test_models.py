@@ -1,4 +1,4 @@
-"""Tests for comdml_ray.models: split points, prefix+suffix == whole model, keys, layer counts."""
+"""Tests for comdml_ray.learning.models: split points, prefix+suffix == whole model, keys, layer counts."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from comdml_ray.models import MODELS, Bottleneck, SplitModel, build_model
+from comdml_ray.learning.models import MODELS, Bottleneck, SplitModel, build_model
 
 torch.set_num_threads(1)
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from benchmarks.run import build_parser, config_from_args
-from comdml_ray.agent import test_subset as subset_of
+from comdml_ray.method.agent import test_subset as subset_of
 from comdml_ray.config import MODEL_DEFAULTS, ConfigError, RunConfig
-from comdml_ray.models import Bottleneck, build_model
-from comdml_ray.training import LrSchedule
+from comdml_ray.learning.models import Bottleneck, build_model
+from comdml_ray.learning.training import LrSchedule
 from tests.conftest import local_backend
 
 

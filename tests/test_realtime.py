@@ -1,7 +1,7 @@
 """The wall clock (`--clock wall --emulate`) end to end: ComDML's gain exists in real time, not only on the virtual clock.
 
 Four agents, two fast (slowdown 1) and two slow (slowdown 6), one per actor, compute
-padded to the profile and links delayed by it (comdml_ray/emulation.py).  A `local`
+padded to the profile and links delayed by it (comdml_ray/timing/emulation.py).  A `local`
 round lasts as long as a slow agent's epoch; in a ComDML round the slow agents
 offload to the fast ones, whose helpers train the suffixes as the chunks arrive.
 Behaviour tests with wide margins (ComDML's round under 0.75x local's, where the

@@ -23,7 +23,7 @@ from benchmarks.run import main
 from comdml_ray.baselines import drive
 from comdml_ray.config import RunConfig
 from comdml_ray.experiment import run_experiment
-from comdml_ray.runtime import AgentFailure, Run
+from comdml_ray.runtime.run import AgentFailure, Run
 from tests.conftest import local_backend, quiet
 from tests.test_agent import ring_reference
 

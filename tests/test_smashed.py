@@ -7,12 +7,12 @@ import torch
 
 from benchmarks.run import config_from_args
 from comdml_ray.config import ConfigError, RunConfig
-from comdml_ray.costmodel import SplitProfile, profile_flops
-from comdml_ray import leakage
-from comdml_ray.leakage import Decoder, distance_correlation
-from comdml_ray.models import build_model
-from comdml_ray.smashed import SmashedEncoder, SmashedSpec, encode, encoded_nbytes, protect
-from comdml_ray.training import OptimConfig, SuffixTrainer, TrainStats, flatten, make_sgd, train_prefix
+from comdml_ray.learning.costmodel import SplitProfile, profile_flops
+from comdml_ray.learning import leakage
+from comdml_ray.learning.leakage import Decoder, distance_correlation
+from comdml_ray.learning.models import build_model
+from comdml_ray.learning.smashed import SmashedEncoder, SmashedSpec, encode, encoded_nbytes, protect
+from comdml_ray.learning.training import OptimConfig, SuffixTrainer, TrainStats, flatten, make_sgd, train_prefix
 
 torch.set_num_threads(1)
 

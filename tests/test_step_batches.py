@@ -9,7 +9,7 @@ import torch
 
 from comdml_ray.baselines import drive
 from comdml_ray.config import ASYNC_STEP_BATCHES, RunConfig
-from comdml_ray.training import batches_per_round
+from comdml_ray.learning.training import batches_per_round
 from tests.conftest import local_backend, quiet
 
 torch.set_num_threads(1)

@@ -9,9 +9,9 @@ import math
 
 import pytest
 
-from comdml_ray.cluster import AutoscalerView, Demand, _progress_line, demand_of
+from comdml_ray.runtime.cluster import AutoscalerView, Demand, _progress_line, demand_of
 from comdml_ray.config import ConfigError, RunConfig
-from comdml_ray.telemetry import actor_logger, group_name, round_line, with_idle_share
+from comdml_ray.runtime.telemetry import actor_logger, group_name, round_line, with_idle_share
 
 
 def row(agent, finish, partner=-1, loss=0.5, offloaded=0, **extra):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from comdml_ray.config import ConfigError, RunConfig
-from comdml_ray.yardstick import parse_methods, parse_targets, plateau_round, plot_bands, score_runs, summarize, target_level
+from comdml_ray.results.yardstick import parse_methods, parse_targets, plateau_round, plot_bands, score_runs, summarize, target_level
 
 
 def curve(times, accs):

@@ -55,6 +55,10 @@ submitter in submission order and Ray resolves ObjectRef arguments first, so eac
 operation sees exactly the state the event order implies, and every dependency
 points to an earlier submission (no deadlock).  The driver fetches a row's reports
 and accuracy one row late, so the actors stay busy.
+
+May import: `runtime` (the backend and the run it drives), `results`, `method`,
+`timing`, `comdml_ray.config`, numpy, networkx, pandas (the rule: `comdml_ray.LAYERS`).
+No Ray and no torch here: both stay behind the backend.
 """
 
 from __future__ import annotations
@@ -64,13 +68,13 @@ from typing import Any
 
 import pandas as pd
 
-from comdml_ray.backend import Backend
+from comdml_ray.runtime.backend import Backend
 from comdml_ray.baselines.dpsgd import run_dpsgd
 from comdml_ray.baselines.events import EventClock, Uplink  # noqa: F401  (the package's public names)
 from comdml_ray.baselines.loops import LOOPS, ADPSGD, AfterRow, AsyncLoop, DivShare, LoopState, Swift, active_passive  # noqa: F401
 from comdml_ray.baselines.recorder import Recorder
 from comdml_ray.config import RunConfig
-from comdml_ray.setting import Setting
+from comdml_ray.timing.setting import Setting
 
 ASYNC_ALGORITHMS = ("adpsgd", "swift", "divshare")
 
@@ -102,8 +106,8 @@ def run_event_driven(run, cfg: RunConfig, log=print, guard=None) -> tuple[pd.Dat
     `--kill-actor` fires at the start of its row, and after a lost actor the loop goes
     on from the guard's last checkpoint (or from the start).
     """
-    from comdml_ray.actors import AgentFailure
-    from comdml_ray.recovery import StartPoint
+    from comdml_ray.runtime.actors import AgentFailure
+    from comdml_ray.runtime.recovery import StartPoint
 
     st = run.setting
     if cfg.algorithm == "divshare" and cfg.fanout > cfg.agents - 1:

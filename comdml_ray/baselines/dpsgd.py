@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from comdml_ray.backend import Backend
+from comdml_ray.runtime.backend import Backend
 from comdml_ray.baselines.events import EventClock, StepDone
 from comdml_ray.baselines.recorder import Period, Recorder, evaluate_now
 from comdml_ray.config import RunConfig
-from comdml_ray.setting import Setting
+from comdml_ray.timing.setting import Setting
 
 
 def run_dpsgd(ex: Backend, st: Setting, cfg: RunConfig, rec: Recorder, after_row=None) -> EventClock:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from comdml_ray.async_steps import FragmentSpec
+from comdml_ray.method.async_steps import FragmentSpec
 
 
 @dataclass(frozen=True)

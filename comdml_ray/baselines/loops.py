@@ -19,13 +19,13 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from comdml_ray.async_steps import FragmentSpec, fragment_sizes
-from comdml_ray.backend import Backend
+from comdml_ray.method.async_steps import FragmentSpec, fragment_sizes
+from comdml_ray.runtime.backend import Backend
 from comdml_ray.baselines.events import Delivered, EventClock, PairAverage, StepDone, Transfer, Uplink
 from comdml_ray.baselines.recorder import Period, Recorder, evaluate_now
 from comdml_ray.config import RunConfig
-from comdml_ray.setting import Setting
-from comdml_ray.topology import metropolis_hastings
+from comdml_ray.timing.setting import Setting
+from comdml_ray.timing.topology import metropolis_hastings
 
 FLOAT_BYTES = 4  # flat models are float32
 

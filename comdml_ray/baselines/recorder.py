@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from comdml_ray.async_steps import StepReport
-from comdml_ray.backend import Backend
-from comdml_ray.results import frame
-from comdml_ray.rows import AgentRow, RoundRow
-from comdml_ray.setting import Setting
+from comdml_ray.method.async_steps import StepReport
+from comdml_ray.runtime.backend import Backend
+from comdml_ray.results.report import frame
+from comdml_ray.results.rows import AgentRow, RoundRow
+from comdml_ray.timing.setting import Setting
 
 AGENT_COLUMNS = [f.name for f in dataclasses.fields(AgentRow)]
 

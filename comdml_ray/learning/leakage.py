@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from comdml_ray.models import SplitModel
-from comdml_ray.smashed import SmashedSpec, encode, protect
+from comdml_ray.learning.models import SplitModel
+from comdml_ray.learning.smashed import SmashedSpec, encode, protect
 
 PROBE_SAMPLES = 512  # fixed sample of training images dCor and the decoder's test error are measured on
 AUX_SAMPLES = 2048  # the attacker's own images, disjoint from the probe, to train the decoder on
@@ -187,9 +187,9 @@ def leakage_table(cfg, flat_model: np.ndarray, splits: list[int], specs: list[Sm
     `cfg` is the run's RunConfig (dataset, model, seed, batch size); `specs` default to
     the run's own --smashed-* setting.
     """
-    from comdml_ray.data import load_dataset, to_tensor
-    from comdml_ray.models import build_model
-    from comdml_ray.training import unflatten_into
+    from comdml_ray.learning.data import load_dataset, to_tensor
+    from comdml_ray.learning.models import build_model
+    from comdml_ray.learning.training import unflatten_into
 
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
     model = build_model(cfg.model, data.channels, data.image_size, data.num_classes)

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from comdml_ray.clock import AgentWork, aux_exchange, round_finish_times
-from comdml_ray.messages import PhaseReport
-from comdml_ray.setting import Setting
+from comdml_ray.timing.clock import AgentWork, aux_exchange, round_finish_times
+from comdml_ray.method.messages import PhaseReport
+from comdml_ray.timing.setting import Setting
 
 
 @dataclass

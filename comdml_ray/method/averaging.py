@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from comdml_ray.store import Shipped
-from comdml_ray.topology import metropolis_hastings
-from comdml_ray.training import flatten, unflatten_into
+from comdml_ray.method.store import Shipped
+from comdml_ray.timing.topology import metropolis_hastings
+from comdml_ray.learning.training import flatten, unflatten_into
 
 
 def ring_order_sum(x: np.ndarray, bounds: np.ndarray) -> np.ndarray:

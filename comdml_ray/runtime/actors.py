@@ -17,7 +17,7 @@ Owns
   the Ray dashboard shows.
 - `WallHost`: the same actor for `--clock wall`, with an inbox its peers call
   during a round (its own concurrency group) and the emulated averaging time.
-All agent logic lives in `comdml_ray.agent` and its mixins; this module only adapts it to Ray.
+All agent logic lives in `comdml_ray.method.agent` and its mixins; this module only adapts it to Ray.
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 from ray.util import metrics
 
-from comdml_ray.agent import AgentGroup, AgentInfo
-from comdml_ray.backend import Backend
-from comdml_ray.cluster import failure_message
+from comdml_ray.method.agent import AgentGroup, AgentInfo
+from comdml_ray.runtime.backend import Backend
+from comdml_ray.runtime.cluster import failure_message
 from comdml_ray.config import ConfigError, RunConfig
-from comdml_ray.data import DatasetArrays, DatasetError
-from comdml_ray.telemetry import ActorTelemetry
+from comdml_ray.learning.data import DatasetArrays, DatasetError
+from comdml_ray.runtime.telemetry import ActorTelemetry
 
 GATHER_LIMIT_BYTES = 64 << 20  # the fleet's models (N x model floats) up to this are all-reduced by one allgather
 
@@ -327,7 +327,7 @@ class WallHost(AgentHost):
         """The collective; under --emulate it then lasts at least the clock's aux-head and model exchange seconds."""
         import time
 
-        from comdml_ray.emulation import wait_until
+        from comdml_ray.timing.emulation import wait_until
 
         entry = time.time()
         super().allreduce(model, aux, how, *after)

@@ -3,7 +3,7 @@
 Owns
 - `start_ray(cfg, log)`: start a Ray of the run's own, or join the cluster of a
   `ray job submit` job / `--address`.  `log_to_driver` is on, so what the agent
-  actors log (one line per round per actor, warnings; see `comdml_ray.telemetry`)
+  actors log (one line per round per actor, warnings; see `comdml_ray.runtime.telemetry`)
   reaches the driver's output and therefore `ray job logs`.  A Ray of the run's
   own starts its dashboard (http://127.0.0.1:8265) unless `COMDML_DASHBOARD=0`:
   the test suite sets that, because the dashboard's processes cost about 7 s of
@@ -26,7 +26,7 @@ Owns
   (the test suite, benchmarks/realtime.py) without the crash Ray 2.60 can give it
   at exit (see there).
 
-The layout itself (agents per actor) stays in `comdml_ray.runtime.plan_layout`; this
+The layout itself (agents per actor) stays in `comdml_ray.runtime.run.plan_layout`; this
 module only makes sure the resources it plans from are there.
 """
 
@@ -47,7 +47,7 @@ from ray.util.placement_group import PlacementGroup
 
 from comdml_ray.config import ConfigError, RunConfig
 
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # comdml_ray/runtime/ -> the checkout
 PROGRESS_EVERY_S = 15.0  # one progress line this often while waiting for nodes
 POLL_S = 2.0
 STALL_S = 90.0  # no node pending or joining for this long: the autoscaler has given what it can

@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from comdml_ray.clock import AgentWork, aux_exchange
-from comdml_ray.emulation import LinkMeter, Links, Pacer, wait_until
-from comdml_ray.messages import PhaseReport, Transfer
-from comdml_ray.training import (
+from comdml_ray.timing.clock import AgentWork, aux_exchange
+from comdml_ray.timing.emulation import LinkMeter, Links, Pacer, wait_until
+from comdml_ray.method.messages import PhaseReport, Transfer
+from comdml_ray.learning.training import (
     SuffixTrainer,
     TrainStats,
     flatten,

@@ -37,12 +37,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from comdml_ray.actors import AgentFailure
+from comdml_ray.runtime.actors import AgentFailure
 from comdml_ray.config import ConfigError, RunConfig
-from comdml_ray.costmodel import SplitProfile
-from comdml_ray.faults import RunStopped, agent_span
-from comdml_ray.results import ROUND_COLUMNS, WALL_ROUND_COLUMNS
-from comdml_ray.rows import RoundRow
+from comdml_ray.learning.costmodel import SplitProfile
+from comdml_ray.runtime.faults import RunStopped, agent_span
+from comdml_ray.results.report import ROUND_COLUMNS, WALL_ROUND_COLUMNS
+from comdml_ray.results.rows import RoundRow
 from comdml_ray.storage import OutDir, RowFile
 
 CHECKPOINTABLE = ("local", "comdml", "adpsgd")

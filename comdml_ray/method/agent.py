@@ -23,19 +23,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from comdml_ray.async_steps import AsyncSteps
-from comdml_ray.averaging import Averaging
-from comdml_ray.checkpoint import Checkpointing
-from comdml_ray.comdml_steps import ComdmlSteps
+from comdml_ray.method.async_steps import AsyncSteps
+from comdml_ray.method.averaging import Averaging
+from comdml_ray.method.checkpoint import Checkpointing
+from comdml_ray.method.comdml_steps import ComdmlSteps
 from comdml_ray.config import RunConfig
-from comdml_ray.costmodel import SplitProfile, profile_flops, profile_measure
-from comdml_ray.data import DatasetArrays, partition, to_tensor
-from comdml_ray.models import SplitModel, build_model
-from comdml_ray.profiles import AgentProfile, make_profiles
-from comdml_ray.setting import Setting
-from comdml_ray.smashed import SmashedEncoder, SmashedSpec
-from comdml_ray.store import Store
-from comdml_ray.training import (
+from comdml_ray.learning.costmodel import SplitProfile, profile_flops, profile_measure
+from comdml_ray.learning.data import DatasetArrays, partition, to_tensor
+from comdml_ray.learning.models import SplitModel, build_model
+from comdml_ray.timing.profiles import AgentProfile, make_profiles
+from comdml_ray.timing.setting import Setting
+from comdml_ray.learning.smashed import SmashedEncoder, SmashedSpec
+from comdml_ray.method.store import Store
+from comdml_ray.learning.training import (
     SGD,
     LrSchedule,
     OptimConfig,
@@ -47,7 +47,7 @@ from comdml_ray.training import (
     minibatches,
     train_full,
 )
-from comdml_ray.wall_steps import WallSteps
+from comdml_ray.method.wall_steps import WallSteps
 
 
 @dataclass(frozen=True)

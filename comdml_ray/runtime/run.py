@@ -33,18 +33,18 @@ import ray
 from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
-from comdml_ray.actors import AgentFailure, AgentHostActor, RayBackend, WallHostActor  # noqa: F401  (AgentFailure re-exported)
-from comdml_ray.cluster import wait_for_placement
+from comdml_ray.runtime.actors import AgentFailure, AgentHostActor, RayBackend, WallHostActor  # noqa: F401  (AgentFailure re-exported)
+from comdml_ray.runtime.cluster import wait_for_placement
 from comdml_ray.config import RunConfig
-from comdml_ray.costmodel import SplitProfile
-from comdml_ray.data import load_dataset
-from comdml_ray.faults import ACTOR_OPTIONS, RunRecovery
-from comdml_ray.layout import plan_layout
-from comdml_ray.reducer import RoundReducerActor
-from comdml_ray.rounds import average, train_round, wall_round
-from comdml_ray.rows import ClockSplits, RoundRow
-from comdml_ray.setting import Setting
-from comdml_ray.telemetry import with_idle_share
+from comdml_ray.learning.costmodel import SplitProfile
+from comdml_ray.learning.data import load_dataset
+from comdml_ray.runtime.faults import ACTOR_OPTIONS, RunRecovery
+from comdml_ray.runtime.layout import plan_layout
+from comdml_ray.runtime.reducer import RoundReducerActor
+from comdml_ray.runtime.rounds import average, train_round, wall_round
+from comdml_ray.results.rows import ClockSplits, RoundRow
+from comdml_ray.timing.setting import Setting
+from comdml_ray.runtime.telemetry import with_idle_share
 from comdml_ray.storage import OutDir
 
 def _pss(p: psutil.Process) -> int:

@@ -24,11 +24,11 @@ from typing import Any
 
 import ray
 
-from comdml_ray.messages import PhaseReport
-from comdml_ray.rows import AgentRow, ClockSplits, PlanRow, RoundRow, sync_round_rows
-from comdml_ray.setting import Setting
+from comdml_ray.method.messages import PhaseReport
+from comdml_ray.results.rows import AgentRow, ClockSplits, PlanRow, RoundRow, sync_round_rows
+from comdml_ray.timing.setting import Setting
 from comdml_ray.storage import OutDir, RowFile
-from comdml_ray.telemetry import with_idle_share
+from comdml_ray.runtime.telemetry import with_idle_share
 
 SYNC_AGENT_COLUMNS = [f.name for f in dataclasses.fields(AgentRow) if f.name not in ("steps", "test_accuracy")]
 PLAN_COLUMNS = [f.name for f in dataclasses.fields(PlanRow)]

@@ -1,4 +1,4 @@
-"""Ray's side of losing an agent actor: fault injection, waiting for restarts, rebuilding the group; mixed into `runtime.Run`.
+"""Ray's side of losing an agent actor: fault injection, waiting for restarts, rebuilding the group; mixed into `run.Run`.
 
 Owns
 - `ACTOR_OPTIONS`: agent actors are created with `max_restarts=-1` (Ray restarts a dead
@@ -31,7 +31,7 @@ import uuid
 import ray
 from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
 
-from comdml_ray.actors import AgentFailure
+from comdml_ray.runtime.actors import AgentFailure
 from comdml_ray.config import ConfigError
 
 ACTOR_OPTIONS = {"max_restarts": -1, "max_task_retries": 0}
@@ -44,7 +44,7 @@ SETTLE_TIMEOUT_S = 900.0  # a survivor may be midway through a round of 50 agent
 
 
 class RunRecovery:
-    """Methods `runtime.Run` gains to survive a lost actor (see the module docstring)."""
+    """Methods `run.Run` gains to survive a lost actor (see the module docstring)."""
 
     def init_faults(self) -> None:
         kills, n = self.cfg.kills(), len(self.layout.groups)

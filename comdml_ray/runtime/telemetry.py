@@ -2,7 +2,7 @@
 
 Owns
 - `actor_logger()`: the `comdml_ray` logger of an actor process, INFO and up to
-  stderr.  With `log_to_driver` on (`comdml_ray.cluster.start_ray`) Ray forwards
+  stderr.  With `log_to_driver` on (`comdml_ray.runtime.cluster.start_ray`) Ray forwards
   those lines to the driver, so they appear in `ray job logs`; they also stay in the
   actor's own log (`ray logs actor --id <id> --err`).  Ray folds lines that differ
   only in numbers and come from several actors into one line plus
@@ -14,7 +14,7 @@ Owns
   `comdml_rounds_total` (rounds, or rows of an asynchronous run, each agent finished:
   equals the rounds run) and `comdml_idle_share` (share of the last synchronous round
   the agent waited for the slowest one, on the virtual clock).  The other nine
-  metrics are `comdml_ray.actors.AgentMetrics`.
+  metrics are `comdml_ray.runtime.actors.AgentMetrics`.
 - `with_idle_share(rows)`: the driver's side of the idle share (it alone sees every
   agent's finish time of a round).
 - `round_line(...)`: the text of the per-round line (pure; tested without Ray).

@@ -28,12 +28,12 @@ import hashlib
 
 import numpy as np
 
-from comdml_ray.clock import AgentWork
-from comdml_ray.costmodel import SplitProfile
-from comdml_ray.messages import AgentState, OffloadOut, PhaseReport, PlanDigest
-from comdml_ray.profiles import AgentProfile, link_matrices
-from comdml_ray.store import Shipped
-from comdml_ray.training import SuffixTrainer, TrainStats, batches_per_round, flatten, train_prefix, unflatten_into
+from comdml_ray.timing.clock import AgentWork
+from comdml_ray.learning.costmodel import SplitProfile
+from comdml_ray.method.messages import AgentState, OffloadOut, PhaseReport, PlanDigest
+from comdml_ray.timing.profiles import AgentProfile, link_matrices
+from comdml_ray.method.store import Shipped
+from comdml_ray.learning.training import SuffixTrainer, TrainStats, batches_per_round, flatten, train_prefix, unflatten_into
 from solvers import OffloadProblem, Plan, solve
 
 SPEED_EMA = 0.5  # weight of the newest observation in an agent's seconds-per-batch estimate

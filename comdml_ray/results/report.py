@@ -40,7 +40,7 @@ DETERMINISTIC_COLUMNS = ["round", "virtual_time_s", "train_loss", "test_accuracy
 
 
 def frame(rows: list) -> pd.DataFrame:
-    """A DataFrame of result rows (dataclasses of `comdml_ray.rows`); columns with no value (None) dropped."""
+    """A DataFrame of result rows (dataclasses of `comdml_ray.results.rows`); columns with no value (None) dropped."""
     df = pd.DataFrame([dataclasses.asdict(r) for r in rows])
     return df.dropna(axis=1, how="all") if len(df) else df
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from comdml_ray.clock import AgentWork
-from comdml_ray.store import Shipped
+from comdml_ray.timing.clock import AgentWork
+from comdml_ray.method.store import Shipped
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import torch
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "cinic10")
 PARTITION_SCHEMES = ("iid", "dirichlet")
 
-EMBEDDED_NPZ = Path(__file__).resolve().parent / "datasets" / "fashion_mnist.npz"
+EMBEDDED_NPZ = Path(__file__).resolve().parents[1] / "datasets" / "fashion_mnist.npz"
 CINIC10_URL = "https://datashare.ed.ac.uk/handle/10283/3192"
 DEFAULT_DATA_DIR = "data"
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from comdml_ray.clock import exchange_seconds
+from comdml_ray.timing.clock import exchange_seconds
 from comdml_ray.config import RunConfig
-from comdml_ray.profiles import drift_slowdowns, link_matrices, make_profiles
-from comdml_ray.topology import neighbours
+from comdml_ray.timing.profiles import drift_slowdowns, link_matrices, make_profiles
+from comdml_ray.timing.topology import neighbours
 
 
 @dataclass(frozen=True)

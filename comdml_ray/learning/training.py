@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from comdml_ray.smashed import SmashedBatch, SmashedEncoder, SmashedSpec
+from comdml_ray.learning.smashed import SmashedBatch, SmashedEncoder, SmashedSpec
 
 
 @dataclass

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from comdml_ray.config import ConfigError
-from comdml_ray.models import SplitModel
-from comdml_ray.smashed import encoded_nbytes
+from comdml_ray.learning.models import SplitModel
+from comdml_ray.learning.smashed import encoded_nbytes
 from solvers import SplitTable
 
 
@@ -109,7 +109,7 @@ class SplitProfile:
 
 
 def _split_bytes(model: SplitModel, input_shape: tuple[int, int, int], batch: int, smashed_dtype: str) -> tuple[list[int], list[int], int]:
-    from comdml_ray.training import flatten
+    from comdml_ray.learning.training import flatten
 
     d = [encoded_nbytes(batch, model.cut_shape(m, input_shape), smashed_dtype) for m in model.split_points()]
     sfx = [flatten(model, model.suffix_keys(m)).nbytes for m in model.split_points()]

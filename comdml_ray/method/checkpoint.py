@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from comdml_ray.storage import OutDir
-from comdml_ray.training import flatten, float_keys, unflatten_into
+from comdml_ray.learning.training import flatten, float_keys, unflatten_into
 
 SHARED_MODEL_FILE = "model.pt"
 

@@ -1,7 +1,7 @@
 """The one typed way in to the agents (like Flower's `Backend`): the loops see these methods, nothing else.
 
 Owns
-- `Backend`: the typed methods that the synchronous rounds (`runtime.Run`) and the
+- `Backend`: the typed methods that the synchronous rounds (`run.Run`) and the
   event loops (`baselines`) call on agent group g.  Each returns a `Handle` of its
   result (an ObjectRef in Ray, the value itself in process); `fetch` waits for
   values; `average` runs the round's collective over every group at once;
@@ -19,16 +19,16 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from comdml_ray.agent import AgentGroup, AgentInfo
-from comdml_ray.async_steps import FragmentSpec, StepReport
-from comdml_ray.checkpoint import SavedPart
-from comdml_ray.messages import AgentState, OffloadOut, PhaseReport
+from comdml_ray.method.agent import AgentGroup, AgentInfo
+from comdml_ray.method.async_steps import FragmentSpec, StepReport
+from comdml_ray.method.checkpoint import SavedPart
+from comdml_ray.method.messages import AgentState, OffloadOut, PhaseReport
 from comdml_ray.config import RunConfig
-from comdml_ray.costmodel import SplitProfile
-from comdml_ray.data import DatasetArrays, load_dataset
-from comdml_ray.setting import Setting
+from comdml_ray.learning.costmodel import SplitProfile
+from comdml_ray.learning.data import DatasetArrays, load_dataset
+from comdml_ray.timing.setting import Setting
 from comdml_ray.storage import OutDir
-from comdml_ray.store import LocalStore, Shipped
+from comdml_ray.method.store import LocalStore, Shipped
 
 T = TypeVar("T")
 
@@ -157,7 +157,7 @@ class LocalBackend(Backend):
         self.store = LocalStore()
         self.groups = [AgentGroup(g, ids, cfg, data, self.store) for g, ids in enumerate(groups)]
         self.num_groups = len(self.groups)
-        # The same set-up as `runtime.Run`: describe, profile on group 0, one Setting for all.
+        # The same set-up as `run.Run`: describe, profile on group 0, one Setting for all.
         infos = sorted((i for grp in self.groups for i in grp.describe()), key=lambda i: i.agent)
         self.split_profile = self.groups[0].profile_splits()
         self.setting = Setting.build(cfg, groups, np.array([i.num_samples for i in infos]), np.array([i.batches_per_round for i in infos]),

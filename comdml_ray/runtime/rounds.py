@@ -1,4 +1,4 @@
-"""The steps of one synchronous round over any `Backend`: what `runtime.Run` calls, and tests call in process.
+"""The steps of one synchronous round over any `Backend`: what `run.Run` calls, and tests call in process.
 
 Owns
 - `train_round(be, r, comdml)`: for `local`, every group trains; for ComDML, states
@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from comdml_ray.backend import Backend
-from comdml_ray.messages import PlanDigest
-from comdml_ray.setting import Setting
+from comdml_ray.runtime.backend import Backend
+from comdml_ray.method.messages import PlanDigest
+from comdml_ray.timing.setting import Setting
 
 
 class PlanDisagreement(RuntimeError):
