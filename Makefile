@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 ARGS   ?=
 
-.PHONY: run test compare solvers-bench clean
+.PHONY: run test lint compare solvers-bench clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,15 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m tests -q tests
+
+# ruff, configured in pyproject.toml: the same check CI runs before the tests.
+$(VENV)/.lint-installed: requirements-dev.txt $(VENV)/.installed
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+lint: $(VENV)/.lint-installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 compare: $(VENV)/.installed
 	$(PY) benchmarks/compare.py $(ARGS)

@@ -54,17 +54,34 @@ def parse(argv: list[str] | None) -> tuple[RunConfig, dict]:
     p = build_parser()
     p.prog = "benchmarks/compare.py"
     p.description = "Run several methods on the same agents, data, clock and yardstick; print and save a comparison."
-    p.add_argument("--algorithms", default="local,comdml", help=f"comma-separated, from {', '.join(METHODS)}; 'all' for the algorithms and the gossip variants")
+    p.add_argument(
+        "--algorithms",
+        default="local,comdml",
+        help=f"comma-separated, from {', '.join(METHODS)}; 'all' for the algorithms and the gossip variants",
+    )
     p.add_argument("--setting", default="compute", help="compute (paper stragglers), links (slow links) or both")
-    p.add_argument("--rounds-factor", type=float, default=4.0,
-                   help="same clock: every other method runs until it has spent local's virtual time, for at most this many times --rounds rounds")
+    p.add_argument(
+        "--rounds-factor",
+        type=float,
+        default=4.0,
+        help="same clock: every other method runs until it has spent local's virtual time, for at most this many times --rounds rounds",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="run every method once per seed (default: --seed alone)")
-    p.add_argument("--targets", default="75,80,local-best-0.5",
-                   help="accuracies to time: percent (75), fraction (0.8) or local-best-D (local's best over its run minus D points, per seed)")
-    p.add_argument("--reuse-runs", action="store_true",
-                   help="reuse a run already in --out whose summary.json has exactly this run's configuration, and continue a stopped one from its last checkpoint (an interrupted or extended comparison)")
-    p.add_argument("--score-only", action="store_true",
-                   help="run nothing: score the runs already in --out (e.g. of a comparison still running or stopped); a seed and setting with a method missing is left out")
+    p.add_argument(
+        "--targets",
+        default="75,80,local-best-0.5",
+        help="accuracies to time: percent (75), fraction (0.8) or local-best-D (local's best over its run minus D points, per seed)",
+    )
+    p.add_argument(
+        "--reuse-runs",
+        action="store_true",
+        help="reuse a run already in --out whose summary.json has exactly this run's configuration, and continue a stopped one from its last checkpoint (an interrupted or extended comparison)",
+    )
+    p.add_argument(
+        "--score-only",
+        action="store_true",
+        help="run nothing: score the runs already in --out (e.g. of a comparison still running or stopped); a seed and setting with a method missing is left out",
+    )
     a = p.parse_args(argv)
     methods = parse_methods(a.algorithms)
     settings = list(SETTINGS) if a.setting == "both" else [a.setting]
@@ -83,8 +100,15 @@ def parse(argv: list[str] | None) -> tuple[RunConfig, dict]:
     seeds = a.seeds if a.seeds is not None else [cfg.seed]
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds repeats a seed ({' '.join(map(str, seeds))}); give each seed once.")
-    return cfg, dict(methods=methods, settings=settings, seeds=seeds, targets=targets, rounds_factor=a.rounds_factor, reuse=a.reuse_runs,
-                     score_only=a.score_only)
+    return cfg, dict(
+        methods=methods,
+        settings=settings,
+        seeds=seeds,
+        targets=targets,
+        rounds_factor=a.rounds_factor,
+        reuse=a.reuse_runs,
+        score_only=a.score_only,
+    )
 
 
 def same_configuration(saved: dict, run_cfg: RunConfig) -> bool:
@@ -184,9 +208,18 @@ def run_one_setting(cfg: RunConfig, methods: list[str], out: str, rounds_factor:
     return curves, summaries
 
 
-def compare(cfg: RunConfig, methods: list[str], settings: list[str], out: str, rounds_factor: float = 4.0,
-            seeds: list[int] | None = None, targets: list[str] | None = None, log=print, reuse: bool = False,
-            score_only: bool = False) -> pd.DataFrame:
+def compare(
+    cfg: RunConfig,
+    methods: list[str],
+    settings: list[str],
+    out: str,
+    rounds_factor: float = 4.0,
+    seeds: list[int] | None = None,
+    targets: list[str] | None = None,
+    log=print,
+    reuse: bool = False,
+    score_only: bool = False,
+) -> pd.DataFrame:
     """Run everything (score_only: nothing, score what is in `out`), write runs.csv, summary.csv and the band plots; returns the summary."""
     import ray
 
@@ -206,7 +239,9 @@ def compare(cfg: RunConfig, methods: list[str], settings: list[str], out: str, r
                         continue
                     curves, summaries = done
                 else:
-                    curves, summaries = run_one_setting(cfg.replace(seed=seed, **SETTINGS[setting]), methods, where, rounds_factor, log, reuse)
+                    curves, summaries = run_one_setting(
+                        cfg.replace(seed=seed, **SETTINGS[setting]), methods, where, rounds_factor, log, reuse
+                    )
                 rows += score_runs(seed, setting, curves, summaries, targets)
                 for m, c in curves.items():
                     bands[setting][m].append(c)
@@ -216,7 +251,9 @@ def compare(cfg: RunConfig, methods: list[str], settings: list[str], out: str, r
         if not cfg.address and not score_only:
             ray.shutdown()
     if not rows:
-        raise ConfigError(f"no seed and setting in {out} has a finished run of every method: run the comparison first (without --score-only).")
+        raise ConfigError(
+            f"no seed and setting in {out} has a finished run of every method: run the comparison first (without --score-only)."
+        )
     runs = pd.DataFrame(rows)
     runs.to_csv(os.path.join(out, "runs.csv"), index=False)
     summary = summarize(runs)
@@ -242,14 +279,18 @@ def format_table(s: pd.DataFrame) -> str:
     head = f"{'setting':8} {'method':14} {'target':15} {'level %':>12} {'time to target s':>22} {'reached':>7} {'x local':>13} {'final acc %':>13} {'acc at common t %':>17}"
     lines = [head]
     for r in s.itertuples():
-        lines.append(f"{r.setting:8} {r.method:14} {r.target:15} {_pm(r.target_accuracy_mean, r.target_accuracy_std, 100, '{:.2f}'):>12} "
-                     f"{_pm(r.time_to_target_s_mean, r.time_to_target_s_std, 1, '{:.1f}'):>22} {r.reached:>3}/{r.seeds:<3} "
-                     f"{_pm(r.ratio_vs_local_mean, r.ratio_vs_local_std, 1, '{:.2f}'):>13} "
-                     f"{_pm(r.final_accuracy_mean, r.final_accuracy_std, 100, '{:.2f}'):>13} "
-                     f"{_pm(r.accuracy_at_common_time_mean, r.accuracy_at_common_time_std, 100, '{:.2f}'):>17}")
-    lines.append("time to target: virtual seconds until the mean test accuracy of the scored agents' models first reaches the target "
-                 "(the same agents for every method; mean ± std over seeds that reached it); x local: that time over local's, per seed; "
-                 "acc at common t: each method's last evaluation at the shortest run's end.")
+        lines.append(
+            f"{r.setting:8} {r.method:14} {r.target:15} {_pm(r.target_accuracy_mean, r.target_accuracy_std, 100, '{:.2f}'):>12} "
+            f"{_pm(r.time_to_target_s_mean, r.time_to_target_s_std, 1, '{:.1f}'):>22} {r.reached:>3}/{r.seeds:<3} "
+            f"{_pm(r.ratio_vs_local_mean, r.ratio_vs_local_std, 1, '{:.2f}'):>13} "
+            f"{_pm(r.final_accuracy_mean, r.final_accuracy_std, 100, '{:.2f}'):>13} "
+            f"{_pm(r.accuracy_at_common_time_mean, r.accuracy_at_common_time_std, 100, '{:.2f}'):>17}"
+        )
+    lines.append(
+        "time to target: virtual seconds until the mean test accuracy of the scored agents' models first reaches the target "
+        "(the same agents for every method; mean ± std over seeds that reached it); x local: that time over local's, per seed; "
+        "acc at common t: each method's last evaluation at the shortest run's end."
+    )
     return "\n".join(lines)
 
 
@@ -260,8 +301,17 @@ def main(argv: list[str] | None = None) -> int:
         from comdml_ray.storage import OutDir
 
         OutDir(cfg.out).check_writable()
-        compare(cfg, opts["methods"], opts["settings"], cfg.out, opts["rounds_factor"], opts["seeds"], opts["targets"], reuse=opts["reuse"],
-                score_only=opts["score_only"])
+        compare(
+            cfg,
+            opts["methods"],
+            opts["settings"],
+            cfg.out,
+            opts["rounds_factor"],
+            opts["seeds"],
+            opts["targets"],
+            reuse=opts["reuse"],
+            score_only=opts["score_only"],
+        )
 
     return exit_code_of(job)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -78,7 +79,9 @@ class LocalHead:
 
     num_cpus: int = 2
     num_gpus: int = 1
-    temp_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="comdml-ray-", dir="/tmp"))  # short: Ray's socket paths are limited
+    temp_dir: str = field(
+        default_factory=lambda: tempfile.mkdtemp(prefix="comdml-ray-", dir="/tmp")
+    )  # short: Ray's socket paths are limited
     ports: dict[str, int] = field(default_factory=dict)
     token: str = field(default_factory=lambda: secrets.token_hex(32))
     extra_args: list[str] = field(default_factory=list)  # more `ray start` flags (e.g. --autoscaling-config)
@@ -102,7 +105,7 @@ class LocalHead:
         env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
         return env | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": self.token_path}
 
-    def start(self, timeout_s: float = 180.0) -> "LocalHead":
+    def start(self, timeout_s: float = 180.0) -> LocalHead:
         Path(self.token_path).write_text(self.token)
         os.chmod(self.token_path, 0o600)
         names = ("gcs", "dashboard", "agent_http", "agent_grpc", "metrics", "client", "runtime_env", "node_manager", "object_manager")
@@ -110,15 +113,32 @@ class LocalHead:
         p = self.ports
         # No --node-ip-address: Ray maps 127.0.0.1 to the machine's own address anyway. The
         # dashboard (and with it the Jobs API) listens on 127.0.0.1 only.
-        cmd = [RAY, "start", "--head", "--block", f"--port={p['gcs']}",
-               "--dashboard-host=127.0.0.1", f"--dashboard-port={p['dashboard']}", "--include-dashboard=true",
-               f"--dashboard-agent-listen-port={p['agent_http']}", f"--dashboard-agent-grpc-port={p['agent_grpc']}",
-               f"--metrics-export-port={p['metrics']}", f"--ray-client-server-port={p['client']}",
-               f"--runtime-env-agent-port={p['runtime_env']}", f"--node-manager-port={p['node_manager']}",
-               f"--object-manager-port={p['object_manager']}", f"--temp-dir={self.temp_dir}",
-               f"--num-cpus={self.num_cpus}", f"--num-gpus={self.num_gpus}", "--disable-usage-stats", *self.extra_args]
-        self.log_file = open(os.path.join(self.temp_dir, "ray-start.log"), "w")
-        self.proc = subprocess.Popen(cmd, env=self.env() | self.extra_env, stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        cmd = [
+            RAY,
+            "start",
+            "--head",
+            "--block",
+            f"--port={p['gcs']}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={p['dashboard']}",
+            "--include-dashboard=true",
+            f"--dashboard-agent-listen-port={p['agent_http']}",
+            f"--dashboard-agent-grpc-port={p['agent_grpc']}",
+            f"--metrics-export-port={p['metrics']}",
+            f"--ray-client-server-port={p['client']}",
+            f"--runtime-env-agent-port={p['runtime_env']}",
+            f"--node-manager-port={p['node_manager']}",
+            f"--object-manager-port={p['object_manager']}",
+            f"--temp-dir={self.temp_dir}",
+            f"--num-cpus={self.num_cpus}",
+            f"--num-gpus={self.num_gpus}",
+            "--disable-usage-stats",
+            *self.extra_args,
+        ]
+        self.log_file = open(os.path.join(self.temp_dir, "ray-start.log"), "w")  # noqa: SIM115 -- open while the node runs; closed in stop()
+        self.proc = subprocess.Popen(
+            cmd, env=self.env() | self.extra_env, stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -138,7 +158,7 @@ class LocalHead:
             return json.loads(r.read() or b"{}")
 
     def ray_cli(self, *args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess:
-        return subprocess.run([RAY, *args], env=self.env(), capture_output=True, text=True, timeout=timeout_s)
+        return subprocess.run([RAY, *args], env=self.env(), capture_output=True, text=True, timeout=timeout_s, check=False)
 
     def stop(self) -> None:
         """Terminate the `ray start --block` process and every process below it (GCS, raylet, workers, job drivers)."""
@@ -150,24 +170,20 @@ class LocalHead:
         except psutil.NoSuchProcess:
             procs = []
         for p in procs:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 p.terminate()
-            except psutil.NoSuchProcess:
-                pass
         # GCS, raylet and the dashboard exit within ~3 s of SIGTERM, but `ray start --block` and the autoscaler's
         # monitor may sit on it for 15 s and more (measured): what still runs after the grace period is killed.
         for p in still_running(procs, TERM_GRACE_S):
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 p.kill()
-            except psutil.NoSuchProcess:
-                pass
         still_running(procs, 10)
         self.proc.wait(timeout=10)  # `ray start` is our child: reap it
         self.proc = None
         self.log_file.close()
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
-    def __enter__(self) -> "LocalHead":
+    def __enter__(self) -> LocalHead:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -176,8 +192,22 @@ class LocalHead:
 
 def submit_job(head: LocalHead, argv: list[str], submission_id: str) -> None:
     """`ray job submit --no-wait --working-dir <repo>` of benchmarks/run.py with argv, by this interpreter."""
-    r = head.ray_cli("job", "submit", "--address", head.dashboard_url, "--working-dir", str(ROOT), "--submission-id", submission_id,
-                     "--no-wait", "--", sys.executable, "benchmarks/run.py", *argv, timeout_s=300)
+    r = head.ray_cli(
+        "job",
+        "submit",
+        "--address",
+        head.dashboard_url,
+        "--working-dir",
+        str(ROOT),
+        "--submission-id",
+        submission_id,
+        "--no-wait",
+        "--",
+        sys.executable,
+        "benchmarks/run.py",
+        *argv,
+        timeout_s=300,
+    )
     if r.returncode != 0:
         raise RuntimeError(f"ray job submit failed ({r.returncode}): {r.stderr[-2000:]}")
 
@@ -232,31 +262,33 @@ class Shot:
     seconds: float  # from opening the page to the screenshot
 
 
-async def _screenshot(ws_url: str, url: str, token: str, must_show: list[str], must_not_show: list[str], out: Path,
-                      timeout_s: float, size: tuple[int, int]) -> Shot:
+async def _screenshot(
+    ws_url: str, url: str, token: str, must_show: list[str], must_not_show: list[str], out: Path, timeout_s: float, size: tuple[int, int]
+) -> Shot:
     import aiohttp
 
-    async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(ws_url, max_msg_size=0) as ws:
-            dt = DevTools(ws)
-            await dt.call("Emulation.setDeviceMetricsOverride", width=size[0], height=size[1], deviceScaleFactor=1, mobile=False)
-            # The dashboard reads the token from this cookie (what pasting it into its login dialog sets).
-            await dt.call("Network.setCookie", name="ray-authentication-token", value=token, url=url.split("#")[0], httpOnly=True)
-            t0 = time.monotonic()
-            await dt.call("Page.navigate", url=url)
-            text = ""
-            while time.monotonic() - t0 < timeout_s:
+    async with aiohttp.ClientSession() as session, session.ws_connect(ws_url, max_msg_size=0) as ws:
+        dt = DevTools(ws)
+        await dt.call("Emulation.setDeviceMetricsOverride", width=size[0], height=size[1], deviceScaleFactor=1, mobile=False)
+        # The dashboard reads the token from this cookie (what pasting it into its login dialog sets).
+        await dt.call("Network.setCookie", name="ray-authentication-token", value=token, url=url.split("#")[0], httpOnly=True)
+        t0 = time.monotonic()
+        await dt.call("Page.navigate", url=url)
+        text = ""
+        while time.monotonic() - t0 < timeout_s:
+            text = await dt.text()
+            if all(s in text for s in must_show) and not any(s in text for s in must_not_show):
+                await asyncio.sleep(2.0)  # let the table finish rendering (icons, widths)
                 text = await dt.text()
-                if all(s in text for s in must_show) and not any(s in text for s in must_not_show):
-                    await asyncio.sleep(2.0)  # let the table finish rendering (icons, widths)
-                    text = await dt.text()
-                    png = await dt.call("Page.captureScreenshot", format="png")
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    out.write_bytes(base64.b64decode(png["data"]))
-                    return Shot(out, text, time.monotonic() - t0)
-                await asyncio.sleep(1.0)
-            raise TimeoutError(f"after {timeout_s:.0f} s the page at {url} lacks {[s for s in must_show if s not in text]} "
-                               f"or shows {[s for s in must_not_show if s in text]}: {text[:500]!r}")
+                png = await dt.call("Page.captureScreenshot", format="png")
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_bytes(base64.b64decode(png["data"]))
+                return Shot(out, text, time.monotonic() - t0)
+            await asyncio.sleep(1.0)
+        raise TimeoutError(
+            f"after {timeout_s:.0f} s the page at {url} lacks {[s for s in must_show if s not in text]} "
+            f"or shows {[s for s in must_not_show if s in text]}: {text[:500]!r}"
+        )
 
 
 def stop_process(proc: subprocess.Popen, timeout_s: float) -> None:
@@ -269,18 +301,39 @@ def stop_process(proc: subprocess.Popen, timeout_s: float) -> None:
         proc.wait()
 
 
-def screenshot(url: str, token: str, must_show: list[str], out: Path, must_not_show: tuple[str, ...] = (), timeout_s: float = 180.0,
-               size: tuple[int, int] = (1600, 900)) -> Shot:
+def screenshot(
+    url: str,
+    token: str,
+    must_show: list[str],
+    out: Path,
+    must_not_show: tuple[str, ...] = (),
+    timeout_s: float = 180.0,
+    size: tuple[int, int] = (1600, 900),
+) -> Shot:
     """Open url in headless Chromium with the dashboard's token cookie; screenshot once the page shows all of must_show and none of must_not_show."""
     binary = chromium_binary()
     if binary is None:
         raise FileNotFoundError("chromium is not installed: apt-get install -y chromium")
     port = free_port()
     profile = tempfile.mkdtemp(prefix="comdml-chromium-", dir="/tmp")
-    cmd = [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-           "--no-default-browser-check", "--disable-extensions", "--disable-sync", "--disable-component-update",
-           "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1",
-           f"--remote-debugging-port={port}", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "about:blank"]
+    cmd = [
+        binary,
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--disable-extensions",
+        "--disable-sync",
+        "--disable-component-update",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--remote-debugging-address=127.0.0.1",
+        f"--remote-debugging-port={port}",
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+        "about:blank",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
@@ -314,8 +367,25 @@ def job_argv(rounds: int, out_dir: str) -> list[str]:
     Every round is evaluated on the whole test set (`--eval-samples 0`), as before evaluation
     used a subset, so the job still runs when the page is ready (the screenshot needs it running).
     """
-    return ["--agents", str(AGENTS), "--rounds", str(rounds), "--train-samples", "2000", "--algorithm", "comdml", "--eval-samples", "0",
-            "--gpus-per-agent", "0.25", "--cpus-per-agent", "0.5", "--no-progress", "--out", out_dir]
+    return [
+        "--agents",
+        str(AGENTS),
+        "--rounds",
+        str(rounds),
+        "--train-samples",
+        "2000",
+        "--algorithm",
+        "comdml",
+        "--eval-samples",
+        "0",
+        "--gpus-per-agent",
+        "0.25",
+        "--cpus-per-agent",
+        "0.5",
+        "--no-progress",
+        "--out",
+        out_dir,
+    ]
 
 
 @dataclass
@@ -343,8 +413,11 @@ def picture_of_a_job(head: LocalHead, out: Path | None, rounds: int = 12) -> Job
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="benchmarks/dashboard_screenshot.py", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="benchmarks/dashboard_screenshot.py",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="PNG to write")
     p.add_argument("--rounds", type=int, default=12, help="rounds of the job (it must still run when the page is ready)")
     a = p.parse_args(argv)

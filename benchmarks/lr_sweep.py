@@ -32,16 +32,26 @@ def run_point(args: argparse.Namespace, point: str) -> dict:
 
     torch.set_num_threads(1)
     import comdml_ray.method.agent as agent_module
-    from comdml_ray.runtime.backend import LocalBackend
     from comdml_ray.config import RunConfig
     from comdml_ray.learning.models import build_model
+    from comdml_ray.runtime.backend import LocalBackend
     from comdml_ray.runtime.rounds import average, train_round
 
     lr, warm, sched, zi = point.split(":")
     # The one knob without a flag: the sweep rebuilds the model with or without the zero init.
     agent_module.build_model = functools.partial(build_model, zero_init_residual=zi == "1")
-    cfg = RunConfig(model=args.model, agents=args.agents, rounds=args.rounds, train_samples=args.train_samples, dataset=args.dataset,
-                    lr=float(lr), warmup_rounds=float(warm), lr_schedule=sched, seed=args.seed, progress=False).validate()
+    cfg = RunConfig(
+        model=args.model,
+        agents=args.agents,
+        rounds=args.rounds,
+        train_samples=args.train_samples,
+        dataset=args.dataset,
+        lr=float(lr),
+        warmup_rounds=float(warm),
+        lr_schedule=sched,
+        seed=args.seed,
+        progress=False,
+    ).validate()
     t0 = time.perf_counter()
     be = LocalBackend(cfg, [list(range(args.agents))])
     losses, accs = [], []
@@ -70,8 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     points = args.grid.split(",")
     with mp.get_context("spawn").Pool(args.procs) as pool:
         results = pool.map(functools.partial(run_point, args), points)
-    print(f"{args.model} on {args.dataset}: {args.agents} agents, {args.train_samples} training samples, {args.rounds} rounds, local + all-reduce, batch 32")
-    print(f"| lr | warm-up rounds | schedule | zero-init | train loss per round | test acc per round ({args.eval_samples} images) | wall s |")
+    print(
+        f"{args.model} on {args.dataset}: {args.agents} agents, {args.train_samples} training samples, {args.rounds} rounds, local + all-reduce, batch 32"
+    )
+    print(
+        f"| lr | warm-up rounds | schedule | zero-init | train loss per round | test acc per round ({args.eval_samples} images) | wall s |"
+    )
     print("|---|---|---|---|---|---|---|")
     for res in results:
         lr, warm, sched, zi = res["point"].split(":")

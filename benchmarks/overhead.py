@@ -119,13 +119,17 @@ def main(argv: list[str] | None = None) -> int:
         return code
     s = out["summary"]
     ray_s = float(np.mean(out["ray"][1:] or out["ray"]))
-    print(f"agents {s['agents']}, {s['actors']} actors x {s['agents_per_actor']} agents, {s['algorithm']}, {len(out['ray'])} rounds (first is warm-up)")
+    print(
+        f"agents {s['agents']}, {s['actors']} actors x {s['agents_per_actor']} agents, {s['algorithm']}, {len(out['ray'])} rounds (first is warm-up)"
+    )
     print(f"through the runtime : {ray_s:7.2f} s/round   (rounds: {', '.join(f'{t:.2f}' for t in out['ray'])})")
     print(f"driver per round    : {s['driver_calls_per_round']:.0f} remote calls, {s['driver_bytes_per_round'] / 1024:.1f} KB received")
     print(f"peak memory         : {s['peak_memory_mb'] / 1024:.2f} GB (PSS of the run's processes)")
     if "plain" in out:
         plain_s = float(np.mean(out["plain"][1:] or out["plain"]))
-        print(f"without Ray         : {plain_s:7.2f} s/round   (rounds: {', '.join(f'{t:.2f}' for t in out['plain'])}; {len(out['groups'])} processes)")
+        print(
+            f"without Ray         : {plain_s:7.2f} s/round   (rounds: {', '.join(f'{t:.2f}' for t in out['plain'])}; {len(out['groups'])} processes)"
+        )
         print(f"ratio               : {ray_s / plain_s:.2f}x")
     return 0
 

@@ -28,8 +28,8 @@ GFLOPS = (10, 30, 100, 300, 1000)
 
 
 def gaps(argv: list[str] | None, gflops: tuple[float, ...] = GFLOPS) -> list[dict]:
-    from comdml_ray.runtime.backend import LocalBackend
     from comdml_ray.method.comdml_steps import problem_from_states
+    from comdml_ray.runtime.backend import LocalBackend
     from solvers import no_offload_plan, solve
 
     cfg = config_from_args(argv).replace(algorithm="comdml").validate()
@@ -60,11 +60,15 @@ def main(argv: list[str] | None = None) -> int:
                 gflops = tuple(float(x) for x in args[i + 1].split(","))
             except (IndexError, ValueError):
                 raise ConfigError("--gflops takes comma-separated numbers, e.g. --gflops 400,500,600.") from None
-            del args[i:i + 2]
-        print(f"{'GFLOPS':>7} {'no offload s':>12} {'greedy s':>9} {'exact s':>9} {'greedy/exact':>12} {'advantage':>9} {'pairs g/e':>9} {'solve ms g/e':>13}")
+            del args[i : i + 2]
+        print(
+            f"{'GFLOPS':>7} {'no offload s':>12} {'greedy s':>9} {'exact s':>9} {'greedy/exact':>12} {'advantage':>9} {'pairs g/e':>9} {'solve ms g/e':>13}"
+        )
         for r in gaps(args, gflops):
-            print(f"{r['reference_gflops']:>7} {r['no_offload_s']:12.3f} {r['greedy_s']:9.3f} {r['exact_s']:9.3f} "
-                  f"{r['greedy_s'] / r['exact_s']:12.4f} {r['no_offload_s'] / r['exact_s']:8.2f}x {r['greedy_pairs']:>4}/{r['exact_pairs']:<4} {r['greedy_solve_ms']:6.1f}/{r['exact_solve_ms']:<6.1f}")
+            print(
+                f"{r['reference_gflops']:>7} {r['no_offload_s']:12.3f} {r['greedy_s']:9.3f} {r['exact_s']:9.3f} "
+                f"{r['greedy_s'] / r['exact_s']:12.4f} {r['no_offload_s'] / r['exact_s']:8.2f}x {r['greedy_pairs']:>4}/{r['exact_pairs']:<4} {r['greedy_solve_ms']:6.1f}/{r['exact_solve_ms']:<6.1f}"
+            )
 
     return exit_code_of(job)
 

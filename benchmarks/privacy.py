@@ -71,7 +71,9 @@ def check_splits(cfg: RunConfig, splits: list[int]) -> None:
     points = build_model(cfg.model, 1, 28, 10).split_points()  # the split points depend on the model only
     bad = [m for m in splits if m not in points]
     if not splits or bad:
-        raise ConfigError(f"--splits {','.join(map(str, splits))}: {cfg.model} has split points {','.join(map(str, points))}; pick from those.")
+        raise ConfigError(
+            f"--splits {','.join(map(str, splits))}: {cfg.model} has split points {','.join(map(str, points))}; pick from those."
+        )
 
 
 def privacy_table(cfg: RunConfig, sigmas: list[float], splits: list[int], same_model: list[float] | None = None, log=print) -> pd.DataFrame:
@@ -121,14 +123,20 @@ def privacy_table(cfg: RunConfig, sigmas: list[float], splits: list[int], same_m
 
 
 def format_table(t: pd.DataFrame) -> str:
-    lines = [f"{'SIGMA':>5} {'split':>5} {'dtype':>7} {'final acc':>9} {'cost':>7} {'dCor':>6} {'decoder MSE':>11} {'mean-image MSE':>14} {'offloads':>8}"]
+    lines = [
+        f"{'SIGMA':>5} {'split':>5} {'dtype':>7} {'final acc':>9} {'cost':>7} {'dCor':>6} {'decoder MSE':>11} {'mean-image MSE':>14} {'offloads':>8}"
+    ]
     for r in t.sort_values(["split", "sigma"]).itertuples():
-        lines.append(f"{r.sigma:5.2f} {r.split:5d} {r.dtype:>7} {100 * r.final_accuracy:8.1f}% {r.accuracy_cost_pp:+6.1f}p "
-                     f"{r.dcor:6.3f} {r.recon_mse:11.4f} {r.mean_image_mse:14.4f} {r.offloads_at_split:8d}")
-    lines.append("cost: points of final accuracy lost against the smallest SIGMA (one run per SIGMA, all splits together); "
-                 "dCor: bias-corrected distance correlation of 512 fixed training images and what leaves for them (1 = a copy); "
-                 "decoder MSE: reconstruction error of a decoder trained by the helper on its own images (normalised pixels; "
-                 "mean-image MSE = a decoder that learned nothing); offloads: plan decisions that used the split.")
+        lines.append(
+            f"{r.sigma:5.2f} {r.split:5d} {r.dtype:>7} {100 * r.final_accuracy:8.1f}% {r.accuracy_cost_pp:+6.1f}p "
+            f"{r.dcor:6.3f} {r.recon_mse:11.4f} {r.mean_image_mse:14.4f} {r.offloads_at_split:8d}"
+        )
+    lines.append(
+        "cost: points of final accuracy lost against the smallest SIGMA (one run per SIGMA, all splits together); "
+        "dCor: bias-corrected distance correlation of 512 fixed training images and what leaves for them (1 = a copy); "
+        "decoder MSE: reconstruction error of a decoder trained by the helper on its own images (normalised pixels; "
+        "mean-image MSE = a decoder that learned nothing); offloads: plan decisions that used the split."
+    )
     return "\n".join(lines)
 
 

@@ -35,11 +35,24 @@ def _runs(args, rest: list[str], log) -> dict[tuple[str, str], tuple[dict, pd.Da
     out = {}
     for algo in args.algorithms.split(","):
         for clock in args.clocks.split(","):
-            wall = ["--clock", "wall", "--emulate", "--agents-per-actor", "1", "--num-cpus", str(args.num_cpus_wall),
-                    "--cpus-per-agent", "0.5"] if clock == "wall" else []
+            wall = (
+                [
+                    "--clock",
+                    "wall",
+                    "--emulate",
+                    "--agents-per-actor",
+                    "1",
+                    "--num-cpus",
+                    str(args.num_cpus_wall),
+                    "--cpus-per-agent",
+                    "0.5",
+                ]
+                if clock == "wall"
+                else []
+            )
             folder = os.path.join(args.out, f"{algo}-{clock}")
             more = ["--rounds", str(args.comdml_rounds)] if algo == "comdml" and args.comdml_rounds else []
-            cfg = config_from_args(rest + ["--algorithm", algo, "--out", folder, "--no-progress"] + wall + more).validate()
+            cfg = config_from_args([*rest, "--algorithm", algo, "--out", folder, "--no-progress", *wall, *more]).validate()
             log(f"--- {algo}, {clock} clock -> {folder}")
             summary = run_experiment(cfg, log=lambda *_a, **_k: None)
             out[(algo, clock)] = (summary, pd.read_csv(os.path.join(folder, "rounds.csv")))
@@ -55,12 +68,18 @@ def clock_table(runs: dict) -> pd.DataFrame:
         virt = runs.get((algo, "virtual"), (None, None))[1]
         whole = pd.read_csv(os.path.join(summary_out(runs, algo), "agents.csv")).groupby("round")["whole_s"].max()
         for _, r in df.iterrows():
-            rows.append({
-                "algorithm": algo, "round": int(r["round"]),
-                "virtual_run_s": float(virt["round_virtual_s"].iloc[int(r["round"])]) if virt is not None and r["round"] < len(virt) else np.nan,
-                "clock_on_wall_work_s": float(r["round_virtual_s"]), "wall_s": float(r["round_wall_s"]),
-                "all_whole_s": float(whole.get(int(r["round"]), np.nan)),  # start to the last model whole (planning included)
-            })
+            rows.append(
+                {
+                    "algorithm": algo,
+                    "round": int(r["round"]),
+                    "virtual_run_s": float(virt["round_virtual_s"].iloc[int(r["round"])])
+                    if virt is not None and r["round"] < len(virt)
+                    else np.nan,
+                    "clock_on_wall_work_s": float(r["round_virtual_s"]),
+                    "wall_s": float(r["round_wall_s"]),
+                    "all_whole_s": float(whole.get(int(r["round"]), np.nan)),  # start to the last model whole (planning included)
+                }
+            )
     t = pd.DataFrame(rows)
     if len(t):
         t["averaging_s"] = t["wall_s"] - t["all_whole_s"]  # the collective as it really lasted
@@ -85,16 +104,28 @@ def plan_tracking(folder: str, drift: tuple[float, float, int] = (0.0, 1.0, 0)) 
     rel = (plan["predicted_finish_s"] / plan["observed_finish_s"] - 1).abs()
     n = int(plan["agent"].max()) + 1
     sigma, prob, seed = drift
-    factor = lambda r: drift_slowdowns(np.ones(n), r, sigma, seed, prob)
+
+    def factor(r):
+        return drift_slowdowns(np.ones(n), r, sigma, seed, prob)
+
     changed = {r: factor(r) != factor(r - 1) if r > 0 else np.zeros(n, bool) for r in plan["round"].unique()}
-    plan = plan.assign(rel=rel, changed=[bool(changed[r][k]) for r, k in zip(plan["round"], plan["agent"])])
+    plan = plan.assign(rel=rel, changed=[bool(changed[r][k]) for r, k in zip(plan["round"], plan["agent"], strict=True)])
     g = plan.groupby("round")
     steady = plan[~plan["changed"]].groupby("round")["rel"].median()
-    return pd.DataFrame({
-        "predicted_makespan_s": g["predicted_finish_s"].max(), "observed_makespan_s": g["observed_finish_s"].max(),
-        "median_agent_error": g["rel"].median(), "max_agent_error": g["rel"].max(),
-        "changed_agents": g["changed"].sum(), "median_steady_error": steady,
-    }).assign(makespan_error=lambda d: (d.predicted_makespan_s / d.observed_makespan_s - 1).abs()).reset_index()
+    return (
+        pd.DataFrame(
+            {
+                "predicted_makespan_s": g["predicted_finish_s"].max(),
+                "observed_makespan_s": g["observed_finish_s"].max(),
+                "median_agent_error": g["rel"].median(),
+                "max_agent_error": g["rel"].max(),
+                "changed_agents": g["changed"].sum(),
+                "median_steady_error": steady,
+            }
+        )
+        .assign(makespan_error=lambda d: (d.predicted_makespan_s / d.observed_makespan_s - 1).abs())
+        .reset_index()
+    )
 
 
 def plot_tracking(folder: str, path: str) -> None:
@@ -128,9 +159,15 @@ def time_to_accuracy(runs: dict) -> list[str]:
     hit = com[com["test_accuracy"] >= target - 1e-12]
     t_com = float(hit["wall_time_s"].iloc[0]) if len(hit) else None
     lines = [f"local's final accuracy {100 * target:.2f}% after {t_local:.1f} s of wall time ({len(loc)} rounds)"]
-    lines.append(f"ComDML reaches it after {t_com:.1f} s: {t_com / t_local:.2f}x local's" if t_com else "ComDML does not reach it within its rounds")
+    lines.append(
+        f"ComDML reaches it after {t_com:.1f} s: {t_com / t_local:.2f}x local's" if t_com else "ComDML does not reach it within its rounds"
+    )
     equal = min(t_local, float(com["wall_time_s"].iloc[-1]))
-    acc = lambda d: float(d[d["wall_time_s"] <= equal + 1e-9]["test_accuracy"].iloc[-1]) if (d["wall_time_s"] <= equal + 1e-9).any() else float("nan")
+
+    def acc(d):
+        upto = d[d["wall_time_s"] <= equal + 1e-9]
+        return float(upto["test_accuracy"].iloc[-1]) if len(upto) else float("nan")
+
     lines.append(f"at equal wall time {equal:.1f} s: local {100 * acc(loc):.2f}%, ComDML {100 * acc(com):.2f}%")
     return lines
 
@@ -139,8 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--algorithms", default="local,comdml")
     p.add_argument("--clocks", default="virtual,wall")
-    p.add_argument("--num-cpus-wall", type=int, default=None, help="logical CPUs of the wall runs' local Ray (default: agents/2, at least 2)")
-    p.add_argument("--comdml-rounds", type=int, default=None, help="rounds of the comdml runs (default --rounds): room to reach local's final accuracy")
+    p.add_argument(
+        "--num-cpus-wall", type=int, default=None, help="logical CPUs of the wall runs' local Ray (default: agents/2, at least 2)"
+    )
+    p.add_argument(
+        "--comdml-rounds", type=int, default=None, help="rounds of the comdml runs (default --rounds): room to reach local's final accuracy"
+    )
     p.add_argument("--out", default="results/realtime")
     args, rest = p.parse_known_args(argv)
     cfg = config_from_args(rest)
@@ -154,10 +195,14 @@ def main(argv: list[str] | None = None) -> int:
         table.to_csv(os.path.join(args.out, "clocks.csv"), index=False)
         pd.set_option("display.width", 160)
         if len(table):
-            print("\nper round: virtual run, the clock on the wall run's work, the wall round (until all models whole, then the averaging); gap = wall / clock - 1")
+            print(
+                "\nper round: virtual run, the clock on the wall run's work, the wall round (until all models whole, then the averaging); gap = wall / clock - 1"
+            )
             print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
             for algo, d in table.groupby("algorithm"):
-                print(f"{algo}: max |gap| per round {d['gap'].abs().max():.1%}, summed gap {d['wall_s'].sum() / d['clock_on_wall_work_s'].sum() - 1:+.1%}")
+                print(
+                    f"{algo}: max |gap| per round {d['gap'].abs().max():.1%}, summed gap {d['wall_s'].sum() / d['clock_on_wall_work_s'].sum() - 1:+.1%}"
+                )
         if ("comdml", "wall") in runs:
             folder = os.path.join(args.out, "comdml-wall")
             track = plan_tracking(folder, (cfg.drift, cfg.drift_prob, cfg.seed))

@@ -38,7 +38,9 @@ def parse(argv: list[str] | None) -> tuple[RunConfig, list[float], list[str], fl
     p.prog = "benchmarks/sensitivity.py"
     p.add_argument("--gflops", default="10,30,100,300,1000", help="comma-separated --reference-gflops values (profile flops)")
     p.add_argument("--profiles", default="flops,measure", help="flops (one point per --gflops), measure (one point), or both")
-    p.add_argument("--rounds-factor", type=float, default=1.0, help="ComDML runs until local's virtual time, at most this many x --rounds rounds")
+    p.add_argument(
+        "--rounds-factor", type=float, default=1.0, help="ComDML runs until local's virtual time, at most this many x --rounds rounds"
+    )
     p.add_argument("--target", default="80", help="one target as in compare.py --targets (75, 0.8, local-best-0.5)")
     p.add_argument("--reuse-runs", action="store_true", help="as in compare.py: reuse finished runs in --out, continue stopped ones")
     a = p.parse_args(argv)
@@ -48,7 +50,9 @@ def parse(argv: list[str] | None) -> tuple[RunConfig, list[float], list[str], fl
         raise ConfigError(f"--gflops must be comma-separated numbers, got '{a.gflops}'.") from None
     profiles = [x.strip() for x in a.profiles.split(",") if x.strip()]
     if not profiles or any(x not in ("flops", "measure") for x in profiles) or any(g <= 0 for g in gflops):
-        raise ConfigError("--profiles takes flops and/or measure, and --gflops positive numbers; e.g. --gflops 10,100 --profiles flops,measure.")
+        raise ConfigError(
+            "--profiles takes flops and/or measure, and --gflops positive numbers; e.g. --gflops 10,100 --profiles flops,measure."
+        )
     if a.rounds_factor < 1:
         raise ConfigError(f"--rounds-factor must be at least 1, got {a.rounds_factor}.")
     (target,) = parse_targets(a.target)
@@ -75,11 +79,17 @@ def point(cfg: RunConfig, out: str, rounds_factor: float, target: str, log, reus
     level = target_level(target, curves["local"])
     rounds = {m: float(c["round_virtual_s"].mean()) for m, c in curves.items()}
     return {
-        "seed": cfg.seed, "profile": cfg.profile, "reference_gflops": cfg.reference_gflops if cfg.profile == "flops" else math.nan,
+        "seed": cfg.seed,
+        "profile": cfg.profile,
+        "reference_gflops": cfg.reference_gflops if cfg.profile == "flops" else math.nan,
         "compute_comm_ratio": compute_comm_ratio(os.path.join(out, "local", "profile.csv"), cfg),
-        "round_advantage": rounds["local"] / rounds["comdml"], "target": target, "target_accuracy": level,
-        "local_time_s": time_to(curves["local"], level), "comdml_time_s": time_to(curves["comdml"], level),
-        "local_rounds": len(curves["local"]), "comdml_rounds": len(curves["comdml"]),
+        "round_advantage": rounds["local"] / rounds["comdml"],
+        "target": target,
+        "target_accuracy": level,
+        "local_time_s": time_to(curves["local"], level),
+        "comdml_time_s": time_to(curves["comdml"], level),
+        "local_rounds": len(curves["local"]),
+        "comdml_rounds": len(curves["comdml"]),
     }
 
 
@@ -95,15 +105,26 @@ def plot(runs: pd.DataFrame, path: str) -> None:
         m = runs["profile"] == prof
         ax.plot(runs.loc[m, "compute_comm_ratio"], red[m], marker=marker, ls="-" if prof == "flops" else "", label=f"--profile {prof}")
         for r, y in zip(runs[m].itertuples(), red[m], strict=True):
-            ax.annotate(f"{r.reference_gflops:g} GFLOPS" if prof == "flops" else "measured", (r.compute_comm_ratio, y), fontsize=7,
-                        textcoords="offset points", xytext=(4, 4))
+            ax.annotate(
+                f"{r.reference_gflops:g} GFLOPS" if prof == "flops" else "measured",
+                (r.compute_comm_ratio, y),
+                fontsize=7,
+                textcoords="offset points",
+                xytext=(4, 4),
+            )
     ax.axhline(0, color="grey", lw=0.8)
-    finish_log_x_plot(fig, ax, path, "compute / communication (median agent: batch compute s / split-1 activations transfer s)",
-                      "ComDML's time-to-target reduction vs local (%)")
+    finish_log_x_plot(
+        fig,
+        ax,
+        path,
+        "compute / communication (median agent: batch compute s / split-1 activations transfer s)",
+        "ComDML's time-to-target reduction vs local (%)",
+    )
 
 
-def sweep(cfg: RunConfig, gflops: list[float], profiles: list[str], rounds_factor: float, target: str, log=print,
-          reuse: bool = False) -> pd.DataFrame:
+def sweep(
+    cfg: RunConfig, gflops: list[float], profiles: list[str], rounds_factor: float, target: str, log=print, reuse: bool = False
+) -> pd.DataFrame:
     import ray
 
     configs = [cfg.replace(profile="flops", reference_gflops=g) for g in gflops] if "flops" in profiles else []

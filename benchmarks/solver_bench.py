@@ -34,8 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-from solvers import OffloadProblem, Plan, SplitTable, no_offload_plan, solve  # noqa: E402
+from solvers import OffloadProblem, Plan, SplitTable, no_offload_plan, solve
 
 BATCH = 32
 SAMPLES_PER_AGENT = 600
@@ -78,8 +77,12 @@ def make_instance(n: int, profile: str, seed: int, helpers_can_serve: int = 1) -
         sec = BASE_SEC_PER_BATCH * np.where(slow, 8 * np.exp(rng.normal(0, 0.2, n)), np.exp(rng.normal(0, 0.5, n)))
         bw_ij = rng.uniform(1e6, 100e6, (n, n))
         return OffloadProblem(
-            batches=batches, sec_per_batch=sec, bandwidth=bw_ij, latency=rng.uniform(0.0, 0.2, (n, n)),
-            splits=resnet56_splits(), overhead_s=2 * MODEL_BYTES / bw_ij.mean(axis=1),
+            batches=batches,
+            sec_per_batch=sec,
+            bandwidth=bw_ij,
+            latency=rng.uniform(0.0, 0.2, (n, n)),
+            splits=resnet56_splits(),
+            overhead_s=2 * MODEL_BYTES / bw_ij.mean(axis=1),
             helpers_can_serve=helpers_can_serve,
         )
     else:
@@ -118,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000, 10000])
     ap.add_argument("--profiles", nargs="+", default=["paper", "lognormal"], choices=["paper", "lognormal", "bimodal"])
-    ap.add_argument("--methods", nargs="+", default=["greedy", "exact", "ilp", "ilp-m2o"],
-                    choices=["greedy", "exact", "ilp", "ilp-m2o"])
+    ap.add_argument("--methods", nargs="+", default=["greedy", "exact", "ilp", "ilp-m2o"], choices=["greedy", "exact", "ilp", "ilp-m2o"])
     ap.add_argument("--ilp-max", type=int, default=100, help="run ilp / ilp-m2o only where N <= this")
     ap.add_argument("--serve", type=int, default=3, help="offloaders per helper for ilp-m2o")
     ap.add_argument("--time-limit", type=float, default=10.0, help="ILP time limit (s)")
@@ -131,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     rows: list[Row] = []
-    head = f"{'N':>6} {'profile':>9} {'method':>8} {'makespan s':>11} {'/no-off':>8} {'/opt':>8} {'offl':>5} {'opt?':>5} {'time s':>8}  note"
+    head = (
+        f"{'N':>6} {'profile':>9} {'method':>8} {'makespan s':>11} {'/no-off':>8} {'/opt':>8} {'offl':>5} {'opt?':>5} {'time s':>8}  note"
+    )
     print(head)
     print("-" * len(head))
     for n in args.sizes:
@@ -151,15 +155,23 @@ def main(argv: list[str] | None = None) -> int:
                 plans[method] = plan
                 opt = plans["exact"].makespan if "exact" in plans else float("nan")
                 row = Row(
-                    n=n, profile=profile, method=method, makespan_s=plan.makespan,
-                    vs_no_offload=plan.makespan / base, vs_optimum=plan.makespan / opt,
-                    offloaders=plan.num_offloaders, optimal=plan.optimal,
-                    solve_time_s=plan.solve_time_s, note=plan.note,
+                    n=n,
+                    profile=profile,
+                    method=method,
+                    makespan_s=plan.makespan,
+                    vs_no_offload=plan.makespan / base,
+                    vs_optimum=plan.makespan / opt,
+                    offloaders=plan.num_offloaders,
+                    optimal=plan.optimal,
+                    solve_time_s=plan.solve_time_s,
+                    note=plan.note,
                 )
                 rows.append(row)
-                print(f"{n:>6} {profile:>9} {method:>8} {row.makespan_s:>11.3f} {row.vs_no_offload:>8.4f} "
-                      f"{row.vs_optimum:>8.4f} {row.offloaders:>5} {str(row.optimal):>5} {row.solve_time_s:>8.3f}  {row.note}",
-                      flush=True)
+                print(
+                    f"{n:>6} {profile:>9} {method:>8} {row.makespan_s:>11.3f} {row.vs_no_offload:>8.4f} "
+                    f"{row.vs_optimum:>8.4f} {row.offloaders:>5} {row.optimal!s:>5} {row.solve_time_s:>8.3f}  {row.note}",
+                    flush=True,
+                )
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=1))

@@ -36,7 +36,7 @@ DIRICHLET = ["--partition", "dirichlet", "--alpha", "0.5"]
 def with_value(args: list[str], flag: str, value: str) -> list[str]:
     """A copy of args with flag's value replaced (flag stays where it is)."""
     i = args.index(flag)
-    return args[: i + 1] + [value] + args[i + 2 :]
+    return [*args[: i + 1], value, *args[i + 2 :]]
 
 
 # The long runs behind item 3's near-converged target: 200 rounds for local (its curve still creeps up at lr 0.2 constant) and ComDML alike.
@@ -53,7 +53,24 @@ TABLES: dict[str, tuple[str, list[str]]] = {
     "methods": ("compare", BASE + SEEDS + ["--setting", "both", "--algorithms", "all"]),
     "scheduler-iid": ("compare", BASE + SEEDS + ["--partition", "iid", "--algorithms", "local,comdml-greedy,comdml-exact"]),
     "scheduler-dirichlet": ("compare", BASE + SEEDS + ["--partition", "dirichlet", "--algorithms", "local,comdml-greedy,comdml-exact"]),
-    "sensitivity": ("sensitivity", ["--agents", "20", "--train-samples", "12000", "--eval-samples", "0", "--rounds", "10", "--rounds-factor", "1", "--target", "75", "--no-progress"]),
+    "sensitivity": (
+        "sensitivity",
+        [
+            "--agents",
+            "20",
+            "--train-samples",
+            "12000",
+            "--eval-samples",
+            "0",
+            "--rounds",
+            "10",
+            "--rounds-factor",
+            "1",
+            "--target",
+            "75",
+            "--no-progress",
+        ],
+    ),
 }
 MARK = "<!-- table: {} -->"
 END = "<!-- /table -->"
@@ -76,7 +93,7 @@ def run_table(name: str, out_root: str = os.path.join("results", "tables"), reus
         from benchmarks.compare import main
     else:
         from benchmarks.sensitivity import main
-    rc = main(args + ["--out", out])
+    rc = main([*args, "--out", out])
     if rc != 0:
         raise SystemExit(rc)
     return collect(name, [out])
@@ -124,14 +141,24 @@ def render_compare(runs: pd.DataFrame) -> str:
     """One row per (setting, method): time to each target, local-best ratio, final accuracy, accuracy at the common time."""
     targets = list(dict.fromkeys(runs["target"]))
     best = next((t for t in targets if t.startswith("local-best")), targets[-1])
-    head = ["setting", "method"] + [f"time to {_label(t, runs)} (s)" for t in targets] + [f"x local ({best})", "final acc %", "run ends at (s)", "acc at common time %"]
+    head = (
+        ["setting", "method"]
+        + [f"time to {_label(t, runs)} (s)" for t in targets]
+        + [f"x local ({best})", "final acc %", "run ends at (s)", "acc at common time %"]
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for (setting, method), g in runs.groupby(["setting", "method"], sort=False):
         by_t = {t: g[g["target"] == t] for t in targets}
         one = by_t[targets[0]]
-        cells = [setting, method] + [_pm(by_t[t]["time_to_target_s"], 1, 1 if by_t[t]["time_to_target_s"].max() < 100 else 0) for t in targets]
-        cells += [_pm(by_t[best]["ratio_vs_local"], 1, 2), _pm(one["final_accuracy"]), _pm(one["virtual_time_s"], 1, 0),
-                  _pm(one["accuracy_at_common_time"])]
+        cells = [setting, method] + [
+            _pm(by_t[t]["time_to_target_s"], 1, 1 if by_t[t]["time_to_target_s"].max() < 100 else 0) for t in targets
+        ]
+        cells += [
+            _pm(by_t[best]["ratio_vs_local"], 1, 2),
+            _pm(one["final_accuracy"]),
+            _pm(one["virtual_time_s"], 1, 0),
+            _pm(one["accuracy_at_common_time"]),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     seeds = sorted(runs["seed"].unique())
     lines.append("")
@@ -140,8 +167,10 @@ def render_compare(runs: pd.DataFrame) -> str:
     if len(local):
         plateau = ", ".join(f"{int(r.local_plateau_round)}" for r in local.itertuples())
         long = "met" if local["local_long_enough"].all() else "not met"
-        lines.append(f"Local came within 0.5 pp of its best at round {plateau} of {int(local['local_rounds'].iloc[0])} "
-                     f"(per seed); the long-run rule (at least 3x that) is {long}.")
+        lines.append(
+            f"Local came within 0.5 pp of its best at round {plateau} of {int(local['local_rounds'].iloc[0])} "
+            f"(per seed); the long-run rule (at least 3x that) is {long}."
+        )
     return "\n".join(lines)
 
 
@@ -154,15 +183,25 @@ def _label(t: str, runs: pd.DataFrame) -> str:
 
 
 def render_sensitivity(runs: pd.DataFrame) -> str:
-    head = ["profile", "reference GFLOPS", "compute / communication", "ComDML round advantage", "local time to target (s)",
-            "ComDML time to target (s)", "ComDML time / local's", "ComDML's reduction"]
+    head = [
+        "profile",
+        "reference GFLOPS",
+        "compute / communication",
+        "ComDML round advantage",
+        "local time to target (s)",
+        "ComDML time to target (s)",
+        "ComDML time / local's",
+        "ComDML's reduction",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in runs.sort_values(["profile", "reference_gflops"]).itertuples():
         ratio = r.comdml_time_s / r.local_time_s if r.local_time_s and not math.isnan(r.comdml_time_s) else math.nan
         red = "-" if math.isnan(ratio) else f"{100 * (1 - ratio):.0f}%"
         gf = "-" if r.profile == "measure" else f"{r.reference_gflops:g}"
-        lines.append(f"| {r.profile} | {gf} | {r.compute_comm_ratio:.2f} | {r.round_advantage:.2f}x | {_s(r.local_time_s)} | "
-                     f"{_s(r.comdml_time_s)} | {'-' if math.isnan(ratio) else f'{ratio:.2f}'} | {red} |")
+        lines.append(
+            f"| {r.profile} | {gf} | {r.compute_comm_ratio:.2f} | {r.round_advantage:.2f}x | {_s(r.local_time_s)} | "
+            f"{_s(r.comdml_time_s)} | {'-' if math.isnan(ratio) else f'{ratio:.2f}'} | {red} |"
+        )
     lines.append("")
     lines.append(f"Target: {runs['target'].iloc[0]} ({100 * runs['target_accuracy'].mean():.1f}% on average), seed {runs['seed'].iloc[0]}.")
     return "\n".join(lines)
@@ -184,7 +223,7 @@ def readme_blocks(text: str) -> dict[str, str]:
         mark = MARK.format(name)
         if mark in text:
             start = text.index(mark) + len(mark)
-            out[name] = text[start:text.index(END, start)].strip()
+            out[name] = text[start : text.index(END, start)].strip()
     return out
 
 
@@ -214,8 +253,11 @@ def main(argv: list[str] | None = None) -> int:
         for path in (os.path.join(os.path.dirname(HERE), "README.md"), os.path.join(HERE, "README.md")):
             print(path, write_readme(path))
         return 0
-    if not argv or argv[-1] not in TABLES and argv[0] not in ("--collect",):
-        print(f"error: name a table: {', '.join(TABLES)} (optionally after --reuse-runs or --render, or --collect NAME DIR...).", file=sys.stderr)
+    if not argv or (argv[-1] not in TABLES and argv[0] not in ("--collect",)):
+        print(
+            f"error: name a table: {', '.join(TABLES)} (optionally after --reuse-runs or --render, or --collect NAME DIR...).",
+            file=sys.stderr,
+        )
         return 2
     if argv[0] == "--render":
         print(render(argv[1]))

@@ -52,7 +52,7 @@ _API = {
     "RunResult": "comdml_ray.api",
     "CompareResult": "comdml_ray.api",
 }
-__all__ = ["LAYERS", "THIRD_PARTY_ONLY_IN", *_API]
+__all__ = ["LAYERS", "THIRD_PARTY_ONLY_IN", "CompareResult", "ConfigError", "RunConfig", "RunResult", "compare", "run"]
 
 if TYPE_CHECKING:
     from comdml_ray.api import CompareResult, RunResult, compare, run

@@ -100,7 +100,9 @@ class RunConfig:
     slow_link_share: float = 0.0  # share of agents whose links are 5x slower (DivShare setting)
     # --- evaluation and output
     eval_every: int = 1
-    eval_samples: int = 1000  # test images (a fixed seeded subset) of the evaluations before the last; the last uses all (0: all every time)
+    eval_samples: int = (
+        1000  # test images (a fixed seeded subset) of the evaluations before the last; the last uses all (0: all every time)
+    )
     eval_agents: int = 16  # a seeded sample of this many agents (all when fewer) whose models are scored, the same for every method
     target_acc: float | None = None  # in [0, 1]
     out: str | None = None
@@ -119,7 +121,7 @@ class RunConfig:
     num_gpus: float | None = None  # logical GPUs of the local Ray (lets CI exercise GPU scheduling)
     scale_timeout_s: float = 1200.0  # on an autoscaling cluster: wait at most this long for the nodes the run asks for
 
-    def replace(self, **changes) -> "RunConfig":
+    def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)
 
     @property
@@ -188,16 +190,21 @@ class RunConfig:
 
     def _validate_faults(self, need) -> None:
         if self.checkpoint_every is not None:
-            need(self.checkpoint_every >= 0, f"--checkpoint-every must be >= 0 rounds (0 turns checkpoints off), got {self.checkpoint_every}.")
+            need(
+                self.checkpoint_every >= 0,
+                f"--checkpoint-every must be >= 0 rounds (0 turns checkpoints off), got {self.checkpoint_every}.",
+            )
         if self.kill_actor:
             try:
                 kills = self.kills()
             except ValueError:
                 kills = [()]
-            need(all(len(k) == 2 and k[0] >= 0 and k[1] >= 0 for k in kills),
-                 f"--kill-actor takes ROUND:ACTOR pairs separated by commas (e.g. 2:1 or 5:3,12:7), got '{self.kill_actor}'.")
+            need(
+                all(len(k) == 2 and k[0] >= 0 and k[1] >= 0 for k in kills),
+                f"--kill-actor takes ROUND:ACTOR pairs separated by commas (e.g. 2:1 or 5:3,12:7), got '{self.kill_actor}'.",
+            )
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         """Raise ConfigError (one sentence, naming the fix) on the first bad setting."""
         self._check_what_to_train()
         self._check_averaging_and_clock()
@@ -225,32 +232,56 @@ class RunConfig:
         _need(self.local_epochs > 0, f"--local-epochs must be at least 1, got {self.local_epochs}.")
         n_train = DATASET_TRAIN_SIZES[self.dataset]
         if self.train_samples is not None:
-            _need(0 < self.train_samples <= n_train, f"--train-samples must be between 1 and {n_train} for {self.dataset}, got {self.train_samples}.")
+            _need(
+                0 < self.train_samples <= n_train,
+                f"--train-samples must be between 1 and {n_train} for {self.dataset}, got {self.train_samples}.",
+            )
             n_train = self.train_samples
-        _need(self.agents <= n_train, f"--agents {self.agents} is more than the {n_train} training samples of {self.dataset}; use at most {n_train} agents.")
+        _need(
+            self.agents <= n_train,
+            f"--agents {self.agents} is more than the {n_train} training samples of {self.dataset}; use at most {n_train} agents.",
+        )
 
     def _check_averaging_and_clock(self) -> None:
         _one_of(self.aggregation, AGGREGATIONS, "--aggregation")
         _one_of(self.topology, TOPOLOGIES, "--topology")
         if self.topology == "regular":
-            _need(0 < self.degree < self.agents and (self.agents * self.degree) % 2 == 0,
-                  f"--degree {self.degree} cannot make a regular graph on {self.agents} agents: pick 0 < degree < agents with agents*degree even.")
+            _need(
+                0 < self.degree < self.agents and (self.agents * self.degree) % 2 == 0,
+                f"--degree {self.degree} cannot make a regular graph on {self.agents} agents: pick 0 < degree < agents with agents*degree even.",
+            )
         if self.heterogeneity not in HETEROGENEITY_PRESETS:
-            _need(os.path.isfile(self.heterogeneity),
-                  f"--heterogeneity '{self.heterogeneity}' is neither a preset ({', '.join(HETEROGENEITY_PRESETS)}) nor an existing CSV file.")
+            _need(
+                os.path.isfile(self.heterogeneity),
+                f"--heterogeneity '{self.heterogeneity}' is neither a preset ({', '.join(HETEROGENEITY_PRESETS)}) nor an existing CSV file.",
+            )
         if self.profile not in PROFILE_SOURCES:
-            _need(os.path.isfile(self.profile), f"--profile '{self.profile}' is neither 'flops', 'measure' nor an existing profile.csv from an earlier run.")
+            _need(
+                os.path.isfile(self.profile),
+                f"--profile '{self.profile}' is neither 'flops', 'measure' nor an existing profile.csv from an earlier run.",
+            )
         _need(self.reference_gflops > 0, f"--reference-gflops must be positive, got {self.reference_gflops}.")
         _need(self.drift >= 0, f"--drift must be >= 0 (0 turns it off), got {self.drift}.")
-        _need(0 < self.drift_prob <= 1, f"--drift-prob must be in (0, 1] (1: every agent's speed changes every round), got {self.drift_prob}.")
+        _need(
+            0 < self.drift_prob <= 1, f"--drift-prob must be in (0, 1] (1: every agent's speed changes every round), got {self.drift_prob}."
+        )
         self._check_wall_clock()
 
     def _check_wall_clock(self) -> None:
         _one_of(self.clock, CLOCKS, "--clock")
-        _need(not self.emulate or self.clock == "wall", "--emulate needs --clock wall (it shapes real time; the virtual clock already follows the profile).")
+        _need(
+            not self.emulate or self.clock == "wall",
+            "--emulate needs --clock wall (it shapes real time; the virtual clock already follows the profile).",
+        )
         if self.clock == "wall":
-            _need(self.algorithm in ("local", "comdml"), f"--clock wall runs local and comdml only, got --algorithm {self.algorithm}; use the virtual clock for it.")
-            _need(str(self.agents_per_actor) == "1", "--clock wall times each agent on its own actor: add --agents-per-actor 1 (and --num-cpus N or a smaller --cpus-per-agent if the cluster is small).")
+            _need(
+                self.algorithm in ("local", "comdml"),
+                f"--clock wall runs local and comdml only, got --algorithm {self.algorithm}; use the virtual clock for it.",
+            )
+            _need(
+                str(self.agents_per_actor) == "1",
+                "--clock wall times each agent on its own actor: add --agents-per-actor 1 (and --num-cpus N or a smaller --cpus-per-agent if the cluster is small).",
+            )
             _need(self.time_budget_s is None, "--time-budget counts virtual seconds: leave it out with --clock wall.")
 
     def _check_comdml_and_baselines(self) -> None:
@@ -258,25 +289,36 @@ class RunConfig:
         _need(self.helpers_can_serve >= 1, f"--helpers-can-serve must be at least 1, got {self.helpers_can_serve}.")
         _need(self.chunk_batches >= 1, f"--chunk-batches must be at least 1, got {self.chunk_batches}.")
         _one_of(self.smashed_dtype, SMASHED_DTYPES, "--smashed-dtype")
-        _need(math.isfinite(self.smashed_noise) and self.smashed_noise >= 0,
-              f"--smashed-noise is a multiple of each channel's activation std and must be >= 0 (0 turns it off), got {self.smashed_noise}.")
+        _need(
+            math.isfinite(self.smashed_noise) and self.smashed_noise >= 0,
+            f"--smashed-noise is a multiple of each channel's activation std and must be >= 0 (0 turns it off), got {self.smashed_noise}.",
+        )
         if self.smashed_clip is not None:
-            _need(math.isfinite(self.smashed_clip) and self.smashed_clip > 0,
-                  f"--smashed-clip must be a positive L2 norm per sample (leave it out to turn clipping off), got {self.smashed_clip}.")
+            _need(
+                math.isfinite(self.smashed_clip) and self.smashed_clip > 0,
+                f"--smashed-clip must be a positive L2 norm per sample (leave it out to turn clipping off), got {self.smashed_clip}.",
+            )
         _need(self.fragments >= 1, f"--fragments must be at least 1, got {self.fragments}.")
-        _need(1 <= self.fanout, f"--fanout must be at least 1, got {self.fanout}.")
+        _need(self.fanout >= 1, f"--fanout must be at least 1, got {self.fanout}.")
         if self.step_batches is not None:
-            _need(self.step_batches >= 0, f"--step-batches must be a number of minibatches >= 1 (0: one round's work), got {self.step_batches}.")
+            _need(
+                self.step_batches >= 0,
+                f"--step-batches must be a number of minibatches >= 1 (0: one round's work), got {self.step_batches}.",
+            )
         _need(0 <= self.slow_link_share <= 1, f"--slow-link-share must be in [0, 1], got {self.slow_link_share}.")
 
     def _check_evaluation_and_placement(self) -> None:
         _need(self.eval_every >= 1, f"--eval-every must be at least 1, got {self.eval_every}.")
-        _need(self.eval_samples >= 0, f"--eval-samples must be >= 0 test images (0: the whole test set every time), got {self.eval_samples}.")
+        _need(
+            self.eval_samples >= 0, f"--eval-samples must be >= 0 test images (0: the whole test set every time), got {self.eval_samples}."
+        )
         _need(self.eval_agents >= 1, f"--eval-agents must be at least 1, got {self.eval_agents}.")
         if self.target_acc is not None:
             _need(0 < self.target_acc <= 1, f"--target-acc is a fraction in (0, 1], got {self.target_acc}; e.g. 0.8 for 80%.")
         _need(self.cpus_per_agent > 0, f"--cpus-per-agent must be positive, got {self.cpus_per_agent}.")
-        _need(0 <= self.gpus_per_agent <= 1, f"--gpus-per-agent must be between 0 and 1 (a fraction of one GPU), got {self.gpus_per_agent}.")
+        _need(
+            0 <= self.gpus_per_agent <= 1, f"--gpus-per-agent must be between 0 and 1 (a fraction of one GPU), got {self.gpus_per_agent}."
+        )
         if self.agents_per_actor != "auto":
             try:
                 k = int(self.agents_per_actor)
@@ -290,7 +332,9 @@ class RunConfig:
             _need(self.num_cpus >= 1, f"--num-cpus must be at least 1, got {self.num_cpus}.")
         if self.num_gpus is not None:
             _need(self.num_gpus >= 0, f"--num-gpus must be >= 0, got {self.num_gpus}.")
-        _need(self.scale_timeout_s >= 0, f"--scale-timeout must be >= 0 seconds (0: do not wait for new nodes), got {self.scale_timeout_s}.")
+        _need(
+            self.scale_timeout_s >= 0, f"--scale-timeout must be >= 0 seconds (0: do not wait for new nodes), got {self.scale_timeout_s}."
+        )
 
 
 def _need(cond: bool, msg: str) -> None:

@@ -25,12 +25,12 @@ from datetime import datetime
 import pandas as pd
 import ray
 
-from comdml_ray.runtime.cluster import release_capacity_request, start_ray
 from comdml_ray.config import SYNC_ALGORITHMS, RunConfig
 from comdml_ray.learning.data import require_dataset
 from comdml_ray.learning.leakage import report_privacy
-from comdml_ray.runtime.recovery import RunGuard, StartPoint, resumed_config
 from comdml_ray.results.report import format_summary, read_rounds, time_to_target, write_summary
+from comdml_ray.runtime.cluster import release_capacity_request, start_ray
+from comdml_ray.runtime.recovery import RunGuard, StartPoint, resumed_config
 from comdml_ray.runtime.run import AgentFailure, MemoryWatch, Run
 from comdml_ray.storage import OutDir
 
@@ -75,8 +75,13 @@ def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False, privacy_sp
     start_ray(cfg, log)
     run = guard = None
     try:
-        run = Run(cfg, log=log, out_dir=out, split_profile=resume.profile if resume else None,
-                  keep_before=resume.at.next_round if resume else None)
+        run = Run(
+            cfg,
+            log=log,
+            out_dir=out,
+            split_profile=resume.profile if resume else None,
+            keep_before=resume.at.next_round if resume else None,
+        )
         _write_profile(run, out)
         log(run.split_profile.format())
         startup = time.perf_counter() - t_start
@@ -92,7 +97,9 @@ def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False, privacy_sp
         log(format_summary(summary))
         if out.is_local:  # the leakage probe writes privacy.csv next to the run's files
             be = run.backend
-            report_privacy(cfg, _plans_on_disk(out.uri), lambda: be.fetch([be.flat_model(run.owner[0], 0)])[0], out.uri, privacy_splits, log)
+            report_privacy(
+                cfg, _plans_on_disk(out.uri), lambda: be.fetch([be.flat_model(run.owner[0], 0)])[0], out.uri, privacy_splits, log
+            )
         return summary
     except (AgentFailure, KeyboardInterrupt) as e:
         if guard is not None:  # a clean abort: what was computed is on disk
@@ -117,8 +124,9 @@ def _write_profile(run: Run, out: OutDir) -> None:
             out.write_bytes("profile.csv", f.read())
 
 
-def _finish(cfg: RunConfig, run: Run, guard: RunGuard, out: OutDir, startup: float, watch: MemoryWatch, t_start: float,
-            aborted: str | None = None) -> dict:
+def _finish(
+    cfg: RunConfig, run: Run, guard: RunGuard, out: OutDir, startup: float, watch: MemoryWatch, t_start: float, aborted: str | None = None
+) -> dict:
     """summary.json and accuracy.png from rounds.csv as it stands (the whole run, resumed parts included)."""
     rounds = read_rounds(out)
     summary = _summary(cfg, run, rounds, out.uri, startup, watch.stop(), time.perf_counter() - t_start)
@@ -143,14 +151,16 @@ def _summary(cfg: RunConfig, run: Run, rounds: pd.DataFrame, out: str, startup: 
     return {
         "algorithm": cfg.algorithm,
         "agents": cfg.agents,
-        "rounds": int(len(rounds)),
+        "rounds": len(rounds),
         "dataset": cfg.dataset,
         "model": cfg.model,
         "aggregation": _aggregation_rule(cfg),
         "evaluated": _evaluated_models(cfg),
         "heterogeneity": cfg.heterogeneity,
         "final_accuracy": float(evaluated["test_accuracy"].iloc[-1]) if len(evaluated) else None,
-        "final_accuracy_images": int(evaluated["eval_images"].iloc[-1]) if len(evaluated) and "eval_images" in evaluated else None,  # the whole test set
+        "final_accuracy_images": int(evaluated["eval_images"].iloc[-1])
+        if len(evaluated) and "eval_images" in evaluated
+        else None,  # the whole test set
         "eval_subset_images": min(cfg.eval_samples or run.test_size, run.test_size),
         "eval_wall_s": eval_wall,
         "eval_share": None if eval_wall is None or wall <= 0 else eval_wall / wall,

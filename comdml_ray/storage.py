@@ -35,7 +35,9 @@ class OutDir:
         try:
             self.fs, self.base = pafs.FileSystem.from_uri(self.uri)
         except (ValueError, OSError) as e:
-            raise ConfigError(f"cannot open the output location {uri} ({e}); give a local folder or a URI such as file:///path or s3://bucket/path.") from None
+            raise ConfigError(
+                f"cannot open the output location {uri} ({e}); give a local folder or a URI such as file:///path or s3://bucket/path."
+            ) from None
         self.base = self.base.rstrip("/")
 
     def __reduce__(self):
@@ -134,7 +136,7 @@ class RowFile:
             if header is not None:
                 at = header.index("round")
                 kept = [row for row in reader if row and int(row[at]) < keep_before]
-                by_name = [dict(zip(header, row)) for row in kept]
+                by_name = [dict(zip(header, row, strict=False)) for row in kept]
                 lines += [self._line([d.get(c, "") for c in self.columns]) for d in by_name]
         self.rows_written = len(lines) - 1
         if self.out.is_local:

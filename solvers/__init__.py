@@ -18,14 +18,14 @@ from .plan import Plan, evaluate_plan, no_offload_plan
 from .problem import OffloadProblem, SplitTable
 
 __all__ = [
-    "SplitTable",
+    "METHODS",
     "OffloadProblem",
     "Plan",
-    "solve",
+    "SplitTable",
     "evaluate_plan",
-    "no_offload_plan",
     "lower_bound",
-    "METHODS",
+    "no_offload_plan",
+    "solve",
 ]
 
 METHODS = ("greedy", "exact", "ilp")

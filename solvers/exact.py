@@ -40,7 +40,7 @@ from .costs import _Costs
 from .plan import Plan, evaluate_plan
 from .problem import OffloadProblem
 
-__all__ = ["exact", "lower_bound", "counting_bound"]
+__all__ = ["counting_bound", "exact", "lower_bound"]
 
 _BLOCK_ELEMS = 2_000_000  # (rows x cols x splits) per costing block: ~16 MB per temporary
 _VIOLATORS_KEPT = 4  # Hall violators remembered from infeasible max flows
@@ -201,8 +201,8 @@ class _Matcher:
     def _violated(self, sel: np.ndarray, need: np.ndarray) -> bool:
         """True if a remembered Hall violator still has fewer helpers than rows."""
         in_x = np.zeros(need.size, dtype=bool)
-        for x in self.violators:
-            x = x[need[x]]
+        for violator in self.violators:
+            x = violator[need[violator]]
             if x.size == 0:
                 continue
             in_x[:] = False
@@ -285,7 +285,7 @@ class _Matcher:
             resid.eliminate_zeros()
             reach = breadth_first_order(resid, 0, return_predecessors=False)
             rows = reach[(reach >= 1) & (reach <= r)] - 1
-            self.violators = [core[rows]] + self.violators[: _VIOLATORS_KEPT - 1]
+            self.violators = [core[rows], *self.violators[: _VIOLATORS_KEPT - 1]]
             return None
         if not assign:
             return np.zeros(0, dtype=np.int64)
@@ -338,8 +338,14 @@ def exact(problem: OffloadProblem) -> Plan:
         optimal = t_star <= lb
         plan_note = "optimal among one-to-one plans" + ("" if optimal else "; many-to-one may do better")
     plan = evaluate_plan(
-        problem, partner, split, method="exact", optimal=optimal, note=plan_note,
-        solve_time_s=time.perf_counter() - t0, lower_bound=lb,
+        problem,
+        partner,
+        split,
+        method="exact",
+        optimal=optimal,
+        note=plan_note,
+        solve_time_s=time.perf_counter() - t0,
+        lower_bound=lb,
     )
     if plan.makespan != t_star:  # the costs mirror evaluate_plan's arithmetic exactly
         raise RuntimeError(f"exact: plan makespan {plan.makespan!r} != threshold {t_star!r}")

@@ -104,8 +104,7 @@ class _HelperSearch:
         jj = int(tie[np.argmin(cand[tie])])
         return int(cand[jj]), int(ms[arg[jj]])
 
-    def _cost_lowest_first(self, i: int, p: int, ok: np.ndarray, lower: np.ndarray,
-                           ai: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _cost_lowest_first(self, i: int, p: int, ok: np.ndarray, lower: np.ndarray, ai: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(positions after p costed, their best pair time, position in ms of its split).
 
         Cost the helpers with the lowest bounds first, then only those whose bound could

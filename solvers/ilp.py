@@ -44,7 +44,7 @@ from .greedy import greedy
 from .plan import Plan, evaluate_plan
 from .problem import OffloadProblem
 
-__all__ = ["ilp", "highs_available"]
+__all__ = ["highs_available", "ilp"]
 
 log = logging.getLogger(__name__)
 
@@ -106,18 +106,13 @@ def _candidates(problem: OffloadProblem, ub: float, max_candidates: int | None) 
     keep = a[i] > lb  # agents at or below a lower bound never need a helper
     i, j, m, pair = i[keep], j[keep], m[keep], pair[keep]
     bi = k.b[i]
-    slow = np.maximum((bi * k.rs[m]) * k.c[i] + k.o[i],
-                      (bi * k.d[m]) / problem.bandwidth[i, j] + (problem.latency[i, j] + k.o[i]))
+    slow = np.maximum((bi * k.rs[m]) * k.c[i] + k.o[i], (bi * k.d[m]) / problem.bandwidth[i, j] + (problem.latency[i, j] + k.o[i]))
     work = (bi * k.rf[m]) * k.c[j]
     inbound = (bi * k.d[m]) / k.inb[j]
     pair_key = i * n + j
-    if s == 1:
-        # One-to-one: only the pair time matters, so keep each (i, j)'s best split
-        # (lowest row on ties).
-        keep = _rank_in_group(pair_key, pair, m) == 0
-    else:
-        # Many-to-one: drop the splits another split of the same (i, j) dominates.
-        keep = _undominated_splits(pair_key, m, slow, work, inbound)
+    # One-to-one: only the pair time matters, so keep each (i, j)'s best split (lowest row
+    # on ties).  Many-to-one: drop the splits another split of the same (i, j) dominates.
+    keep = _rank_in_group(pair_key, pair, m) == 0 if s == 1 else _undominated_splits(pair_key, m, slow, work, inbound)
     i, j, m, pair, slow, work, inbound = (x[keep] for x in (i, j, m, pair, slow, work, inbound))
     n_slow = int(np.count_nonzero(a > lb))
     cap = n_slow if s == 1 else None  # Hall: |S0| cheapest helpers suffice one-to-one
@@ -132,8 +127,7 @@ def _candidates(problem: OffloadProblem, ub: float, max_candidates: int | None) 
     return _Cands(i, j, m, pair, slow, work, inbound, lb, exact_pruning)
 
 
-def _useful_pairs(problem: OffloadProblem, k: _Costs, ub: float
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _useful_pairs(problem: OffloadProblem, k: _Costs, ub: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(i, j, m, pair time) of every pair with a pair time below a_i and at most ub, over
     the nondominated splits, and each agent's best pair time (N,), costed in row blocks."""
     n = problem.num_agents
@@ -159,8 +153,7 @@ def _useful_pairs(problem: OffloadProblem, k: _Costs, ub: float
     return i, j, m, pair, best_pair
 
 
-def _undominated_splits(pair_key: np.ndarray, m: np.ndarray, slow: np.ndarray, work: np.ndarray,
-                        inbound: np.ndarray) -> np.ndarray:
+def _undominated_splits(pair_key: np.ndarray, m: np.ndarray, slow: np.ndarray, work: np.ndarray, inbound: np.ndarray) -> np.ndarray:
     """Mask of the candidates that many-to-one may need.
 
     A split is useless for (i, j) if another is no worse on the slow side, the helper's
@@ -195,7 +188,7 @@ def _helper_rank(i: np.ndarray, j: np.ndarray, m: np.ndarray, pair: np.ndarray, 
     pair_key = i * n + j
     head = _rank_in_group(pair_key, pair, m) == 0
     r_head = _rank_in_group(i[head], pair[head], j[head])
-    lookup = dict(zip(pair_key[head].tolist(), r_head.tolist()))
+    lookup = dict(zip(pair_key[head].tolist(), r_head.tolist(), strict=True))
     return np.fromiter((lookup[x] for x in pair_key.tolist()), dtype=np.int64, count=i.size)
 
 
@@ -209,7 +202,7 @@ def _build(problem: OffloadProblem, c: _Cands, ub: float, warm: Plan) -> tuple[p
     t_lb = max(c.lb, float(a[fixed_alone].max()) if fixed_alone.size else -math.inf)
     prob = pulp.LpProblem("comdml_offloading", pulp.LpMinimize)
     t = prob.add_variable("T", lowBound=t_lb, upBound=ub)
-    x = [prob.add_variable(f"x_{int(i)}_{int(j)}_{int(m)}", 0, 1, cat=pulp.LpBinary) for i, j, m in zip(c.i, c.j, c.m)]
+    x = [prob.add_variable(f"x_{int(i)}_{int(j)}_{int(m)}", 0, 1, cat=pulp.LpBinary) for i, j, m in zip(c.i, c.j, c.m, strict=True)]
     prob += t
     by_i: dict[int, list[int]] = {}
     by_j: dict[int, list[int]] = {}
@@ -233,11 +226,15 @@ def _build(problem: OffloadProblem, c: _Cands, ub: float, warm: Plan) -> tuple[p
         own = by_i.get(int(j), [])  # j's own offloading options: y_j = 1 - sum of these
         prob += lin([(x[e], 1.0) for e in es] + [(x[e], float(s)) for e in own]) <= s, f"serve_{j}"
         if s > 1:
-            prob += t >= lin([(x[e], float(c.work[e])) for e in es] + [(x[e], -float(a[j])) for e in own],
-                             float(a[j])), f"load_{j}"
-            prob += t >= lin([(x[e], float(c.inbound[e])) for e in es]
-                             + [(x[e], -float(problem.overhead_s[j])) for e in own],
-                             float(problem.overhead_s[j])), f"link_{j}"
+            prob += t >= lin([(x[e], float(c.work[e])) for e in es] + [(x[e], -float(a[j])) for e in own], float(a[j])), f"load_{j}"
+            prob += (
+                t
+                >= lin(
+                    [(x[e], float(c.inbound[e])) for e in es] + [(x[e], -float(problem.overhead_s[j])) for e in own],
+                    float(problem.overhead_s[j]),
+                ),
+                f"link_{j}",
+            )
     # Warm start (CBC uses it; HiGHS through PuLP ignores it): the upper-bound plan.
     chosen = {(int(i), int(warm.partner[i]), int(warm.split[i])) for i in np.flatnonzero(warm.partner >= 0)}
     for e, v in enumerate(x):
@@ -246,8 +243,7 @@ def _build(problem: OffloadProblem, c: _Cands, ub: float, warm: Plan) -> tuple[p
     return prob, x
 
 
-def ilp(problem: OffloadProblem, time_limit_s: float = 10.0, msg: bool = False,
-        max_candidates: int | None = None) -> Plan:
+def ilp(problem: OffloadProblem, time_limit_s: float = 10.0, msg: bool = False, max_candidates: int | None = None) -> Plan:
     """Solve the integer program; never raises on solver trouble (see module docstring)."""
     t0 = time.perf_counter()
     # The one-to-one optimum bounds T from above (for many-to-one too: every one-to-one
@@ -260,8 +256,13 @@ def ilp(problem: OffloadProblem, time_limit_s: float = 10.0, msg: bool = False,
     try:
         if c.i.size == 0:
             # No candidate can lead below the upper-bound plan's makespan: it is optimal.
-            plan = replace(warm, method="ilp", optimal=c.exact_pruning, lower_bound=c.lb,
-                           note=f"no useful candidate: the {warm.method} plan is optimal")
+            plan = replace(
+                warm,
+                method="ilp",
+                optimal=c.exact_pruning,
+                lower_bound=c.lb,
+                note=f"no useful candidate: the {warm.method} plan is optimal",
+            )
         else:
             prob, x = _build(problem, c, ub, warm)
             remaining = max(0.01, time_limit_s - (time.perf_counter() - t0))
@@ -282,11 +283,13 @@ def ilp(problem: OffloadProblem, time_limit_s: float = 10.0, msg: bool = False,
                 if proven:
                     # Within the solver's tolerances the rounded plan can sit a hair above
                     # the upper-bound plan, which is then proven optimal too: keep the better.
-                    best = found if found.makespan <= warm.makespan else evaluate_plan(
-                        problem, warm.partner, warm.split, method="ilp", lower_bound=c.lb)
+                    best = (
+                        found
+                        if found.makespan <= warm.makespan
+                        else evaluate_plan(problem, warm.partner, warm.split, method="ilp", lower_bound=c.lb)
+                    )
                     optimal = c.exact_pruning or best.makespan <= c.lb
-                    plan = replace(best, optimal=optimal,
-                                   note="" if c.exact_pruning else f"helpers capped at {max_candidates} per agent")
+                    plan = replace(best, optimal=optimal, note="" if c.exact_pruning else f"helpers capped at {max_candidates} per agent")
                 else:
                     reason = f"time limit {time_limit_s:g}s reached before optimality was proven"
                     plan = found if found.makespan < warm.makespan else None

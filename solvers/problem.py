@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "SplitTable",
     "OffloadProblem",
+    "SplitTable",
 ]
 
 # A share above this is almost surely a percentage passed where a fraction was meant;

@@ -24,8 +24,8 @@ import pytest
 import ray
 import torch
 
-from comdml_ray.runtime.backend import LocalBackend
 from comdml_ray.config import RunConfig
+from comdml_ray.runtime.backend import LocalBackend
 from comdml_ray.timing.setting import Setting
 
 torch.set_num_threads(1)

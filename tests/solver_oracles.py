@@ -27,9 +27,20 @@ _LISTS: dict[int, tuple] = {}
 def _lists(p: OffloadProblem):
     key = id(p)
     if key not in _LISTS or _LISTS[key][0] is not p:
-        _LISTS[key] = (p, (p.batches.tolist(), p.sec_per_batch.tolist(), p.overhead_s.tolist(),
-                           p.bandwidth.tolist(), p.latency.tolist(), p.inbound_bandwidth.tolist(),
-                           p.splits.rho_s.tolist(), p.splits.rho_f.tolist(), p.splits.bytes_per_batch.tolist()))
+        _LISTS[key] = (
+            p,
+            (
+                p.batches.tolist(),
+                p.sec_per_batch.tolist(),
+                p.overhead_s.tolist(),
+                p.bandwidth.tolist(),
+                p.latency.tolist(),
+                p.inbound_bandwidth.tolist(),
+                p.splits.rho_s.tolist(),
+                p.splits.rho_f.tolist(),
+                p.splits.bytes_per_batch.tolist(),
+            ),
+        )
     return _LISTS[key][1]
 
 
@@ -61,7 +72,7 @@ def _finish(p: OffloadProblem, partner: list[int], split: list[int]) -> list[flo
         fin[i] = max((b[i] * rs[m]) * c[i] + o[i], (b[i] * d[m]) / bw[i][j] + (lat[i][j] + o[i]))
         load[j] += (b[i] * rf[m]) * c[j]
         link[j] += (b[i] * d[m]) / inb[j]
-    for j in set(x for x in partner if x >= 0):
+    for j in {x for x in partner if x >= 0}:
         fin[j] = max(load[j], link[j] + o[j])
     return fin
 
@@ -128,7 +139,7 @@ def _brute_many_to_one(p: OffloadProblem) -> float:
         offl = [i for i in range(n) if partner[i] >= 0]
         for ms in itertools.product(range(m_count), repeat=len(offl)):
             split = [-1] * n
-            for i, m in zip(offl, ms):
+            for i, m in zip(offl, ms, strict=True):
                 split[i] = m
             best = min(best, max(_finish(p, partner, split)))
     return best
@@ -147,7 +158,10 @@ def problems(draw, max_n: int = 7, max_m: int = 3, serve: int = 1) -> OffloadPro
     """Small instances with coarse values, so ties (the hard cases) are common."""
     n = draw(st.integers(2, max_n))
     m = draw(st.integers(1, max_m))
-    ints = lambda lo, hi, size: np.array(draw(st.lists(st.integers(lo, hi), min_size=size, max_size=size)), float)
+
+    def ints(lo, hi, size):
+        return np.array(draw(st.lists(st.integers(lo, hi), min_size=size, max_size=size)), float)
+
     batches = ints(0, 30, n)
     sec = ints(1, 40, n) / 10
     bw = ints(1, 10, n * n).reshape(n, n) * 1e6
@@ -157,8 +171,9 @@ def problems(draw, max_n: int = 7, max_m: int = 3, serve: int = 1) -> OffloadPro
     rho_s = ints(0, 10, m) / 10
     rho_f = ints(0, 10, m) / 10
     d = ints(0, 8, m) * 1e6
-    return OffloadProblem(batches, sec, bw, lat, SplitTable(np.arange(m), rho_s, rho_f, d),
-                          overhead_s=ovh, inbound_bandwidth=inb, helpers_can_serve=serve)
+    return OffloadProblem(
+        batches, sec, bw, lat, SplitTable(np.arange(m), rho_s, rho_f, d), overhead_s=ovh, inbound_bandwidth=inb, helpers_can_serve=serve
+    )
 
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -8,8 +8,8 @@ import torch
 
 from comdml_ray.config import RunConfig
 from comdml_ray.learning.models import build_model
-from comdml_ray.timing.topology import metropolis_hastings
 from comdml_ray.learning.training import OptimConfig, SuffixTrainer, flatten
+from comdml_ray.timing.topology import metropolis_hastings
 from tests.conftest import local_backend
 
 
@@ -26,7 +26,7 @@ def test_groups_agree_on_the_plan():
     # the same states gathered in another order give the same plan
     assert groups[1].plan_round(0, groups[1].concat_states(*reversed(states)))[0].digest == d0.digest
     # each group names the groups its offloaders send to
-    for d, g in zip(digests, groups):
+    for d, g in zip(digests, groups, strict=True):
         assert set(d.out) == {int(plan.partner[k]) // 4 if plan.partner[k] < 4 else 1 for k in g.ids if plan.partner[k] >= 0}
 
 
@@ -161,7 +161,7 @@ def test_aux_heads_are_averaged_per_split_group():
     payloads, used = [g.gather_payload(model=False, aux=True) for g in be.groups], [dict(g.aux_used) for g in be.groups]
     be.average(model=False, aux=True)
     averaged = {k: flatten(be.groups[k // 3].agents[k].aux[m]) for k, m in split_of.items()}
-    for g, u in zip(be.groups, used):  # the gathered form: the same heads, bit for bit
+    for g, u in zip(be.groups, used, strict=True):  # the gathered form: the same heads, bit for bit
         g.aux_used = u
         g.gathered_finish(payloads, model=False, aux=True)
     assert all(np.array_equal(flatten(be.groups[k // 3].agents[k].aux[m]), averaged[k]) for k, m in split_of.items())
@@ -170,7 +170,7 @@ def test_aux_heads_are_averaged_per_split_group():
         mean = sum(n[k] * heads[k] for k in ks) / sum(n[k] for k in ks)
         for k in ks:
             assert np.allclose(flatten(be.groups[k // 3].agents[k].aux[m]), mean, atol=1e-6)
-    assert all(np.array_equal(b, flatten(a.model)) for b, a in zip(before, (a for g in be.groups for a in g.agents.values())))
+    assert all(np.array_equal(b, flatten(a.model)) for b, a in zip(before, (a for g in be.groups for a in g.agents.values()), strict=True))
     assert all(not g.aux_used for g in be.groups)
 
 
@@ -196,15 +196,15 @@ def test_gossip_step_is_metropolis_hastings():
 
 def test_whole_comdml_round_in_process():
     """A full ComDML round through LocalBackend: plan, offload, help, finish, one averaging, the clock's rows."""
-    from comdml_ray.runtime.rounds import average, train_round
     from comdml_ray.results.rows import ClockSplits, sync_round_rows
+    from comdml_ray.runtime.rounds import average, train_round
 
     cfg = RunConfig(agents=10, algorithm="comdml", train_samples=6000).validate()
     be, st = local_backend(cfg, [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]])
     reports, plan = train_round(be, 0, comdml=True)
     average(be, st, cfg.aggregation, aux=True)
     splits = ClockSplits.of(be.split_profile, 4 * np.array(be.groups[0].aux_sizes()))
-    row, agents, plans = sync_round_rows(0, st, splits, cfg.aggregation, reports, plan)
+    row, _agents, plans = sync_round_rows(0, st, splits, cfg.aggregation, reports, plan)
     assert row.pairs == (plan.partner >= 0).sum() > 0 and row.bytes_offloaded > 0
     models = np.stack([be.flat_model(k // 5, k) for k in range(10)])
     assert np.abs(models - models[0]).max() == 0  # one model after the all-reduce
@@ -244,10 +244,12 @@ def test_sgd_is_torch_sgd_bit_for_bit_and_imports_no_dynamo():
     a.load_state_dict(saved_a)
     b.load_state_dict(saved_b)
     steps(2)
-    for p, q in zip(ours.state_dict().values(), ref.state_dict().values()):
+    for p, q in zip(ours.state_dict().values(), ref.state_dict().values(), strict=True):
         assert torch.equal(p, q)
     # The reason it exists: an agent actor never imports torch._dynamo (torch.optim's Optimizer does on first use).
-    probe = ("import sys, torch; from comdml_ray.learning.training import SGD; from comdml_ray.learning.models import build_model; m = build_model('cnn', 1, 28, 10); "
-             "o = SGD(m.parameters(), lr=0.1, momentum=0.9); m(torch.randn(2, 1, 28, 28)).sum().backward(); o.step(); "
-             "print('torch._dynamo' in sys.modules)")
+    probe = (
+        "import sys, torch; from comdml_ray.learning.training import SGD; from comdml_ray.learning.models import build_model; m = build_model('cnn', 1, 28, 10); "
+        "o = SGD(m.parameters(), lr=0.1, momentum=0.9); m(torch.randn(2, 1, 28, 28)).sum().backward(); o.step(); "
+        "print('torch._dynamo' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -10,18 +10,20 @@ import pandas as pd
 import pytest
 import torch
 
-from comdml_ray.method.async_steps import FragmentSpec, fragment_indices, fragment_sizes
 from comdml_ray.baselines import ADPSGD, EventClock, Uplink, active_passive, drive
-from comdml_ray.timing.clock import exchange_seconds
 from comdml_ray.config import RunConfig
-from comdml_ray.method.store import Shipped
-from comdml_ray.timing.topology import metropolis_hastings
 from comdml_ray.learning.training import flatten
+from comdml_ray.method.async_steps import FragmentSpec, fragment_indices, fragment_sizes
+from comdml_ray.method.store import Shipped
+from comdml_ray.timing.clock import exchange_seconds
+from comdml_ray.timing.topology import metropolis_hastings
 from tests.conftest import local_backend, quiet
 
 torch.set_num_threads(1)
 
-TINY = dict(agents=4, train_samples=600, rounds=2, lr=0.05, eval_agents=1, step_batches=0, progress=False, num_gpus=0)  # step 0: a round's work
+TINY = dict(
+    agents=4, train_samples=600, rounds=2, lr=0.05, eval_agents=1, step_batches=0, progress=False, num_gpus=0
+)  # step 0: a round's work
 LAYOUT = [[0, 1], [2, 3]]  # what `auto` gives 4 agents on a 2-CPU Ray
 
 
@@ -122,7 +124,7 @@ def test_divshare_one_fragment_to_all_other_agents_is_a_full_average():
     sent = [g.divshare_finish(k, 0, 1, [])[1] for k in (1, 2, 3)]  # Omega = 1: the fragment is the whole model
     rep, mine = g.divshare_finish(0, 0, 1, [FragmentSpec(k, 0, 0) for k in (1, 2, 3)], *sent)
     assert rep.batches > 0
-    models = [unpermute(g, [f], sender) for f, sender in zip(opened(groups, [mine, *sent]), (0, 1, 2, 3))]
+    models = [unpermute(g, [f], sender) for f, sender in zip(opened(groups, [mine, *sent]), (0, 1, 2, 3), strict=True)]
     assert not np.allclose(models[0], models[1])
     expected = sum(models) / 4
     assert np.allclose(model(groups, 0), expected, atol=1e-6)
@@ -162,7 +164,7 @@ def unpermute(group, fragments, sender: int, step: int = 0) -> np.ndarray:
     """The flat model a sender's fragments (in its seeded permuted order) were cut from."""
     p = sum(f.size for f in fragments)
     out = np.empty(p)
-    for idx, vals in zip(fragment_indices(group.tensor_sizes(), len(fragments), 0, sender, step), fragments):
+    for idx, vals in zip(fragment_indices(group.tensor_sizes(), len(fragments), 0, sender, step), fragments, strict=True):
         out[idx] = vals
     return out
 
@@ -174,7 +176,7 @@ def test_adpsgd_active_agents_average_only_with_passive_neighbours_and_wait_for_
     active, partners = active_passive([[1, 3], [0, 2], [1, 3], [0, 2]])  # ring of 4
     assert active.tolist() == [True, False, True, False] and partners == [[1, 3], [], [1, 3], []]
     cfg = RunConfig(**(TINY | dict(algorithm="adpsgd", rounds=3, eval_every=3))).validate()
-    groups, ex, st = build(cfg)
+    _groups, ex, st = build(cfg)
     (rounds, _, _), loop = drive("adpsgd", ex, st, cfg, log=quiet)
     assert isinstance(loop, ADPSGD) and loop.pair_log
     assert all(i % 2 == 0 and j % 2 == 1 and j in st.nbrs[i] for _, i, j in loop.pair_log)
@@ -188,7 +190,7 @@ def test_adpsgd_active_agents_average_only_with_passive_neighbours_and_wait_for_
 
 def test_swift_fast_agent_never_waits_for_a_100x_slower_neighbour():
     cfg = RunConfig(**(TINY | dict(algorithm="swift", rounds=2, eval_every=2))).validate()
-    groups, ex, st = build(cfg, slowdown=[1.0, 100.0, 1.0, 1.0])
+    _groups, ex, st = build(cfg, slowdown=[1.0, 100.0, 1.0, 1.0])
     (rounds, _, _), loop = drive("swift", ex, st, cfg, log=quiet)
     fast = [t for t, k, _ in loop.finish_log if k == 0]
     assert len(fast) >= 2

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 import torch
 
-from comdml_ray.method.checkpoint import SHARED_MODEL_FILE, group_file
 from comdml_ray.config import RunConfig
-from comdml_ray.storage import OutDir, RowFile
 from comdml_ray.learning.training import flatten
+from comdml_ray.method.checkpoint import SHARED_MODEL_FILE, group_file
+from comdml_ray.storage import OutDir, RowFile
 from tests.conftest import local_backend
 
 LAYOUT = [[0, 1, 2], [3, 4, 5]]

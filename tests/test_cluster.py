@@ -12,9 +12,9 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from comdml_ray.runtime.actors import METRIC_NAMES, AgentMetrics
 from comdml_ray.config import RunConfig
 from comdml_ray.experiment import run_experiment
+from comdml_ray.runtime.actors import METRIC_NAMES, AgentMetrics
 from comdml_ray.runtime.run import Run
 
 
@@ -66,8 +66,9 @@ def test_spread_really_uses_three_nodes(cluster):
 
 
 def test_fractional_gpus_on_logical_gpus(cluster):
-    cfg = RunConfig(**(BASE | dict(agents=8, agents_per_actor="auto")), gpus_per_agent=0.25, cpus_per_agent=0.5,
-                    address=cluster.address).validate()
+    cfg = RunConfig(
+        **(BASE | dict(agents=8, agents_per_actor="auto")), gpus_per_agent=0.25, cpus_per_agent=0.5, address=cluster.address
+    ).validate()
     r = Run(cfg, log=quiet)
     try:
         assert len(r.hosts) == 4  # one logical GPU / 0.25 per actor
@@ -86,6 +87,19 @@ def test_metrics_names_and_tags(cluster):
     for x in metrics:
         expected = () if x is m.accuracy else ("agent",)
         assert tuple(x.info["tag_keys"]) == expected
-    m.record([{"round": 0, "agent": 3, "virtual_finish_s": 1.0, "wall_time_s": 2.0, "bytes_sent": 10,
-               "bytes_offloaded": 5, "partner": 1, "split": 2, "train_loss": 0.5}])
+    m.record(
+        [
+            {
+                "round": 0,
+                "agent": 3,
+                "virtual_finish_s": 1.0,
+                "wall_time_s": 2.0,
+                "bytes_sent": 10,
+                "bytes_offloaded": 5,
+                "partner": 1,
+                "split": 2,
+                "train_loss": 0.5,
+            }
+        ]
+    )
     m.record_accuracy(0.5)

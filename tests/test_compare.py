@@ -21,8 +21,19 @@ TINY = ["--agents", "4", "--rounds", "2", "--train-samples", "600", "--lr", "0.0
 
 def test_compare_runs_every_method_on_local_s_clock_and_writes_runs_summary_and_bands(tmp_path, capsys):
     out = tmp_path / "cmp"
-    args = TINY + ["--algorithms", "comdml-gossip,comdml,local", "--setting", "both", "--rounds-factor", "3",
-                   "--targets", "20,local-best-0.5", "--out", str(out)]
+    args = [
+        *TINY,
+        "--algorithms",
+        "comdml-gossip,comdml,local",
+        "--setting",
+        "both",
+        "--rounds-factor",
+        "3",
+        "--targets",
+        "20,local-best-0.5",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     runs = pd.read_csv(out / "runs.csv")
     # local runs first (local-best targets come from it), whatever order was asked for.
@@ -57,36 +68,48 @@ def test_compare_runs_every_method_on_local_s_clock_and_writes_runs_summary_and_
     # stopped part way from its last checkpoint: here compute/comdml, run again and stopped (Ctrl-C) after round 2.
     uninterrupted = pd.read_csv(out / "compute" / "comdml" / "rounds.csv")
     shutil.rmtree(out / "compute" / "comdml")
-    cfg, opts = parse(args + ["--reuse-runs"])
+    cfg, opts = parse([*args, "--reuse-runs"])
     with pytest.raises(KeyboardInterrupt):
-        compare(cfg, opts["methods"], ["compute"], cfg.out, opts["rounds_factor"], opts["seeds"], opts["targets"], log=StopAt("round 2/"),
-                reuse=True)
+        compare(
+            cfg,
+            opts["methods"],
+            ["compute"],
+            cfg.out,
+            opts["rounds_factor"],
+            opts["seeds"],
+            opts["targets"],
+            log=StopAt("round 2/"),
+            reuse=True,
+        )
     stopped = json.loads((out / "compute" / "comdml" / "summary.json").read_text())
     assert stopped["aborted"] == "KeyboardInterrupt" and stopped["rounds"] == 2  # a stopped run's summary is not a finished run's
     capsys.readouterr()
-    assert main(args + ["--reuse-runs"]) == 0
+    assert main([*args, "--reuse-runs"]) == 0
     printed = capsys.readouterr().out
     assert printed.count("reused: ") == 5 and printed.count("continued: ") == 1 and "from round 2" in printed
-    pd.testing.assert_frame_equal(pd.read_csv(out / "compute" / "comdml" / "rounds.csv")[DETERMINISTIC_COLUMNS],
-                                  uninterrupted[DETERMINISTIC_COLUMNS], check_exact=True)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(out / "compute" / "comdml" / "rounds.csv")[DETERMINISTIC_COLUMNS],
+        uninterrupted[DETERMINISTIC_COLUMNS],
+        check_exact=True,
+    )
     again = pd.read_csv(out / "runs.csv")
     pd.testing.assert_frame_equal(again.drop(columns="wall_time_s"), runs.drop(columns="wall_time_s"), check_exact=True)
     runs = again
     # --score-only runs nothing and scores what is there; a setting with a run missing is left out.
     os.remove(out / "links" / "comdml" / "summary.json")
-    assert main(args + ["--score-only"]) == 0
+    assert main([*args, "--score-only"]) == 0
     printed = capsys.readouterr().out
     assert "links: left out" in printed and "=== seed" not in printed
     pd.testing.assert_frame_equal(pd.read_csv(out / "runs.csv"), runs[runs.setting == "compute"].reset_index(drop=True))
 
 
 def test_compare_refuses_an_unknown_method_or_a_repeated_seed_in_one_sentence(tmp_path, capsys):
-    assert main(TINY + ["--algorithms", "local,fedavg", "--out", str(tmp_path)]) == 2
+    assert main([*TINY, "--algorithms", "local,fedavg", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "fedavg" in err and "choose from" in err and "Traceback" not in err
-    assert main(TINY + ["--seeds", "1", "1", "--out", str(tmp_path)]) == 2
+    assert main([*TINY, "--seeds", "1", "1", "--out", str(tmp_path)]) == 2
     assert "--seeds repeats" in capsys.readouterr().err
-    assert main(TINY + ["--algorithms", "comdml", "--targets", "local-best-0.5", "--out", str(tmp_path)]) == 2
+    assert main([*TINY, "--algorithms", "comdml", "--targets", "local-best-0.5", "--out", str(tmp_path)]) == 2
     assert "needs the local method" in capsys.readouterr().err
 
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from comdml_ray.timing.clock import AgentWork, exchange_seconds, round_finish_times
 from comdml_ray.config import ConfigError, RunConfig
+from comdml_ray.timing.clock import AgentWork, exchange_seconds, round_finish_times
 from comdml_ray.timing.profiles import PAPER_BANDWIDTH_MBPS, PAPER_SLOWDOWN, drift_slowdowns, link_matrices, make_profiles
 from comdml_ray.timing.topology import metropolis_hastings, neighbours
 
@@ -38,8 +38,16 @@ def test_clock_three_agents_by_hand():
     bw = np.full((3, 3), 1e6)
     lat = np.full((3, 3), 0.01)
     finish = round_finish_times(
-        work, np.array([1.0, 4.0, 2.0]), rho_s=np.array([0.25]), rho_f=np.array([0.75]),
-        suffix_bytes=np.array([1000]), link_bw=bw, link_lat=lat, inbound_bw=np.full(3, 2e6), exchange_s=np.ones(3))
+        work,
+        np.array([1.0, 4.0, 2.0]),
+        rho_s=np.array([0.25]),
+        rho_f=np.array([0.75]),
+        suffix_bytes=np.array([1000]),
+        link_bw=bw,
+        link_lat=lat,
+        inbound_bw=np.full(3, 2e6),
+        exchange_s=np.ones(3),
+    )
     # helper: own 10*1 + suffix 10*0.75*1 = 17.5 (inbound 1e6/2e6 = 0.5 s overlaps);
     # offloader: max(slow 10*0.25*4 = 10, transfer 1e6/1e6 + 0.01, helper 17.5 + 1000/1e6 + 0.01) = 17.511
     # alone: 10 * 2 = 20; every agent + 1 s of model exchange.
@@ -47,11 +55,22 @@ def test_clock_three_agents_by_hand():
 
 
 def test_clock_shared_inbound_link_binds_helper():
-    work = [AgentWork(0, own_batches=1, suffix_batches={1: 1, 2: 1}),
-            AgentWork(1, prefix_batches=1, partner=0, split_row=0, bytes_offloaded=5_000_000),
-            AgentWork(2, prefix_batches=1, partner=0, split_row=0, bytes_offloaded=5_000_000)]
-    finish = round_finish_times(work, np.ones(3), np.array([0.5]), np.array([0.5]), np.array([0]),
-                                np.full((3, 3), 1e7), np.zeros((3, 3)), np.full(3, 1e6), np.zeros(3))
+    work = [
+        AgentWork(0, own_batches=1, suffix_batches={1: 1, 2: 1}),
+        AgentWork(1, prefix_batches=1, partner=0, split_row=0, bytes_offloaded=5_000_000),
+        AgentWork(2, prefix_batches=1, partner=0, split_row=0, bytes_offloaded=5_000_000),
+    ]
+    finish = round_finish_times(
+        work,
+        np.ones(3),
+        np.array([0.5]),
+        np.array([0.5]),
+        np.array([0]),
+        np.full((3, 3), 1e7),
+        np.zeros((3, 3)),
+        np.full(3, 1e6),
+        np.zeros(3),
+    )
     assert finish[0] == pytest.approx(10.0)  # 10 MB over a 1 MB/s shared inbound link
 
 
@@ -110,11 +129,24 @@ def test_profile_csv(tmp_path):
             make_profiles(str(bad), 2)
 
 
-@pytest.mark.parametrize("change", [
-    {"agents": 0}, {"agents": -3}, {"agents": 60_001}, {"model": "vgg"}, {"dataset": "mnist"},
-    {"topology": "star"}, {"partition": "dirichlet", "alpha": 0.0}, {"alpha": -1.0}, {"gpus_per_agent": 1.5},
-    {"heterogeneity": "/no/such.csv"}, {"algorithm": "fedavg"}, {"agents_per_actor": "two"}, {"target_acc": 80},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"agents": 0},
+        {"agents": -3},
+        {"agents": 60_001},
+        {"model": "vgg"},
+        {"dataset": "mnist"},
+        {"topology": "star"},
+        {"partition": "dirichlet", "alpha": 0.0},
+        {"alpha": -1.0},
+        {"gpus_per_agent": 1.5},
+        {"heterogeneity": "/no/such.csv"},
+        {"algorithm": "fedavg"},
+        {"agents_per_actor": "two"},
+        {"target_acc": 80},
+    ],
+)
 def test_config_rejects_bad_input(change):
     with pytest.raises(ConfigError) as e:
         RunConfig(**change).validate()

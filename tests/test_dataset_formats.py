@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 
 from benchmarks.run import config_from_args, main
-from comdml_ray.learning.data import DatasetError, load_dataset
 from comdml_ray.experiment import run_experiment
+from comdml_ray.learning.data import DatasetError, load_dataset
 from tests.conftest import quiet
 
 RNG = np.random.default_rng(17)
@@ -44,7 +44,10 @@ def write_cifar10(root: Path, per_batch: int = 8, test: int = 12) -> tuple[np.nd
         _pickle(folder / name, {b"batch_label": name.encode(), b"labels": y, b"data": x.reshape(n, -1), b"filenames": [b"x.png"] * n})
         xs.append(x)
         ys.append(y)
-    _pickle(folder / "batches.meta", {b"label_names": [f"class{i}".encode() for i in range(10)], b"num_vis": 3072, b"num_cases_per_batch": per_batch})
+    _pickle(
+        folder / "batches.meta",
+        {b"label_names": [f"class{i}".encode() for i in range(10)], b"num_vis": 3072, b"num_cases_per_batch": per_batch},
+    )
     return np.concatenate(xs[:5]), np.concatenate(ys[:5])
 
 
@@ -54,10 +57,21 @@ def write_cifar100(root: Path, train: int = 40, test: int = 12) -> tuple[np.ndar
     out = None
     for name, n in (("train", train), ("test", test)):
         x, fine = _images(n), RNG.integers(0, 100, n).tolist()
-        _pickle(folder / name, {b"filenames": [b"x.png"] * n, b"batch_label": name.encode(), b"fine_labels": fine,
-                                b"coarse_labels": [f // 5 for f in fine], b"data": x.reshape(n, -1)})
+        _pickle(
+            folder / name,
+            {
+                b"filenames": [b"x.png"] * n,
+                b"batch_label": name.encode(),
+                b"fine_labels": fine,
+                b"coarse_labels": [f // 5 for f in fine],
+                b"data": x.reshape(n, -1),
+            },
+        )
         out = out or (x, np.array(fine))
-    _pickle(folder / "meta", {b"fine_label_names": [f"c{i}".encode() for i in range(100)], b"coarse_label_names": [f"s{i}".encode() for i in range(20)]})
+    _pickle(
+        folder / "meta",
+        {b"fine_label_names": [f"c{i}".encode() for i in range(100)], b"coarse_label_names": [f"s{i}".encode() for i in range(20)]},
+    )
     return out
 
 
@@ -70,7 +84,9 @@ def write_cinic10(root: Path, train_per_class: int = 2, test_per_class: int = 1)
         for c in classes:
             (root / "cinic10" / split / c).mkdir(parents=True)
             for i in range(n):
-                Image.fromarray(RNG.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / "cinic10" / split / c / f"cifar10-{split}-{i}.png")
+                Image.fromarray(RNG.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+                    root / "cinic10" / split / c / f"cifar10-{split}-{i}.png"
+                )
 
 
 def test_cifar_pickles_read_back_exactly(tmp_path: Path) -> None:
@@ -102,16 +118,35 @@ def test_missing_dataset_exits_2_before_ray_starts(tmp_path: Path, name: str, ca
     assert not ray.is_initialized()
 
 
-@pytest.mark.parametrize("name,extra", [
-    ("cifar10", ["--algorithm", "comdml", "--profile", "measure"]),
-    ("cifar100", ["--rounds", "2", "--eval-samples", "5"]),
-    ("cinic10", ["--partition", "dirichlet"]),
-])
+@pytest.mark.parametrize(
+    "name,extra",
+    [
+        ("cifar10", ["--algorithm", "comdml", "--profile", "measure"]),
+        ("cifar100", ["--rounds", "2", "--eval-samples", "5"]),
+        ("cinic10", ["--partition", "dirichlet"]),
+    ],
+)
 def test_one_round_on_4_agents(ray_local, tmp_path: Path, name: str, extra: list[str]) -> None:
     {"cifar10": write_cifar10, "cifar100": write_cifar100, "cinic10": write_cinic10}[name](tmp_path)
     out = tmp_path / "out"
-    cfg = config_from_args(["--dataset", name, "--data-dir", str(tmp_path), "--agents", "4", "--rounds", "1",
-                            "--batch-size", "4", "--no-progress", "--out", str(out), *extra])
+    cfg = config_from_args(
+        [
+            "--dataset",
+            name,
+            "--data-dir",
+            str(tmp_path),
+            "--agents",
+            "4",
+            "--rounds",
+            "1",
+            "--batch-size",
+            "4",
+            "--no-progress",
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
     summary = run_experiment(cfg.validate(), log=quiet, keep_ray=True)
     rounds = pd.read_csv(out / "rounds.csv")
     test_size = {"cifar10": 12, "cifar100": 12, "cinic10": 10}[name]

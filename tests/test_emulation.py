@@ -8,10 +8,10 @@ import time
 
 import numpy as np
 
-from comdml_ray.method.comdml_steps import problem_from_states
 from comdml_ray.learning.costmodel import SplitProfile
-from comdml_ray.timing.emulation import LinkMeter, Links, Pacer
+from comdml_ray.method.comdml_steps import problem_from_states
 from comdml_ray.method.messages import AgentState
+from comdml_ray.timing.emulation import LinkMeter, Links, Pacer
 
 
 def test_pacer_pads_each_item_to_its_target_and_does_not_bank_idle_time():
@@ -69,8 +69,17 @@ def test_link_meter_measures_throughput_of_a_stream():
 
 
 def test_observed_links_override_the_profile_in_the_plan_problem():
-    prof = SplitProfile(source="test", batch_size=32, base_sec_per_batch=0.01, model_bytes=1000, split_ids=(1,), rho_s=(0.5,),
-                        rho_f=(0.5,), bytes_per_batch=(1000,), suffix_bytes=(100,))
+    prof = SplitProfile(
+        source="test",
+        batch_size=32,
+        base_sec_per_batch=0.01,
+        model_bytes=1000,
+        split_ids=(1,),
+        rho_s=(0.5,),
+        rho_f=(0.5,),
+        bytes_per_batch=(1000,),
+        suffix_bytes=(100,),
+    )
     states = [AgentState(0, 10, 0.01, 1e8, 1e-3), AgentState(1, 10, 0.1, 1e8, 1e-3, links=((0, 2e6),))]
     p = problem_from_states(states, prof, np.zeros(2), 1)
     assert p.bandwidth[0, 1] == p.bandwidth[1, 0] == 2e6

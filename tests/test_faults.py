@@ -12,6 +12,7 @@ mistakes are one sentence.  Results go to a file:// URI in one test (pyarrow.fs)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,10 +25,10 @@ import psutil
 import pytest
 
 from benchmarks.run import main
-from comdml_ray.runtime.actors import AgentFailure
 from comdml_ray.config import ConfigError, RunConfig
 from comdml_ray.experiment import run_experiment
 from comdml_ray.results.report import DETERMINISTIC_COLUMNS
+from comdml_ray.runtime.actors import AgentFailure
 from tests.conftest import StopAt, quiet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,8 +58,9 @@ def reference(tmp_path_factory):
 
 def same_deterministic_columns(got: pd.DataFrame, want: pd.DataFrame) -> None:
     assert len(got) == len(want)
-    pd.testing.assert_frame_equal(got[DETERMINISTIC_COLUMNS].reset_index(drop=True), want[DETERMINISTIC_COLUMNS].reset_index(drop=True),
-                                  check_exact=True)
+    pd.testing.assert_frame_equal(
+        got[DETERMINISTIC_COLUMNS].reset_index(drop=True), want[DETERMINISTIC_COLUMNS].reset_index(drop=True), check_exact=True
+    )
 
 
 def test_actor_killed_in_round_2_recovers_exactly(reference, tmp_path):
@@ -94,16 +96,31 @@ def _kill_tree(proc: subprocess.Popen) -> None:
     proc.wait()
     time.sleep(2)
     for k in kids:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             k.kill()
-        except psutil.NoSuchProcess:
-            pass
 
 
 def test_resume_after_the_driver_is_killed_in_round_3(reference, tmp_path):
     out = tmp_path / "resumed"
-    argv = [sys.executable, "benchmarks/run.py", "--agents", "4", "--agents-per-actor", "2", "--train-samples", "1000",
-            "--rounds", "6", "--num-cpus", "2", "--eval-samples", "0", "--no-progress", "--out", str(out)]
+    argv = [
+        sys.executable,
+        "benchmarks/run.py",
+        "--agents",
+        "4",
+        "--agents-per-actor",
+        "2",
+        "--train-samples",
+        "1000",
+        "--rounds",
+        "6",
+        "--num-cpus",
+        "2",
+        "--eval-samples",
+        "0",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -149,9 +166,12 @@ def test_three_deaths_in_a_row_stop_the_run(tmp_path):
 
 
 def test_fault_flags_are_one_sentence(tmp_path, capsys):
-    for argv, fragment in ((["--kill-actor", "2"], "ROUND:ACTOR"), (["--checkpoint-every", "-1"], "--checkpoint-every"),
-                           (["--resume", str(tmp_path)], "holds no checkpoint")):
-        assert main(argv + ["--no-progress"]) == 2
+    for argv, fragment in (
+        (["--kill-actor", "2"], "ROUND:ACTOR"),
+        (["--checkpoint-every", "-1"], "--checkpoint-every"),
+        (["--resume", str(tmp_path)], "holds no checkpoint"),
+    ):
+        assert main([*argv, "--no-progress"]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and fragment in err and "\n" not in err
     with pytest.raises(ConfigError, match="this run has 2 actors"):

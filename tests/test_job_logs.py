@@ -82,8 +82,15 @@ KILL_ONE = textwrap.dedent("""
 
 
 def test_dead_actor_message_gives_a_command_that_shows_its_log(head, picture):
-    drv = subprocess.run([sys.executable, "-c", KILL_ONE, head.gcs_address, str(ROOT)], cwd=ROOT, env=head.env(),
-                         capture_output=True, text=True, timeout=300)
+    drv = subprocess.run(
+        [sys.executable, "-c", KILL_ONE, head.gcs_address, str(ROOT)],
+        cwd=ROOT,
+        env=head.env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     msg = drv.stdout.strip().splitlines()[-1] if drv.stdout.strip() else ""
     assert msg.startswith("the actor hosting agent 1 (agent-001, pid "), drv.stdout[-2000:] + drv.stderr[-2000:]
     node_ip = re.search(r"died on node (\d+\.\d+\.\d+\.\d+) ", msg).group(1)

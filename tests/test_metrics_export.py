@@ -31,9 +31,9 @@ import ray
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.dashboard_screenshot import stop_process
-from comdml_ray.runtime.actors import METRIC_NAMES
 from comdml_ray.config import RunConfig
 from comdml_ray.experiment import run_experiment
+from comdml_ray.runtime.actors import METRIC_NAMES
 from comdml_ray.runtime.run import AgentFailure, Run
 from comdml_ray.runtime.telemetry import EXTRA_METRIC_NAMES
 
@@ -70,10 +70,19 @@ def prometheus(ports, tmp_path_factory):
     d = tmp_path_factory.mktemp("prometheus")
     (d / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        f"scrape_configs: [{{job_name: ray, static_configs: [{{targets: ['127.0.0.1:{ports['metrics']}']}}]}}]\n")
-    proc = subprocess.Popen([binary, f"--config.file={d / 'prometheus.yml'}", f"--storage.tsdb.path={d / 'data'}",
-                             f"--web.listen-address=127.0.0.1:{ports['prometheus']}", "--log.level=warn"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        f"scrape_configs: [{{job_name: ray, static_configs: [{{targets: ['127.0.0.1:{ports['metrics']}']}}]}}]\n"
+    )
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={d / 'prometheus.yml'}",
+            f"--storage.tsdb.path={d / 'data'}",
+            f"--web.listen-address=127.0.0.1:{ports['prometheus']}",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         yield f"http://127.0.0.1:{ports['prometheus']}"
     finally:
@@ -83,8 +92,15 @@ def prometheus(ports, tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(ports, prometheus, tmp_path_factory):
     """The module's Ray and one finished run: (summary, rounds.csv, agents.csv)."""
-    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False,
-             _metrics_export_port=ports["metrics"], _system_config={"metrics_report_interval_ms": 1000})
+    ray.init(
+        address="local",
+        num_cpus=2,
+        num_gpus=0,
+        include_dashboard=False,
+        log_to_driver=False,
+        _metrics_export_port=ports["metrics"],
+        _system_config={"metrics_report_interval_ms": 1000},
+    )
     out = tmp_path_factory.mktemp("run")
     cfg = RunConfig(agents=AGENTS, rounds=ROUNDS, train_samples=1200, lr=0.05, algorithm="comdml", progress=False, num_gpus=0, out=str(out))
     summary = run_experiment(cfg, log=quiet, keep_ray=True)
@@ -131,8 +147,8 @@ def test_metrics_reach_rays_prometheus_endpoint_with_agent_tags_and_the_runs_val
     for name in AGENT_TAGGED:
         assert set(by_agent(found, name)) == set(range(AGENTS)), name
     last = agents[agents["round"] == ROUNDS - 1].set_index("agent")
-    assert by_agent(found, "comdml_rounds_total") == {k: ROUNDS for k in range(AGENTS)}
-    assert by_agent(found, "comdml_round") == {k: ROUNDS - 1 for k in range(AGENTS)}  # index of the last round
+    assert by_agent(found, "comdml_rounds_total") == dict.fromkeys(range(AGENTS), ROUNDS)
+    assert by_agent(found, "comdml_round") == dict.fromkeys(range(AGENTS), ROUNDS - 1)  # index of the last round
     finish = by_agent(found, "comdml_round_virtual_time_s")
     assert all(math.isclose(finish[k], last.loc[k, "virtual_finish_s"], rel_tol=1e-6) for k in range(AGENTS))
     assert math.isclose(max(finish.values()), rounds["round_virtual_s"].iloc[-1], rel_tol=1e-6)
@@ -163,10 +179,21 @@ def test_dashboard_uses_only_the_projects_metric_names():
     known = {f"ray_{n}" for n in (*METRIC_NAMES, *EXTRA_METRIC_NAMES)}
     used = {m for _, expr in dashboard_queries() for m in re.findall(r"ray_comdml_\w+", expr)}
     assert used <= known, f"unknown metrics in the dashboard: {used - known}"
-    assert {"ray_comdml_rounds_total", "ray_comdml_test_accuracy", "ray_comdml_round_virtual_time_s", "ray_comdml_round_wall_time_s",
-            "ray_comdml_partner", "ray_comdml_bytes_offloaded_total", "ray_comdml_idle_share"} <= used
+    assert {
+        "ray_comdml_rounds_total",
+        "ray_comdml_test_accuracy",
+        "ray_comdml_round_virtual_time_s",
+        "ray_comdml_round_wall_time_s",
+        "ray_comdml_partner",
+        "ray_comdml_bytes_offloaded_total",
+        "ray_comdml_idle_share",
+    } <= used
     ids = [p["id"] for p in dash["panels"]]
-    assert len(ids) == len(set(ids)) and dash["uid"] and {v["name"] for v in dash["templating"]["list"]} == {"datasource", "SessionName", "agent"}
+    assert (
+        len(ids) == len(set(ids))
+        and dash["uid"]
+        and {v["name"] for v in dash["templating"]["list"]} == {"datasource", "SessionName", "agent"}
+    )
 
 
 def test_every_dashboard_panel_has_data_in_prometheus(run, ports, prometheus):

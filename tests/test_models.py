@@ -91,11 +91,7 @@ def test_cut_shape_dry_run_leaves_train_mode_and_bn_stats_alone() -> None:
 
 def _main_path_layers(model: nn.Module) -> int:
     """Conv + linear layers, excluding projection shortcuts (the classic ResNet depth count)."""
-    return sum(
-        1
-        for name, mod in model.named_modules()
-        if isinstance(mod, (nn.Conv2d, nn.Linear)) and "shortcut" not in name
-    )
+    return sum(1 for name, mod in model.named_modules() if isinstance(mod, (nn.Conv2d, nn.Linear)) and "shortcut" not in name)
 
 
 @pytest.mark.parametrize("name,depth,per_stage", [("resnet56", 56, 3), ("resnet110", 110, 6)])
@@ -109,7 +105,13 @@ def test_resnet_depth_and_stages(models, name: str, depth: int, per_stage: int) 
     assert [s[0].conv1.out_channels for s in stages] == [16, 16, 32, 32, 64, 64]
     assert model.blocks[-1][-1].in_features == 64 * 4
     assert [model.cut_shape(m) for m in model.split_points()] == [
-        (16, 32, 32), (64, 32, 32), (64, 32, 32), (128, 16, 16), (128, 16, 16), (256, 8, 8), (256, 8, 8)
+        (16, 32, 32),
+        (64, 32, 32),
+        (64, 32, 32),
+        (128, 16, 16),
+        (128, 16, 16),
+        (256, 8, 8),
+        (256, 8, 8),
     ]
 
 

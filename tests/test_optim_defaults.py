@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from benchmarks.run import build_parser, config_from_args
-from comdml_ray.method.agent import test_subset as subset_of
 from comdml_ray.config import MODEL_DEFAULTS, ConfigError, RunConfig
 from comdml_ray.learning.models import Bottleneck, build_model
 from comdml_ray.learning.training import LrSchedule
+from comdml_ray.method.agent import test_subset as subset_of
 from tests.conftest import local_backend
 
 
@@ -22,7 +22,11 @@ def test_model_defaults_apply_and_flags_override() -> None:
     for name in ("lr", "warmup_rounds", "lr_schedule"):
         assert r56.optimizer_setting(name) == MODEL_DEFAULTS["resnet56"][name]
     mine = config_from_args(["--model", "resnet56", "--lr", "0.3", "--warmup-rounds", "0", "--lr-schedule", "constant"])
-    assert (mine.optimizer_setting("lr"), mine.optimizer_setting("warmup_rounds"), mine.optimizer_setting("lr_schedule")) == (0.3, 0.0, "constant")
+    assert (mine.optimizer_setting("lr"), mine.optimizer_setting("warmup_rounds"), mine.optimizer_setting("lr_schedule")) == (
+        0.3,
+        0.0,
+        "constant",
+    )
     line = config_from_args(["--model", "resnet56", "--lr", "0.3"]).optimizer_line()
     assert "lr 0.3 (flag)" in line and "(resnet56 default)" in line
     help_text = " ".join(build_parser().format_help().split())

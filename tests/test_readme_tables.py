@@ -48,8 +48,11 @@ def test_every_results_csv_belongs_to_a_table():
 
 
 def test_reuse_runs_with_a_command_that_runs_nothing_is_refused_in_one_sentence(capsys):
-    for argv in (["--reuse-runs", "--render", "headline-iid"], ["--collect", "headline-iid", "x", "--reuse-runs"],
-                 ["--reuse-runs", "--write-readmes"]):
+    for argv in (
+        ["--reuse-runs", "--render", "headline-iid"],
+        ["--collect", "headline-iid", "x", "--reuse-runs"],
+        ["--reuse-runs", "--write-readmes"],
+    ):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert "drop --reuse-runs" in err and err.count("\n") == 1

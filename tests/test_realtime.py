@@ -17,8 +17,19 @@ from comdml_ray.config import RunConfig
 from comdml_ray.experiment import run_experiment
 from tests.conftest import quiet
 
-WALL = {"agents": 4, "rounds": 2, "train_samples": 1000, "lr": 0.05, "progress": False, "num_gpus": 0, "clock": "wall", "emulate": True,
-        "agents_per_actor": 1, "cpus_per_agent": 0.5, "reference_gflops": 4.0}
+WALL = {
+    "agents": 4,
+    "rounds": 2,
+    "train_samples": 1000,
+    "lr": 0.05,
+    "progress": False,
+    "num_gpus": 0,
+    "clock": "wall",
+    "emulate": True,
+    "agents_per_actor": 1,
+    "cpus_per_agent": 0.5,
+    "reference_gflops": 4.0,
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -51,13 +62,16 @@ def test_comdml_round_is_shorter_in_wall_time_than_local(tmp_path):
     assert min(spb[2], spb[3]) > 3 * max(spb[0], spb[1])
 
 
-@pytest.mark.parametrize("argv,fragment", [
-    (["--clock", "wall", "--agents", "4"], "--agents-per-actor 1"),
-    (["--emulate", "--agents", "4"], "--emulate needs --clock wall"),
-    (["--clock", "wall", "--agents", "4", "--agents-per-actor", "1", "--algorithm", "swift"], "local and comdml only"),
-    (["--clock", "sundial", "--agents", "4"], "unknown --clock"),
-])
+@pytest.mark.parametrize(
+    "argv,fragment",
+    [
+        (["--clock", "wall", "--agents", "4"], "--agents-per-actor 1"),
+        (["--emulate", "--agents", "4"], "--emulate needs --clock wall"),
+        (["--clock", "wall", "--agents", "4", "--agents-per-actor", "1", "--algorithm", "swift"], "local and comdml only"),
+        (["--clock", "sundial", "--agents", "4"], "unknown --clock"),
+    ],
+)
 def test_wall_clock_flags_refuse_what_they_cannot_run(argv, fragment, capsys, tmp_path):
-    assert main(argv + ["--out", str(tmp_path / "x"), "--no-progress"]) == 2
+    assert main([*argv, "--out", str(tmp_path / "x"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert fragment in err and err.count("\n") == 1

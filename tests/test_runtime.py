@@ -11,11 +11,10 @@ cluster end in one sentence with exit code 2.
 
 import json
 import os
+import pickle
 
 import numpy as np
 import pandas as pd
-import pickle
-
 import pytest
 import ray
 
@@ -50,15 +49,23 @@ def local_run(tmp_path_factory):
 
 def test_local_run_writes_results_and_is_reproducible(local_run, tmp_path):
     a, s1, r1 = local_run
-    s2, r2 = run(tmp_path, "b")
+    _s2, r2 = run(tmp_path, "b")
     for f in ("rounds.csv", "agents.csv", "summary.json", "accuracy.png", "profile.csv"):
         assert os.path.getsize(a / "a" / f) > 0
-    assert list(r1.columns[:7]) == ["round", "virtual_time_s", "wall_time_s", "train_loss", "test_accuracy", "consensus_accuracy", "bytes_sent"]
+    assert list(r1.columns[:7]) == [
+        "round",
+        "virtual_time_s",
+        "wall_time_s",
+        "train_loss",
+        "test_accuracy",
+        "consensus_accuracy",
+        "bytes_sent",
+    ]
     assert r1["consensus_accuracy"].tolist() == r1["test_accuracy"].tolist()  # exact all-reduce: one model
     for col in ("test_accuracy", "train_loss", "virtual_time_s", "bytes_sent"):
         assert r1[col].tolist() == r2[col].tolist()
     assert s1["final_accuracy"] > 0.3
-    saved = json.load(open(a / "a" / "summary.json"))
+    saved = json.loads((a / "a" / "summary.json").read_text())
     assert saved["agents"] == 6 and saved["evaluated"] == "mean over 6 agents' models (all one averaged model)"
 
 
@@ -110,8 +117,9 @@ def test_collective_allreduce_between_actors_is_the_weighted_mean():
         be.fetch(r.aggregate())
         lb.fetch([lb.train_phase(g, 1, [])[0] for g in range(3)])
         lb.average(model=True, aux=False)
-        assert np.array_equal(np.stack(be.fetch([be.flat_model(r.owner[k], k) for k in range(5)])),
-                              np.stack([lb.flat_model(r.owner[k], k) for k in range(5)]))
+        assert np.array_equal(
+            np.stack(be.fetch([be.flat_model(r.owner[k], k) for k in range(5)])), np.stack([lb.flat_model(r.owner[k], k) for k in range(5)])
+        )
     finally:
         r.shutdown()
 
@@ -131,6 +139,7 @@ class Spy:
             out = attr(*args, **kw)
             self.handles += out if isinstance(out, list) else [out]
             return out
+
         return call
 
 
@@ -169,22 +178,25 @@ def test_dead_actor_names_its_agents():
         r.shutdown()
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["--agents", "0"], "--agents"),
-    (["--agents", "-5"], "--agents"),
-    (["--agents", "70000"], "training samples"),
-    (["--model", "vgg"], "--model"),
-    (["--dataset", "imagenet"], "--dataset"),
-    (["--topology", "star"], "--topology"),
-    (["--partition", "dirichlet", "--alpha", "0"], "--alpha"),
-    (["--gpus-per-agent", "2"], "--gpus-per-agent"),
-    (["--gpus-per-agent", "0.5"], "GPUs"),  # the module's cluster has none
-    (["--agents", "8", "--agents-per-actor", "1"], "CPUs"),
-    (["--heterogeneity", "missing.csv"], "CSV"),
-    (["--dataset", "cifar10", "--data-dir", "/nonexistent"], "--download"),
-])
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--agents", "0"], "--agents"),
+        (["--agents", "-5"], "--agents"),
+        (["--agents", "70000"], "training samples"),
+        (["--model", "vgg"], "--model"),
+        (["--dataset", "imagenet"], "--dataset"),
+        (["--topology", "star"], "--topology"),
+        (["--partition", "dirichlet", "--alpha", "0"], "--alpha"),
+        (["--gpus-per-agent", "2"], "--gpus-per-agent"),
+        (["--gpus-per-agent", "0.5"], "GPUs"),  # the module's cluster has none
+        (["--agents", "8", "--agents-per-actor", "1"], "CPUs"),
+        (["--heterogeneity", "missing.csv"], "CSV"),
+        (["--dataset", "cifar10", "--data-dir", "/nonexistent"], "--download"),
+    ],
+)
 def test_bad_input_is_one_sentence_and_exit_2(argv, fragment, capsys, tmp_path):
-    assert main(argv + ["--out", str(tmp_path / "x"), "--no-progress"]) == 2
+    assert main([*argv, "--out", str(tmp_path / "x"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and fragment in err and "\n" not in err and "Traceback" not in err
 

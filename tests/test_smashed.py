@@ -7,8 +7,8 @@ import torch
 
 from benchmarks.run import config_from_args
 from comdml_ray.config import ConfigError, RunConfig
-from comdml_ray.learning.costmodel import SplitProfile, profile_flops
 from comdml_ray.learning import leakage
+from comdml_ray.learning.costmodel import SplitProfile, profile_flops
 from comdml_ray.learning.leakage import Decoder, distance_correlation
 from comdml_ray.learning.models import build_model
 from comdml_ray.learning.smashed import SmashedEncoder, SmashedSpec, encode, encoded_nbytes, protect
@@ -95,7 +95,7 @@ def test_profile_from_csv_takes_the_runs_dtype(tmp_path):
     i8 = loaded.with_smashed_dtype(model, (1, 28, 28), "int8")
     assert i8.bytes_per_batch == profile_flops(model, (1, 28, 28), 32, 10.0, "int8").bytes_per_batch
     assert i8.rho_s == loaded.rho_s and i8.base_sec_per_batch == loaded.base_sec_per_batch
-    assert all(a / b >= 3.5 for a, b in zip(f32.bytes_per_batch, i8.bytes_per_batch))
+    assert all(a / b >= 3.5 for a, b in zip(f32.bytes_per_batch, i8.bytes_per_batch, strict=True))
 
 
 def test_noise_std_is_sigma_times_channel_std():
@@ -157,8 +157,12 @@ def test_config_and_flags():
     assert (cfg.smashed_dtype, cfg.smashed_noise, cfg.smashed_clip) == ("int8", 0.3, 50.0)
     assert SmashedSpec.from_config(cfg.validate()) == SmashedSpec("int8", 0.3, 50.0)
     assert SmashedSpec.from_config(RunConfig()).is_plain
-    for bad, word in [(dict(smashed_dtype="int4"), "--smashed-dtype"), (dict(smashed_noise=-1.0), "--smashed-noise"),
-                      (dict(smashed_clip=0.0), "--smashed-clip"), (dict(smashed_noise=float("nan")), "--smashed-noise")]:
+    for bad, word in [
+        (dict(smashed_dtype="int4"), "--smashed-dtype"),
+        (dict(smashed_noise=-1.0), "--smashed-noise"),
+        (dict(smashed_clip=0.0), "--smashed-clip"),
+        (dict(smashed_noise=float("nan")), "--smashed-noise"),
+    ]:
         with pytest.raises(ConfigError, match=word):
             RunConfig(**bad).validate()
 
@@ -174,6 +178,6 @@ def test_privacy_csv_of_a_model(tmp_path, monkeypatch):
     t = leakage.write_privacy_csv(cfg, flatten(model), str(tmp_path), [2, 1])
     saved = pd.read_csv(tmp_path / "privacy.csv")
     assert saved["split"].tolist() == [1, 2] and (saved["dtype"] == "int8").all() and (saved["sigma"] == 0.3).all()
-    assert ((0 <= t["dcor"]) & (t["dcor"] <= 1)).all() and (t["recon_mse"] > 0).all() and (t["mean_image_mse"] > 0).all()
+    assert ((t["dcor"] >= 0) & (t["dcor"] <= 1)).all() and (t["recon_mse"] > 0).all() and (t["mean_image_mse"] > 0).all()
     assert "decoder MSE" in leakage.format_privacy(t)
     assert np.array_equal(np.load(tmp_path / "final_model.npy"), flatten(model))  # the measured model, for re-measuring

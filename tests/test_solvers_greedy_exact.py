@@ -66,8 +66,13 @@ def test_greedy_is_the_papers_rule_at_scale(seed: int) -> None:
 def test_identical_agents_never_offload(n: int, m: int, b: int, c: int, serve: int) -> None:
     rho = np.linspace(0.1, 0.9, m)
     p = OffloadProblem.from_agent_links(
-        np.full(n, float(b)), np.full(n, c / 10), np.full(n, 5e6), np.full(n, 0.01),
-        SplitTable(np.arange(m), rho, 1 - rho, np.full(m, 1e6)), helpers_can_serve=serve)
+        np.full(n, float(b)),
+        np.full(n, c / 10),
+        np.full(n, 5e6),
+        np.full(n, 0.01),
+        SplitTable(np.arange(m), rho, 1 - rho, np.full(m, 1e6)),
+        helpers_can_serve=serve,
+    )
     for method in ("greedy", "exact", "ilp"):
         plan = solve(p, method)
         assert plan.num_offloaders == 0, method
@@ -81,8 +86,7 @@ def _naive_exact(p: OffloadProblem) -> float:
 
     n, m_count = p.num_agents, p.splits.num_splits
     a = _alone(p)
-    c = np.array([[min(_pair(p, i, j, m) for m in range(m_count)) if i != j else np.inf for j in range(n)]
-                  for i in range(n)])
+    c = np.array([[min(_pair(p, i, j, m) for m in range(m_count)) if i != j else np.inf for j in range(n)] for i in range(n)])
     vals = np.unique(np.concatenate([a, c[np.isfinite(c)]]))
 
     def ok(t: float) -> bool:
@@ -100,8 +104,14 @@ def _bimodal(seed: int, n: int = 40) -> OffloadProblem:
     rng = np.random.default_rng(seed)
     slow = rng.random(n) < 0.5
     c = np.where(slow, 0.2 * np.exp(rng.normal(0, 0.2, n)), 0.025 * np.exp(rng.normal(0, 0.5, n)))
-    return OffloadProblem(rng.integers(10, 30, n).astype(float), c, rng.uniform(1e6, 1e8, (n, n)),
-                          rng.uniform(0, 0.2, (n, n)), _table(3), overhead_s=rng.uniform(0, 0.1, n))
+    return OffloadProblem(
+        rng.integers(10, 30, n).astype(float),
+        c,
+        rng.uniform(1e6, 1e8, (n, n)),
+        rng.uniform(0, 0.2, (n, n)),
+        _table(3),
+        overhead_s=rng.uniform(0, 0.1, n),
+    )
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -110,8 +120,11 @@ def test_exact_on_near_critical_matchings(seed: int, flow_only: bool, monkeypatc
     import solvers.exact as exact_mod
 
     if flow_only:  # skip the greedy/Hall pass: every check goes through the max flow
-        monkeypatch.setattr(exact_mod._Matcher, "_match_core",
-                            lambda self, core, sel, deg, assign: self._flow(core, sel & np.isin(self.row_of, core), assign))
+        monkeypatch.setattr(
+            exact_mod._Matcher,
+            "_match_core",
+            lambda self, core, sel, deg, assign: self._flow(core, sel & np.isin(self.row_of, core), assign),
+        )
     p = _bimodal(seed)
     ex = solve(p, "exact")
     assert ex.makespan == _naive_exact(p)
@@ -129,8 +142,7 @@ def _bimodal_dense(seed: int, n: int = 300) -> OffloadProblem:
     chw = np.array([16, 64, 64, 32, 32, 16, 16]) * 1024.0
     splits = SplitTable(np.arange(1, 8), cum + 0.01, 1.0 - cum, 32 * chw * 4 + 256)
     bw = rng.uniform(1e6, 1e8, (n, n))
-    return OffloadProblem(batches, sec, bw, rng.uniform(0, 0.2, (n, n)), splits,
-                          overhead_s=4.72e6 / bw.mean(axis=1))
+    return OffloadProblem(batches, sec, bw, rng.uniform(0, 0.2, (n, n)), splits, overhead_s=4.72e6 / bw.mean(axis=1))
 
 
 def test_remembered_hall_violators_only_refuse_infeasible_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -173,8 +185,8 @@ def test_solvers_are_deterministic() -> None:
     rng = np.random.default_rng(3)
     n = 60
     p = OffloadProblem.from_agent_links(
-        rng.integers(5, 30, n).astype(float), np.exp(rng.normal(0, 1, n)) / 10, rng.uniform(1e7, 1e8, n),
-        rng.uniform(0, 0.02, n), _table(3))
+        rng.integers(5, 30, n).astype(float), np.exp(rng.normal(0, 1, n)) / 10, rng.uniform(1e7, 1e8, n), rng.uniform(0, 0.02, n), _table(3)
+    )
     for method in ("greedy", "exact", "ilp"):
         x, y = solve(p, method), solve(p, method)
         assert x.partner.tolist() == y.partner.tolist() and x.split.tolist() == y.split.tolist()

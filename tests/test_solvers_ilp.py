@@ -38,8 +38,8 @@ def test_cbc_path_when_highs_is_missing(monkeypatch: pytest.MonkeyPatch) -> None
     rng = np.random.default_rng(5)
     n = 12
     p = OffloadProblem.from_agent_links(
-        rng.integers(5, 30, n).astype(float), np.exp(rng.normal(0, 1, n)) / 10, rng.uniform(1e7, 1e8, n),
-        rng.uniform(0, 0.02, n), _table(3))
+        rng.integers(5, 30, n).astype(float), np.exp(rng.normal(0, 1, n)) / 10, rng.uniform(1e7, 1e8, n), rng.uniform(0, 0.02, n), _table(3)
+    )
     il = solve(p, "ilp")
     assert il.method == "ilp" and il.optimal
     assert il.makespan == pytest.approx(solve(p, "exact").makespan, rel=1e-6)
@@ -53,8 +53,13 @@ def _hard_enough() -> OffloadProblem:
     rng = np.random.default_rng(11)
     n = 30
     return OffloadProblem.from_agent_links(
-        rng.integers(5, 30, n).astype(float), np.exp(rng.normal(0, 1, n)) / 10, rng.uniform(1e7, 1e8, n),
-        rng.uniform(0, 0.02, n), _table(3), helpers_can_serve=2)
+        rng.integers(5, 30, n).astype(float),
+        np.exp(rng.normal(0, 1, n)) / 10,
+        rng.uniform(1e7, 1e8, n),
+        rng.uniform(0, 0.02, n),
+        _table(3),
+        helpers_can_serve=2,
+    )
 
 
 class _Broken(pulp.LpSolver):
@@ -77,8 +82,7 @@ class _Broken(pulp.LpSolver):
 
 
 @pytest.mark.parametrize("mode, words", [("crash", "solver error"), ("infeasible", "Infeasible"), ("timeout", "no solution")])
-def test_ilp_falls_back_and_says_why(mode: str, words: str, monkeypatch: pytest.MonkeyPatch,
-                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_ilp_falls_back_and_says_why(mode: str, words: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     p = _hard_enough()
     monkeypatch.setattr(ilp_mod, "_make_solver", lambda t, msg: _Broken(mode))
     with caplog.at_level(logging.WARNING, logger="solvers.ilp"):

@@ -49,7 +49,8 @@ def test_three_agents_by_hand() -> None:
 
 def test_from_agent_links() -> None:
     p = OffloadProblem.from_agent_links(
-        np.array([10.0, 10.0]), np.array([1.0, 0.5]), np.array([10e6, 50e6]), np.array([0.01, 0.02]), _table())
+        np.array([10.0, 10.0]), np.array([1.0, 0.5]), np.array([10e6, 50e6]), np.array([0.01, 0.02]), _table()
+    )
     assert p.bandwidth[0, 1] == p.bandwidth[1, 0] == 10e6
     assert p.latency[0, 1] == pytest.approx(0.03)
     assert p.inbound_bandwidth.tolist() == [10e6, 50e6]
@@ -81,8 +82,7 @@ def test_one_agent_and_plan_helpers() -> None:
 
 
 def _ok(**kw):
-    base = dict(batches=np.ones(2), sec_per_batch=np.ones(2), bandwidth=np.ones((2, 2)),
-                latency=np.zeros((2, 2)), splits=_table())
+    base = dict(batches=np.ones(2), sec_per_batch=np.ones(2), bandwidth=np.ones((2, 2)), latency=np.zeros((2, 2)), splits=_table())
     base.update(kw)
     return OffloadProblem(**base)
 

@@ -44,7 +44,7 @@ def test_async_steps_of_k_batches_cost_k_batches_and_rows_close_per_epochs_equiv
     cfg = RunConfig(**(TINY | dict(algorithm="swift", step_batches=3, rounds=2, eval_every=2))).validate()
     be, st = local_backend(cfg, LAYOUT)
     assert st.step_batches.tolist() == [3] * 4
-    (rounds, agents, _), loop = drive("swift", be, st, cfg, log=quiet)
+    (rounds, _agents, _), loop = drive("swift", be, st, cfg, log=quiet)
     fast = [t for t, k, _ in loop.finish_log if k == 0]
     sec = st.sec_per_batch(0)[0]
     assert np.allclose(np.diff(fast), 3 * sec)  # a step is 3 batches of agent 0's time

@@ -9,14 +9,23 @@ import math
 
 import pytest
 
-from comdml_ray.runtime.cluster import AutoscalerView, Demand, _progress_line, demand_of
 from comdml_ray.config import ConfigError, RunConfig
+from comdml_ray.runtime.cluster import AutoscalerView, Demand, _progress_line, demand_of
 from comdml_ray.runtime.telemetry import actor_logger, group_name, round_line, with_idle_share
 
 
 def row(agent, finish, partner=-1, loss=0.5, offloaded=0, **extra):
-    return {"round": 2, "agent": agent, "virtual_finish_s": finish, "wall_time_s": 1.0, "partner": partner,
-            "split": 2 if partner >= 0 else -1, "train_loss": loss, "bytes_sent": 2_000_000, "bytes_offloaded": offloaded} | extra
+    return {
+        "round": 2,
+        "agent": agent,
+        "virtual_finish_s": finish,
+        "wall_time_s": 1.0,
+        "partner": partner,
+        "split": 2 if partner >= 0 else -1,
+        "train_loss": loss,
+        "bytes_sent": 2_000_000,
+        "bytes_offloaded": offloaded,
+    } | extra
 
 
 def test_idle_share_is_the_wait_for_the_slowest():
@@ -36,7 +45,10 @@ def test_round_line_one_agent_and_several():
     assert line.startswith("round 3 agents-000-001: loss 0.500 (mean), virtual finish 10.0-40.0 s, idle 0-75%")
     assert line.endswith("1 offloaded 1.0 MB, sent 4.0 MB, test accuracy 81.2%")
     rows = [row(0, 12.5, steps=2), row(1, 30.0, steps=0, loss=math.nan)]
-    assert round_line(group_name([0, 1]), rows, None) == "row 3 agents-000-001: loss 0.500 (mean), 2 steps, last finish 12.5-30.0 s virtual, sent 4.0 MB"
+    assert (
+        round_line(group_name([0, 1]), rows, None)
+        == "row 3 agents-000-001: loss 0.500 (mean), 2 steps, last finish 12.5-30.0 s virtual, sent 4.0 MB"
+    )
 
 
 def test_actor_logger_is_info_to_stderr_once(capsys):
@@ -60,8 +72,10 @@ def test_demand_follows_the_layout_flags():
 def test_progress_line_says_what_it_waits_for():
     need = Demand([{"CPU": 1.0, "GPU": 0.25}] * 100)
     line = _progress_line(need, {"CPU": 40.0, "GPU": 10.0}, AutoscalerView(pending=15, failed=0), 150.0, 1200.0)
-    assert line == ("waiting for the autoscaler: 10/25 GPUs, 40/100 CPUs, 15 nodes starting "
-                    "(2.5 of at most 20 min; `ray status` on the head shows more)")
+    assert line == (
+        "waiting for the autoscaler: 10/25 GPUs, 40/100 CPUs, 15 nodes starting "
+        "(2.5 of at most 20 min; `ray status` on the head shows more)"
+    )
 
 
 def test_scale_timeout_is_validated():

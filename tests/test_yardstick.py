@@ -11,8 +11,9 @@ from comdml_ray.results.yardstick import parse_methods, parse_targets, plateau_r
 
 
 def curve(times, accs):
-    return pd.DataFrame({"round": range(len(times)), "virtual_time_s": times, "test_accuracy": accs,
-                         "consensus_accuracy": [math.nan] * len(times)})
+    return pd.DataFrame(
+        {"round": range(len(times)), "virtual_time_s": times, "test_accuracy": accs, "consensus_accuracy": [math.nan] * len(times)}
+    )
 
 
 def test_every_method_scores_the_same_seeded_sample_of_agents():
@@ -55,10 +56,25 @@ def test_score_runs_times_equal_accuracies_and_compares_at_the_common_time():
 
 
 def test_summary_gives_mean_std_and_how_many_seeds_reached():
-    runs = pd.DataFrame([
-        {"setting": "compute", "method": "comdml", "target": "80", "seed": s, "time_to_target_s": t, "ratio_vs_local": q,
-         "target_accuracy": 0.8, "final_accuracy": 0.8, "accuracy_at_common_time": 0.8, "virtual_time_s": 1.0, "wall_time_s": 1.0, "rounds": 3}
-        for s, t, q in [(0, 10.0, 0.2), (1, 20.0, 0.4), (2, math.nan, math.nan)]])
+    runs = pd.DataFrame(
+        [
+            {
+                "setting": "compute",
+                "method": "comdml",
+                "target": "80",
+                "seed": s,
+                "time_to_target_s": t,
+                "ratio_vs_local": q,
+                "target_accuracy": 0.8,
+                "final_accuracy": 0.8,
+                "accuracy_at_common_time": 0.8,
+                "virtual_time_s": 1.0,
+                "wall_time_s": 1.0,
+                "rounds": 3,
+            }
+            for s, t, q in [(0, 10.0, 0.2), (1, 20.0, 0.4), (2, math.nan, math.nan)]
+        ]
+    )
     s = summarize(runs).iloc[0]
     assert (s.seeds, s.reached) == (3, 2)
     assert s.time_to_target_s_mean == 15 and s.time_to_target_s_std == pytest.approx(np.std([10, 20], ddof=1))

@@ -68,20 +68,30 @@ from typing import Any
 
 import pandas as pd
 
-from comdml_ray.runtime.backend import Backend
 from comdml_ray.baselines.dpsgd import run_dpsgd
 from comdml_ray.baselines.events import EventClock, Uplink  # noqa: F401  (the package's public names)
-from comdml_ray.baselines.loops import LOOPS, ADPSGD, AfterRow, AsyncLoop, DivShare, LoopState, Swift, active_passive  # noqa: F401
+from comdml_ray.baselines.loops import ADPSGD, LOOPS, AfterRow, AsyncLoop, DivShare, LoopState, Swift, active_passive  # noqa: F401
 from comdml_ray.baselines.recorder import Recorder
 from comdml_ray.config import RunConfig
+from comdml_ray.runtime.backend import Backend
 from comdml_ray.timing.setting import Setting
 
 ASYNC_ALGORITHMS = ("adpsgd", "swift", "divshare")
 
 
-def drive(algorithm: str, ex: Backend, st: Setting, cfg: RunConfig, log=print,
-          on_row: Callable[[list[dict], float | None], None] | None = None, guard=None, start=None,
-          after_row: AfterRow | None = None, rec: Recorder | None = None, test_size: int = 0) -> tuple[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame], Any]:
+def drive(
+    algorithm: str,
+    ex: Backend,
+    st: Setting,
+    cfg: RunConfig,
+    log=print,
+    on_row: Callable[[list[dict], float | None], None] | None = None,
+    guard=None,
+    start=None,
+    after_row: AfterRow | None = None,
+    rec: Recorder | None = None,
+    test_size: int = 0,
+) -> tuple[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame], Any]:
     """Run one baseline to the end; returns (rounds, agents, plans) frames and the loop (or clock) it used.
 
     `guard` (a run's `recovery.RunGuard`) receives every row as it is made; `start` (a
@@ -127,8 +137,9 @@ def run_event_driven(run, cfg: RunConfig, log=print, guard=None) -> tuple[pd.Dat
             guard.round = start.next_round if start else 0
             run.inject_faults(guard.round)
         try:
-            frames, _ = drive(cfg.algorithm, run.backend, st, cfg, log, run.record_metrics, guard, start,
-                              after_row if guard is not None else None, rec)
+            frames, _ = drive(
+                cfg.algorithm, run.backend, st, cfg, log, run.record_metrics, guard, start, after_row if guard is not None else None, rec
+            )
             return frames
         except AgentFailure as f:
             if guard is None:

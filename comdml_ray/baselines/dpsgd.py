@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from comdml_ray.runtime.backend import Backend
 from comdml_ray.baselines.events import EventClock, StepDone
 from comdml_ray.baselines.recorder import Period, Recorder, evaluate_now
 from comdml_ray.config import RunConfig
+from comdml_ray.runtime.backend import Backend
 from comdml_ray.timing.setting import Setting
 
 
@@ -41,8 +41,14 @@ def run_dpsgd(ex: Backend, st: Setting, cfg: RunConfig, rec: Recorder, after_row
         models = {k: s for d in puts for k, s in d.items()}
         for g, mine in enumerate(st.groups):
             ex.gossip_mix(g, {j: models[j] for k in mine for j in (k, *st.nbrs[k])})
-        p = Period(r, virtual_time_s=t0, reports=reports, steps=np.ones(n, dtype=int), last_finish=last_finish.copy(),
-                   bytes_sent=np.array([len(st.nbrs[k]) * st.model_bytes for k in range(n)], dtype=float))
+        p = Period(
+            r,
+            virtual_time_s=t0,
+            reports=reports,
+            steps=np.ones(n, dtype=int),
+            last_finish=last_finish.copy(),
+            bytes_sent=np.array([len(st.nbrs[k]) * st.model_bytes for k in range(n)], dtype=float),
+        )
         last = cfg.is_last(r, t0)
         if cfg.evaluates(r, t0):
             evaluate_now(ex, st, p, cfg.eval_images(last=last))

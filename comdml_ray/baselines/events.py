@@ -31,14 +31,13 @@ class StepDone:
 
 @dataclass(frozen=True)
 class Delivered:
-    transfer: "Transfer"
+    transfer: Transfer
 
 
 @dataclass(frozen=True)
 class PairAverage:
     active: int
     passive: int
-
 
 
 class EventClock:

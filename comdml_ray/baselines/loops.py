@@ -19,11 +19,11 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from comdml_ray.method.async_steps import FragmentSpec, fragment_sizes
-from comdml_ray.runtime.backend import Backend
 from comdml_ray.baselines.events import Delivered, EventClock, PairAverage, StepDone, Transfer, Uplink
 from comdml_ray.baselines.recorder import Period, Recorder, evaluate_now
 from comdml_ray.config import RunConfig
+from comdml_ray.method.async_steps import FragmentSpec, fragment_sizes
+from comdml_ray.runtime.backend import Backend
 from comdml_ray.timing.setting import Setting
 from comdml_ray.timing.topology import metropolis_hastings
 
@@ -83,8 +83,16 @@ class AsyncLoop:
         self.clock.push(t + self.st.step_seconds(k, int(self.epochs_done / self.st.n + 1e-9)), StepDone(k, int(self.steps[k])))
 
     def state(self) -> LoopState:
-        return LoopState(self.clock.snapshot(), [g.bit_generator.state for g in self.rngs], self.steps.copy(), self.busy.copy(),
-                         self.completed, self.last_finish.copy(), self.period.index, self.epochs_done)
+        return LoopState(
+            self.clock.snapshot(),
+            [g.bit_generator.state for g in self.rngs],
+            self.steps.copy(),
+            self.busy.copy(),
+            self.completed,
+            self.last_finish.copy(),
+            self.period.index,
+            self.epochs_done,
+        )
 
     def load_state(self, s: LoopState) -> None:
         self.clock = EventClock.restore(s.clock)

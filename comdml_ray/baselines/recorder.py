@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 
 from comdml_ray.method.async_steps import StepReport
-from comdml_ray.runtime.backend import Backend
 from comdml_ray.results.report import frame
 from comdml_ray.results.rows import AgentRow, RoundRow
+from comdml_ray.runtime.backend import Backend
 from comdml_ray.timing.setting import Setting
 
 AGENT_COLUMNS = [f.name for f in dataclasses.fields(AgentRow)]
@@ -47,8 +47,19 @@ class Period:
 class Recorder:
     """Turns periods into rows, fetching each one row late so the actors never idle on the driver."""
 
-    def __init__(self, ex: Backend, n: int, rounds: int, log, progress: bool, on_row: Callable[[list[AgentRow], float | None], None] | None, label: str,
-                 guard=None, start=None, test_size: int = 0):
+    def __init__(
+        self,
+        ex: Backend,
+        n: int,
+        rounds: int,
+        log,
+        progress: bool,
+        on_row: Callable[[list[AgentRow], float | None], None] | None,
+        label: str,
+        guard=None,
+        start=None,
+        test_size: int = 0,
+    ):
         self.ex = ex
         self.test_size = test_size
         self.n = n
@@ -104,16 +115,36 @@ class Recorder:
                     batches[k] += v
         per_agent = {k: a for d in accs for k, a in d.items()}
         acc = float(np.mean(list(per_agent.values()))) if per_agent else math.nan
-        row = RoundRow(p.index, float(loss_sum.sum() / max(batches.sum(), 1)), int(p.bytes_sent.sum()),
-                       p.virtual_time_s - self.last_virtual, wall - self.last_wall, p.virtual_time_s, wall, acc, steps=int(p.steps.sum()),
-                       driver_calls=getattr(self.ex, "calls", 0) - self.last_calls, driver_bytes=received,
-                       eval_images=self.test_size if p.eval_images is None else p.eval_images)  # eval_wall_s: overlaps the steps, not timed
+        row = RoundRow(
+            p.index,
+            float(loss_sum.sum() / max(batches.sum(), 1)),
+            int(p.bytes_sent.sum()),
+            p.virtual_time_s - self.last_virtual,
+            wall - self.last_wall,
+            p.virtual_time_s,
+            wall,
+            acc,
+            steps=int(p.steps.sum()),
+            driver_calls=getattr(self.ex, "calls", 0) - self.last_calls,
+            driver_bytes=received,
+            eval_images=self.test_size if p.eval_images is None else p.eval_images,
+        )  # eval_wall_s: overlaps the steps, not timed
         self.last_calls = getattr(self.ex, "calls", 0)
         now_cpu = time.process_time()
         row.driver_cpu_s, self.last_cpu = now_cpu - self.last_cpu, now_cpu
-        agent_rows = [AgentRow(p.index, k, float(p.last_finish[k]), wall, float(loss_sum[k] / batches[k]) if batches[k] else math.nan,
-                               int(p.bytes_sent[k]), steps=int(p.steps[k]), test_accuracy=per_agent.get(k, math.nan))
-                      for k in range(self.n)]
+        agent_rows = [
+            AgentRow(
+                p.index,
+                k,
+                float(p.last_finish[k]),
+                wall,
+                float(loss_sum[k] / batches[k]) if batches[k] else math.nan,
+                int(p.bytes_sent[k]),
+                steps=int(p.steps[k]),
+                test_accuracy=per_agent.get(k, math.nan),
+            )
+            for k in range(self.n)
+        ]
         self.last_wall, self.last_virtual = wall, p.virtual_time_s
         self.rows.append(row)
         self.agent_rows += agent_rows

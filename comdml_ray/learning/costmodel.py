@@ -59,14 +59,38 @@ class SplitProfile:
     def to_csv(self, path: str) -> None:
         with open(path, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["split", "rho_s", "rho_f", "bytes_per_batch", "suffix_bytes", "base_sec_per_batch", "batch_size", "model_bytes", "source",
-                        "smashed_dtype"])
+            w.writerow(
+                [
+                    "split",
+                    "rho_s",
+                    "rho_f",
+                    "bytes_per_batch",
+                    "suffix_bytes",
+                    "base_sec_per_batch",
+                    "batch_size",
+                    "model_bytes",
+                    "source",
+                    "smashed_dtype",
+                ]
+            )
             for i, m in enumerate(self.split_ids):
-                w.writerow([m, f"{self.rho_s[i]:.6f}", f"{self.rho_f[i]:.6f}", self.bytes_per_batch[i], self.suffix_bytes[i],
-                            f"{self.base_sec_per_batch:.9f}", self.batch_size, self.model_bytes, self.source, self.smashed_dtype])
+                w.writerow(
+                    [
+                        m,
+                        f"{self.rho_s[i]:.6f}",
+                        f"{self.rho_f[i]:.6f}",
+                        self.bytes_per_batch[i],
+                        self.suffix_bytes[i],
+                        f"{self.base_sec_per_batch:.9f}",
+                        self.batch_size,
+                        self.model_bytes,
+                        self.source,
+                        self.smashed_dtype,
+                    ]
+                )
 
     @staticmethod
-    def from_csv(path: str) -> "SplitProfile":
+    def from_csv(path: str) -> SplitProfile:
         try:
             with open(path, newline="") as f:
                 rows = list(csv.DictReader(f))
@@ -83,7 +107,9 @@ class SplitProfile:
                 smashed_dtype=rows[0].get("smashed_dtype") or "float32",  # files from before the column: float32
             )
         except (OSError, KeyError, IndexError, ValueError) as e:
-            raise ConfigError(f"--profile {path} is not a profile.csv written by an earlier run ({type(e).__name__}: {e}); pass 'flops' or 'measure' instead.") from None
+            raise ConfigError(
+                f"--profile {path} is not a profile.csv written by an earlier run ({type(e).__name__}: {e}); pass 'flops' or 'measure' instead."
+            ) from None
 
     def check_matches(self, model: SplitModel, batch_size: int) -> None:
         if tuple(model.split_points()) != self.split_ids or batch_size != self.batch_size:
@@ -92,7 +118,7 @@ class SplitProfile:
                 f"but this run has splits {model.split_points()} at batch {batch_size}; re-profile with --profile flops or measure."
             )
 
-    def with_smashed_dtype(self, model: SplitModel, input_shape: tuple[int, int, int], dtype: str) -> "SplitProfile":
+    def with_smashed_dtype(self, model: SplitModel, input_shape: tuple[int, int, int], dtype: str) -> SplitProfile:
         """This profile with D[m] for another activation encoding (compute shares and c are unchanged)."""
         if dtype == self.smashed_dtype:
             return self
@@ -100,9 +126,11 @@ class SplitProfile:
         return dataclasses.replace(self, bytes_per_batch=d, smashed_dtype=dtype)
 
     def format(self) -> str:
-        lines = [f"split profile ({self.source}): base cost {self.base_sec_per_batch * 1e3:.2f} ms/batch of {self.batch_size}, "
-                 f"model {self.model_bytes / 1e6:.3f} MB, activations sent as {self.smashed_dtype}",
-                 "  split  rho_s  rho_f  D[m] (KB/batch)"]
+        lines = [
+            f"split profile ({self.source}): base cost {self.base_sec_per_batch * 1e3:.2f} ms/batch of {self.batch_size}, "
+            f"model {self.model_bytes / 1e6:.3f} MB, activations sent as {self.smashed_dtype}",
+            "  split  rho_s  rho_f  D[m] (KB/batch)",
+        ]
         for i, m in enumerate(self.split_ids):
             lines.append(f"  {m:5d}  {self.rho_s[i]:.3f}  {self.rho_f[i]:.3f}  {self.bytes_per_batch[i] / 1e3:10.1f}")
         return "\n".join(lines)
@@ -138,8 +166,9 @@ def _count_macs(module: nn.Module, x: torch.Tensor) -> tuple[float, torch.Tensor
     return total, out
 
 
-def profile_flops(model: SplitModel, input_shape: tuple[int, int, int], batch_size: int, reference_gflops: float,
-                  smashed_dtype: str = "float32") -> SplitProfile:
+def profile_flops(
+    model: SplitModel, input_shape: tuple[int, int, int], batch_size: int, reference_gflops: float, smashed_dtype: str = "float32"
+) -> SplitProfile:
     model.eval()
     x = torch.zeros(batch_size, *input_shape)
     block_macs = []
@@ -155,8 +184,9 @@ def profile_flops(model: SplitModel, input_shape: tuple[int, int, int], batch_si
     d, sfx, model_bytes = _split_bytes(model, input_shape, batch_size, smashed_dtype)
     # forward + backward ~ 3 forwards; 2 FLOPs per multiply-accumulate
     base = 3 * 2 * full / (reference_gflops * 1e9)
-    return SplitProfile("flops", batch_size, base, model_bytes, tuple(model.split_points()), tuple(rho_s), tuple(rho_f), tuple(d), tuple(sfx),
-                        smashed_dtype)
+    return SplitProfile(
+        "flops", batch_size, base, model_bytes, tuple(model.split_points()), tuple(rho_s), tuple(rho_f), tuple(d), tuple(sfx), smashed_dtype
+    )
 
 
 def _time_fwd_bwd(modules: list[nn.Module], x: torch.Tensor, y: torch.Tensor, repeats: int) -> float:
@@ -175,8 +205,9 @@ def _time_fwd_bwd(modules: list[nn.Module], x: torch.Tensor, y: torch.Tensor, re
     return statistics.median(times)
 
 
-def profile_measure(model: SplitModel, input_shape: tuple[int, int, int], batch_size: int, repeats: int = 5,
-                    smashed_dtype: str = "float32") -> SplitProfile:
+def profile_measure(
+    model: SplitModel, input_shape: tuple[int, int, int], batch_size: int, repeats: int = 5, smashed_dtype: str = "float32"
+) -> SplitProfile:
     model.train()
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch_size, *input_shape, generator=gen)
@@ -190,5 +221,15 @@ def profile_measure(model: SplitModel, input_shape: tuple[int, int, int], batch_
             z = model.prefix(m)(x)
         rho_f.append(_time_fwd_bwd([model.suffix(m)], z, y, repeats) / full)
     d, sfx, model_bytes = _split_bytes(model, input_shape, batch_size, smashed_dtype)
-    return SplitProfile("measure", batch_size, full, model_bytes, tuple(model.split_points()), tuple(rho_s), tuple(rho_f), tuple(d), tuple(sfx),
-                        smashed_dtype)
+    return SplitProfile(
+        "measure",
+        batch_size,
+        full,
+        model_bytes,
+        tuple(model.split_points()),
+        tuple(rho_s),
+        tuple(rho_f),
+        tuple(d),
+        tuple(sfx),
+        smashed_dtype,
+    )

@@ -145,9 +145,13 @@ def _load_cifar(name: str, root: Path, download: bool) -> _Arrays:
                 x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)  # rows are R, G, B planes of 32x32
                 y = np.asarray(batch[label_key], dtype=np.int64)
             except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:
-                raise DatasetError(f"{label} file {path} is not a readable CIFAR batch ({type(e).__name__}: {e}): replace {folder} with a fresh copy.") from None
+                raise DatasetError(
+                    f"{label} file {path} is not a readable CIFAR batch ({type(e).__name__}: {e}): replace {folder} with a fresh copy."
+                ) from None
             if len(x) != len(y) or (len(y) and not 0 <= y.min() <= y.max() < num_classes):
-                raise DatasetError(f"{label} file {path} has {len(x)} images, {len(y)} labels or labels outside 0..{num_classes - 1}: replace {folder} with a fresh copy.")
+                raise DatasetError(
+                    f"{label} file {path} has {len(x)} images, {len(y)} labels or labels outside 0..{num_classes - 1}: replace {folder} with a fresh copy."
+                )
             xs.append(x)
             ys.append(y)
         return np.ascontiguousarray(np.concatenate(xs)), np.concatenate(ys)
@@ -203,8 +207,7 @@ def to_tensor(x_uint8: np.ndarray, mean: tuple[float, ...], std: tuple[float, ..
     """uint8 (N, C, H, W) -> float32 (N, C, H, W), scaled to [0, 1] then normalised per channel."""
     if x_uint8.ndim != 4 or x_uint8.shape[1] != len(mean) or len(mean) != len(std):
         raise ValueError(
-            f"expected uint8 images (N, {len(mean)}, H, W) matching {len(mean)} means and {len(std)} stds, "
-            f"got shape {x_uint8.shape}"
+            f"expected uint8 images (N, {len(mean)}, H, W) matching {len(mean)} means and {len(std)} stds, got shape {x_uint8.shape}"
         )
     x = torch.from_numpy(np.asarray(x_uint8, dtype=np.float32))  # a fresh float copy
     m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255.0

@@ -114,8 +114,10 @@ class Decoder(nn.Module):
         c, self.size, _ = image_shape
         self.up = max(1, math.ceil(self.size / h))
         self.body = nn.Sequential(
-            nn.Conv2d(c_m, width, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(c_m, width, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(inplace=True),
             nn.Conv2d(width, c * self.up * self.up, 3, padding=1),
             nn.PixelShuffle(self.up),  # (B, C, h*up, w*up)
         )
@@ -127,8 +129,9 @@ class Decoder(nn.Module):
         return x
 
 
-def reconstruction_mse(z_aux: torch.Tensor, x_aux: torch.Tensor, z_probe: torch.Tensor, x_probe: torch.Tensor, seed: int = 0,
-                       epochs: int | None = None) -> tuple[float, float]:
+def reconstruction_mse(
+    z_aux: torch.Tensor, x_aux: torch.Tensor, z_probe: torch.Tensor, x_probe: torch.Tensor, seed: int = 0, epochs: int | None = None
+) -> tuple[float, float]:
     """Train a `Decoder` on (z_aux -> x_aux) for `epochs` (default DECODER_EPOCHS); return (its MSE on the probe, the mean-image MSE on the probe)."""
     epochs = DECODER_EPOCHS if epochs is None else epochs
     torch.manual_seed(seed)
@@ -154,8 +157,9 @@ def probe_indices(n_train: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(perm[:PROBE_SAMPLES]), np.sort(perm[PROBE_SAMPLES : PROBE_SAMPLES + AUX_SAMPLES])
 
 
-def measure_leakage(model: SplitModel, splits: list[int], x_probe: torch.Tensor, x_aux: torch.Tensor, spec: SmashedSpec,
-                    seed: int = 0, batch_size: int = 32) -> list[LeakageRow]:
+def measure_leakage(
+    model: SplitModel, splits: list[int], x_probe: torch.Tensor, x_aux: torch.Tensor, spec: SmashedSpec, seed: int = 0, batch_size: int = 32
+) -> list[LeakageRow]:
     """One row per split: dCor(x, released z) and the reconstruction attack's error, on the probe images.
 
     Runs on one CPU thread: the figures are small and, on a shared machine, more
@@ -169,15 +173,24 @@ def measure_leakage(model: SplitModel, splits: list[int], x_probe: torch.Tensor,
         torch.set_num_threads(threads)
 
 
-def _measure_split(model: SplitModel, m: int, x_probe: torch.Tensor, x_aux: torch.Tensor, spec: SmashedSpec, seed: int, batch_size: int) -> LeakageRow:
+def _measure_split(
+    model: SplitModel, m: int, x_probe: torch.Tensor, x_aux: torch.Tensor, spec: SmashedSpec, seed: int, batch_size: int
+) -> LeakageRow:
     gen = torch.Generator().manual_seed(seed + m)
     z_probe = released(model, m, x_probe, spec, gen, batch_size)
     z_aux = released(model, m, x_aux, spec, gen, batch_size)
     t0 = time.perf_counter()
     mse, base = reconstruction_mse(z_aux, x_aux, z_probe, x_probe, seed)
     return LeakageRow(
-        split=m, cut_shape=" x ".join(map(str, model.cut_shape(m))), dtype=spec.dtype, sigma=spec.noise, clip=spec.clip,
-        dcor=distance_correlation(x_probe, z_probe), recon_mse=mse, mean_image_mse=base, decoder_s=time.perf_counter() - t0,
+        split=m,
+        cut_shape=" x ".join(map(str, model.cut_shape(m))),
+        dtype=spec.dtype,
+        sigma=spec.noise,
+        clip=spec.clip,
+        dcor=distance_correlation(x_probe, z_probe),
+        recon_mse=mse,
+        mean_image_mse=base,
+        decoder_s=time.perf_counter() - t0,
     )
 
 
@@ -197,8 +210,11 @@ def leakage_table(cfg, flat_model: np.ndarray, splits: list[int], specs: list[Sm
     probe, aux = probe_indices(len(data.train_y))
     x_probe = to_tensor(data.train_x[probe], data.mean, data.std)
     x_aux = to_tensor(data.train_x[aux], data.mean, data.std)
-    rows = [r for spec in (specs or [SmashedSpec.from_config(cfg)])
-            for r in measure_leakage(model, sorted(splits), x_probe, x_aux, spec, cfg.seed, cfg.batch_size)]
+    rows = [
+        r
+        for spec in (specs or [SmashedSpec.from_config(cfg)])
+        for r in measure_leakage(model, sorted(splits), x_probe, x_aux, spec, cfg.seed, cfg.batch_size)
+    ]
     return pd.DataFrame([dataclasses.asdict(r) for r in rows])
 
 
@@ -235,9 +251,13 @@ def report_privacy(cfg, plans: pd.DataFrame, final_model, out: str, splits: list
 
 
 def format_privacy(t: pd.DataFrame) -> str:
-    lines = ["leakage of the smashed data (fixed 512 training images; dCor 1 = a copy of x, 0 = independent; "
-             "MSE of a decoder that learned nothing = mean-image MSE):",
-             f"  {'split':>5} {'z':>14} {'dtype':>7} {'SIGMA':>5} {'dCor':>6} {'decoder MSE':>11} {'mean-image MSE':>14}"]
+    lines = [
+        "leakage of the smashed data (fixed 512 training images; dCor 1 = a copy of x, 0 = independent; "
+        "MSE of a decoder that learned nothing = mean-image MSE):",
+        f"  {'split':>5} {'z':>14} {'dtype':>7} {'SIGMA':>5} {'dCor':>6} {'decoder MSE':>11} {'mean-image MSE':>14}",
+    ]
     for r in t.itertuples():
-        lines.append(f"  {r.split:5d} {r.cut_shape:>14} {r.dtype:>7} {r.sigma:5.2f} {r.dcor:6.3f} {r.recon_mse:11.4f} {r.mean_image_mse:14.4f}")
+        lines.append(
+            f"  {r.split:5d} {r.cut_shape:>14} {r.dtype:>7} {r.sigma:5.2f} {r.dcor:6.3f} {r.recon_mse:11.4f} {r.mean_image_mse:14.4f}"
+        )
     return "\n".join(lines)

@@ -46,7 +46,7 @@ class SmashedSpec:
             raise ValueError(f"unknown smashed dtype {self.dtype!r}: choose one of {', '.join(SMASHED_DTYPES)}")
 
     @staticmethod
-    def from_config(cfg) -> "SmashedSpec":
+    def from_config(cfg) -> SmashedSpec:
         """The spec of a `RunConfig` (duck-typed: anything with the three smashed_* fields)."""
         return SmashedSpec(cfg.smashed_dtype, float(cfg.smashed_noise), cfg.smashed_clip)
 
@@ -166,4 +166,3 @@ class SmashedEncoder:
         if self.spec.is_plain:
             return encode(z, y, "float32")
         return encode(protect(z.detach(), self.spec, self.gen), y, self.spec.dtype)
-

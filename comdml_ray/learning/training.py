@@ -61,7 +61,7 @@ class SGD:
     @property
     def state(self) -> dict:
         """torch's per-parameter view: parameter -> {"momentum_buffer": tensor}, for parameters that have one (read-only)."""
-        return {p: {"momentum_buffer": b} for p, b in zip(self.params, self.buffers) if b is not None}
+        return {p: {"momentum_buffer": b} for p, b in zip(self.params, self.buffers, strict=True) if b is not None}
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params:
@@ -167,8 +167,9 @@ def sgd_step(optim: SGD, loss: torch.Tensor, stats: TrainStats, samples: int) ->
     return value
 
 
-def train_full(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batches: list[torch.Tensor], optim: SGD,
-               lrs: list[float] | None = None) -> TrainStats:
+def train_full(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batches: list[torch.Tensor], optim: SGD, lrs: list[float] | None = None
+) -> TrainStats:
     """Ordinary local training of the whole model on the given index batches (lrs: one rate per batch, else the optimizer's)."""
     model.train()
     stats = TrainStats()

@@ -23,18 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from comdml_ray.method.async_steps import AsyncSteps
-from comdml_ray.method.averaging import Averaging
-from comdml_ray.method.checkpoint import Checkpointing
-from comdml_ray.method.comdml_steps import ComdmlSteps
 from comdml_ray.config import RunConfig
 from comdml_ray.learning.costmodel import SplitProfile, profile_flops, profile_measure
 from comdml_ray.learning.data import DatasetArrays, partition, to_tensor
 from comdml_ray.learning.models import SplitModel, build_model
-from comdml_ray.timing.profiles import AgentProfile, make_profiles
-from comdml_ray.timing.setting import Setting
 from comdml_ray.learning.smashed import SmashedEncoder, SmashedSpec
-from comdml_ray.method.store import Store
 from comdml_ray.learning.training import (
     SGD,
     LrSchedule,
@@ -47,7 +40,14 @@ from comdml_ray.learning.training import (
     minibatches,
     train_full,
 )
+from comdml_ray.method.async_steps import AsyncSteps
+from comdml_ray.method.averaging import Averaging
+from comdml_ray.method.checkpoint import Checkpointing
+from comdml_ray.method.comdml_steps import ComdmlSteps
+from comdml_ray.method.store import Store
 from comdml_ray.method.wall_steps import WallSteps
+from comdml_ray.timing.profiles import AgentProfile, make_profiles
+from comdml_ray.timing.setting import Setting
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,9 @@ class AgentInfo:
 class Agent:
     """One agent: its data shard, model, aux heads and seeded randomness (seed + agent id)."""
 
-    def __init__(self, agent_id: int, cfg: RunConfig, data: DatasetArrays, indices: np.ndarray, profile: AgentProfile, device: torch.device):
+    def __init__(
+        self, agent_id: int, cfg: RunConfig, data: DatasetArrays, indices: np.ndarray, profile: AgentProfile, device: torch.device
+    ):
         self.id = agent_id
         self.cfg = cfg
         self.profile = profile
@@ -75,7 +77,9 @@ class Agent:
         self.gen = torch.Generator().manual_seed(cfg.seed + agent_id)
         self.aux: dict[int, torch.nn.Module] = {}
         self.opt = OptimConfig(float(cfg.optimizer_setting("lr")), cfg.momentum, cfg.weight_decay)
-        self.schedule = LrSchedule(self.opt.lr, float(cfg.optimizer_setting("warmup_rounds")), str(cfg.optimizer_setting("lr_schedule")), cfg.rounds)
+        self.schedule = LrSchedule(
+            self.opt.lr, float(cfg.optimizer_setting("warmup_rounds")), str(cfg.optimizer_setting("lr_schedule")), cfg.rounds
+        )
         self.rounds_trained = 0  # local rounds this agent has trained: the schedule's clock (= the round index in synchronous runs)
         # Local optimizer state persists across rounds (local momentum, as in local SGD);
         # averaging touches weights and BN statistics only.
@@ -187,9 +191,12 @@ class AgentGroup(ComdmlSteps, WallSteps, Averaging, AsyncSteps, Checkpointing):
     def _test_set(self, images: int | None, part: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """The test images of an evaluation, as tensors: the whole test set, or the run's fixed subset (`test_subset`)."""
         if self._test is None or self._test[0] != (images, part):
-            idx = test_subset(len(self.data.test_y), images, self.cfg.seed)[part[0]::part[1]]
-            self._test = ((images, part), to_tensor(self.data.test_x[idx], self.data.mean, self.data.std).to(self.device),
-                          torch.from_numpy(self.data.test_y[idx].astype(np.int64)).to(self.device))
+            idx = test_subset(len(self.data.test_y), images, self.cfg.seed)[part[0] :: part[1]]
+            self._test = (
+                (images, part),
+                to_tensor(self.data.test_x[idx], self.data.mean, self.data.std).to(self.device),
+                torch.from_numpy(self.data.test_y[idx].astype(np.int64)).to(self.device),
+            )
         return self._test[1], self._test[2]
 
     def flat_model(self, agent_id: int) -> np.ndarray:

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from comdml_ray.method.store import Shipped
 from comdml_ray.learning.training import flatten, float_keys, unflatten_into
+from comdml_ray.method.store import Shipped
 
 
 @dataclass(frozen=True)

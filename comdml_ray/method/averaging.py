@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from comdml_ray.learning.training import flatten, unflatten_into
 from comdml_ray.method.store import Shipped
 from comdml_ray.timing.topology import metropolis_hastings
-from comdml_ray.learning.training import flatten, unflatten_into
 
 
 def ring_order_sum(x: np.ndarray, bounds: np.ndarray) -> np.ndarray:
@@ -49,8 +49,10 @@ class Averaging:
         """Floats of the aux head of every split row (in split-profile order)."""
         if "_aux_sizes" not in self.__dict__:
             model = next(iter(self.agents.values())).blank_model()
-            self._aux_sizes = [sum(p.numel() for p in model.make_aux_head(int(m)).state_dict().values() if p.is_floating_point())
-                               for m in self.split_profile.split_ids]
+            self._aux_sizes = [
+                sum(p.numel() for p in model.make_aux_head(int(m)).state_dict().values() if p.is_floating_point())
+                for m in self.split_profile.split_ids
+            ]
         return self._aux_sizes
 
     # ------------------------------------------------------------------ the model: a ring in agent order
@@ -123,12 +125,14 @@ class Averaging:
         width = self._gather_width()
         size = int(self._bounds()[-1]) if model else 0
         if model:
-            x = np.concatenate([p[: width * size].reshape(width, size)[: len(ids)] for p, ids in zip(parts, self.setting.groups)])
+            x = np.concatenate(
+                [p[: width * size].reshape(width, size)[: len(ids)] for p, ids in zip(parts, self.setting.groups, strict=True)]
+            )
             self.ring_finish(ring_order_sum(x, self._bounds()))
         if aux:
             total = 0  # as LocalBackend.average sums the groups' partials
             for p in parts:
-                total = total + np.ascontiguousarray(p[width * size:]).view(np.float64)
+                total = total + np.ascontiguousarray(p[width * size :]).view(np.float64)
             self.apply_aux(total)
 
     def ring_finish(self, full: np.ndarray) -> None:
@@ -153,12 +157,12 @@ class Averaging:
     def apply_aux(self, total: np.ndarray) -> None:
         """Every offloader's aux head becomes its split group's data-weighted mean."""
         sizes = self.aux_sizes()
-        weights = total[sum(sizes):]
+        weights = total[sum(sizes) :]
         rows = {int(m): s for s, m in enumerate(self.split_profile.split_ids)}
         starts = np.concatenate([[0], np.cumsum(sizes)])
         for k, m in self.aux_used.items():
             s = rows[m]
-            unflatten_into(self.agents[k].aux[m], (total[starts[s]:starts[s + 1]] / weights[s]).astype(np.float32))
+            unflatten_into(self.agents[k].aux[m], (total[starts[s] : starts[s + 1]] / weights[s]).astype(np.float32))
         self.aux_used = {}
 
     # ------------------------------------------------------------------ gossip

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import torch
 
-from comdml_ray.storage import OutDir
 from comdml_ray.learning.training import flatten, float_keys, unflatten_into
+from comdml_ray.storage import OutDir
 
 SHARED_MODEL_FILE = "model.pt"
 
@@ -184,4 +184,3 @@ class Checkpointing:
         if missing:
             raise ValueError(f"checkpoint {folder.uri} holds no state for agents {missing}")
         self.load_state_dict(GroupSnapshot(self.group_id, merged, rng), model)
-

@@ -28,12 +28,12 @@ import hashlib
 
 import numpy as np
 
-from comdml_ray.timing.clock import AgentWork
 from comdml_ray.learning.costmodel import SplitProfile
-from comdml_ray.method.messages import AgentState, OffloadOut, PhaseReport, PlanDigest
-from comdml_ray.timing.profiles import AgentProfile, link_matrices
-from comdml_ray.method.store import Shipped
 from comdml_ray.learning.training import SuffixTrainer, TrainStats, batches_per_round, flatten, train_prefix, unflatten_into
+from comdml_ray.method.messages import AgentState, OffloadOut, PhaseReport, PlanDigest
+from comdml_ray.method.store import Shipped
+from comdml_ray.timing.clock import AgentWork
+from comdml_ray.timing.profiles import AgentProfile, link_matrices
 from solvers import OffloadProblem, Plan, solve
 
 SPEED_EMA = 0.5  # weight of the newest observation in an agent's seconds-per-batch estimate
@@ -128,7 +128,9 @@ class ComdmlSteps:
         stats = TrainStats()
         act_bytes = 0
         batches, lrs = a.next_round()
-        for chunk in train_prefix(a.model.prefix(m), a.aux_head(m), a.x, a.y, batches, a.prefix_optimizer(m), self.cfg.chunk_batches, stats, a.encoder, lrs):
+        for chunk in train_prefix(
+            a.model.prefix(m), a.aux_head(m), a.x, a.y, batches, a.prefix_optimizer(m), self.cfg.chunk_batches, stats, a.encoder, lrs
+        ):
             out.chunk_refs.append(self.store.put(chunk))
             act_bytes += sum(b.nbytes for b in chunk)  # encoded size: what the clock charges
         self.aux_used[k] = m

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from comdml_ray.timing.clock import AgentWork
 from comdml_ray.method.store import Shipped
+from comdml_ray.timing.clock import AgentWork
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,9 @@ class OffloadOut:
     helper: int
     split: int  # split point m
     suffix: Shipped  # flat suffix weights at round start
-    chunk_refs: list[Any] = field(default_factory=list)  # each chunk: list of smashed.SmashedBatch (z (B, C_m, H_m, W_m) encoded, y (B,) int64)
+    chunk_refs: list[Any] = field(
+        default_factory=list
+    )  # each chunk: list of smashed.SmashedBatch (z (B, C_m, H_m, W_m) encoded, y (B,) int64)
 
 
 @dataclass
@@ -72,7 +74,9 @@ class PhaseReport:
     batches: dict[int, int] = field(default_factory=dict)
     bytes_sent: dict[int, int] = field(default_factory=dict)
     whole_s: dict[int, float] = field(default_factory=dict)  # wall clock: seconds from the round's start until the agent's model was whole
-    observed_spb: dict[int, float] = field(default_factory=dict)  # wall clock: device seconds per full-model batch this round (`Pacer.work_s`)
+    observed_spb: dict[int, float] = field(
+        default_factory=dict
+    )  # wall clock: device seconds per full-model batch this round (`Pacer.work_s`)
 
     def add(self, k: int, loss_sum: float, batches: int, sent: int) -> None:
         self.loss_sum[k] = self.loss_sum.get(k, 0.0) + loss_sum

@@ -54,7 +54,7 @@ class Shipped:
     nbytes: int
 
     @staticmethod
-    def of(store: Store, x: np.ndarray) -> "Shipped":
+    def of(store: Store, x: np.ndarray) -> Shipped:
         return Shipped(store.put(x), int(x.nbytes))
 
     def open(self, store: Store) -> np.ndarray:

@@ -36,9 +36,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from comdml_ray.timing.clock import AgentWork, aux_exchange
-from comdml_ray.timing.emulation import LinkMeter, Links, Pacer, wait_until
-from comdml_ray.method.messages import PhaseReport, Transfer
 from comdml_ray.learning.training import (
     SuffixTrainer,
     TrainStats,
@@ -49,6 +46,9 @@ from comdml_ray.learning.training import (
     train_prefix,
     unflatten_into,
 )
+from comdml_ray.method.messages import PhaseReport, Transfer
+from comdml_ray.timing.clock import AgentWork, aux_exchange
+from comdml_ray.timing.emulation import LinkMeter, Links, Pacer, wait_until
 
 OBSERVED_EMA = 0.7  # weight of the newest observation in an agent's estimates (speed, links) under the wall clock
 WARMUP_BATCHES = 3  # timed batches of round 0's warm-up (after one untimed)
@@ -134,8 +134,9 @@ class WallSteps:
         suffix = flatten(a.model, a.model.suffix_keys(m))
         self._ship(Transfer("suffix", r, k, k, m, [], suffix.nbytes, 0, 0, batches=len(batches)), j, suffix, links)
         stats, act, done = TrainStats(), 0, 0
-        for chunk in train_prefix(a.model.prefix(m), a.aux_head(m), a.x, a.y, batches, a.prefix_optimizer(m),
-                                  self.cfg.chunk_batches, stats, a.encoder):
+        for chunk in train_prefix(
+            a.model.prefix(m), a.aux_head(m), a.x, a.y, batches, a.prefix_optimizer(m), self.cfg.chunk_batches, stats, a.encoder
+        ):
             pacer.done((stats.batches - done) * rho * c)
             done = stats.batches
             nbytes = sum(b.nbytes for b in chunk)
@@ -210,7 +211,9 @@ class WallSteps:
     # ------------------------------------------------------------------ messages
     def _links(self, k: int) -> Links:
         st = self.setting
-        return Links(self.cfg.emulate, {j: float(st.link_bw[k, j]) for j in range(st.n)}, {j: float(st.link_lat[k, j]) for j in range(st.n)})
+        return Links(
+            self.cfg.emulate, {j: float(st.link_bw[k, j]) for j in range(st.n)}, {j: float(st.link_lat[k, j]) for j in range(st.n)}
+        )
 
     def _ship(self, t: Transfer, dst: int, payload, links: Links) -> None:
         """Put payload in the store and send its ref to agent dst, stamped with when dst may use it."""
@@ -260,7 +263,12 @@ class WallSteps:
         k, st = self.ids[0], self.setting
         aux = 0.0
         if self.cfg.algorithm == "comdml" and self.plan is not None:
-            secs, _ = aux_exchange(np.asarray(self.plan.partner), np.asarray(self.plan.split), 4 * np.array(self.aux_sizes(), dtype=float),
-                                   st.agent_bw, st.agent_lat)
+            secs, _ = aux_exchange(
+                np.asarray(self.plan.partner),
+                np.asarray(self.plan.split),
+                4 * np.array(self.aux_sizes(), dtype=float),
+                st.agent_bw,
+                st.agent_lat,
+            )
             aux = float(secs[k])
         return aux + float(st.exchange_s[k])

@@ -24,19 +24,44 @@ import math
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
-from comdml_ray.storage import OutDir  # noqa: E402
+from comdml_ray.storage import OutDir
 
 ROUND_COLUMNS = [
-    "round", "virtual_time_s", "wall_time_s", "train_loss", "test_accuracy", "consensus_accuracy", "bytes_sent",
-    "round_virtual_s", "round_wall_s", "bytes_offloaded", "pairs", "driver_calls", "driver_bytes", "driver_cpu_s",
-    "checkpoint_s", "failures", "failed_agents", "lost_wall_s",
-    "eval_images", "eval_wall_s",  # test images test_accuracy is on (subset or whole set), and the evaluation's wall seconds
+    "round",
+    "virtual_time_s",
+    "wall_time_s",
+    "train_loss",
+    "test_accuracy",
+    "consensus_accuracy",
+    "bytes_sent",
+    "round_virtual_s",
+    "round_wall_s",
+    "bytes_offloaded",
+    "pairs",
+    "driver_calls",
+    "driver_bytes",
+    "driver_cpu_s",
+    "checkpoint_s",
+    "failures",
+    "failed_agents",
+    "lost_wall_s",
+    "eval_images",
+    "eval_wall_s",  # test images test_accuracy is on (subset or whole set), and the evaluation's wall seconds
 ]
 WALL_ROUND_COLUMNS = ["eval_wall_s"]  # --clock wall only (a virtual-clock run's rounds.csv keeps the columns above)
-DETERMINISTIC_COLUMNS = ["round", "virtual_time_s", "train_loss", "test_accuracy", "bytes_sent", "round_virtual_s", "bytes_offloaded", "pairs"]
+DETERMINISTIC_COLUMNS = [
+    "round",
+    "virtual_time_s",
+    "train_loss",
+    "test_accuracy",
+    "bytes_sent",
+    "round_virtual_s",
+    "bytes_offloaded",
+    "pairs",
+]
 
 
 def frame(rows: list) -> pd.DataFrame:
@@ -103,6 +128,7 @@ def _eval_sets(summary: dict) -> str:
         return f"every evaluation on the whole test set, {whole} images"
     return f"rounds before the last: a fixed subset of {sub if sub is not None else '?'} test images"
 
+
 def format_summary(summary: dict) -> str:
     def fmt(v, unit=""):
         if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -125,6 +151,8 @@ def format_summary(summary: dict) -> str:
         f"{summary['driver_cpu_s_per_round']:.2f} s CPU  (its work grows with actors, not agents)",
     ]
     if tgt is not None:
-        lines.append(f"time to {100 * tgt:.1f}%        {fmt(summary.get('time_to_target_s'), ' s')}  ({summary.get('clock', 'virtual')}; '-' = not reached)")
+        lines.append(
+            f"time to {100 * tgt:.1f}%        {fmt(summary.get('time_to_target_s'), ' s')}  ({summary.get('clock', 'virtual')}; '-' = not reached)"
+        )
     lines.append(f"results              {summary['out']}")
     return "\n".join(lines)

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from comdml_ray.timing.clock import AgentWork, aux_exchange, round_finish_times
 from comdml_ray.method.messages import PhaseReport
+from comdml_ray.timing.clock import AgentWork, aux_exchange, round_finish_times
 from comdml_ray.timing.setting import Setting
 
 
@@ -33,7 +33,9 @@ class RoundRow:
     test_accuracy: float = math.nan  # the yardstick: mean over the --eval-agents sample's own models
     consensus_accuracy: float = math.nan  # the one model all agents hold (exact all-reduce); NaN where there is none
     eval_images: int = 0  # test images test_accuracy is measured on (the fixed subset, or the whole test set); 0: not evaluated
-    eval_wall_s: float = 0.0  # wall seconds the evaluation took (inside round_wall_s)
+    # wall seconds the evaluation took: inside round_wall_s, but for --clock wall, where they come after the round
+    # (its rows, the evaluation) and are not in round_wall_s
+    eval_wall_s: float | None = None
     bytes_offloaded: int = 0
     pairs: int = 0
     steps: int | None = None  # local steps finished (event-driven methods)
@@ -44,7 +46,6 @@ class RoundRow:
     failures: int = 0  # actor deaths while this round (or row) was run
     failed_agents: str = ""  # the agents those actors hosted, e.g. "2-3"; ";" between failures
     lost_wall_s: float = 0.0  # wall seconds lost to them: discarded work since the checkpoint, restart, restore
-    eval_wall_s: float | None = None  # --clock wall: seconds after the round (its rows, the evaluation): not in round_wall_s
 
 
 @dataclass
@@ -86,10 +87,15 @@ class ClockSplits:
     aux_bytes: np.ndarray
 
     @staticmethod
-    def of(prof, aux_bytes) -> "ClockSplits":
+    def of(prof, aux_bytes) -> ClockSplits:
         """From a `costmodel.SplitProfile` (duck-typed: this module never imports torch)."""
-        return ClockSplits(tuple(int(m) for m in prof.split_ids), np.asarray(prof.rho_s, dtype=float), np.asarray(prof.rho_f, dtype=float),
-                           np.asarray(prof.suffix_bytes, dtype=float), np.asarray(aux_bytes, dtype=float))
+        return ClockSplits(
+            tuple(int(m) for m in prof.split_ids),
+            np.asarray(prof.rho_s, dtype=float),
+            np.asarray(prof.rho_f, dtype=float),
+            np.asarray(prof.suffix_bytes, dtype=float),
+            np.asarray(aux_bytes, dtype=float),
+        )
 
 
 def averaging_bytes(st: Setting, aggregation: str) -> np.ndarray:
@@ -110,7 +116,7 @@ class Merged:
     sent: np.ndarray = field(default=None)  # (N,) bytes
 
     @staticmethod
-    def of(n: int, reports: list[PhaseReport]) -> "Merged":
+    def of(n: int, reports: list[PhaseReport]) -> Merged:
         work = [AgentWork(k) for k in range(n)]
         loss_sum, batches, sent = np.zeros(n), np.zeros(n), np.zeros(n)
         for rep in reports:
@@ -130,8 +136,9 @@ class Merged:
         return Merged(work, loss_sum, batches, sent)
 
 
-def sync_round_rows(r: int, st: Setting, prof: ClockSplits, aggregation: str, reports: list[PhaseReport],
-                    plan=None) -> tuple[RoundRow, list[AgentRow], list[PlanRow]]:
+def sync_round_rows(
+    r: int, st: Setting, prof: ClockSplits, aggregation: str, reports: list[PhaseReport], plan=None
+) -> tuple[RoundRow, list[AgentRow], list[PlanRow]]:
     """One synchronous round's rows: the clock's finish times from what every agent did."""
     mg = Merged.of(st.n, reports)
     partner = np.array([w.partner for w in mg.work])
@@ -139,18 +146,47 @@ def sync_round_rows(r: int, st: Setting, prof: ClockSplits, aggregation: str, re
     aux_s, aux_sent = aux_exchange(partner, split_row, prof.aux_bytes, st.agent_bw, st.agent_lat)
     sent = mg.sent + averaging_bytes(st, aggregation) + aux_sent
     finish = round_finish_times(
-        mg.work, st.sec_per_batch(r), prof.rho_s, prof.rho_f, prof.suffix_bytes,
-        st.link_bw, st.link_lat, st.agent_bw, st.exchange_s + aux_s)
+        mg.work, st.sec_per_batch(r), prof.rho_s, prof.rho_f, prof.suffix_bytes, st.link_bw, st.link_lat, st.agent_bw, st.exchange_s + aux_s
+    )
     split_of = [int(prof.split_ids[s]) if s >= 0 else -1 for s in split_row]
-    agents = [AgentRow(r, k, float(finish[k]), 0.0, float(mg.loss_sum[k] / max(mg.batches[k], 1)), int(sent[k]),
-                       int(partner[k]), split_of[k], int(mg.work[k].bytes_offloaded)) for k in range(st.n)]
-    row = RoundRow(r, float(mg.loss_sum.sum() / max(mg.batches.sum(), 1)), int(sent.sum()), float(finish.max()),
-                   bytes_offloaded=int(sum(w.bytes_offloaded for w in mg.work)), pairs=int((partner >= 0).sum()))
+    agents = [
+        AgentRow(
+            r,
+            k,
+            float(finish[k]),
+            0.0,
+            float(mg.loss_sum[k] / max(mg.batches[k], 1)),
+            int(sent[k]),
+            int(partner[k]),
+            split_of[k],
+            int(mg.work[k].bytes_offloaded),
+        )
+        for k in range(st.n)
+    ]
+    row = RoundRow(
+        r,
+        float(mg.loss_sum.sum() / max(mg.batches.sum(), 1)),
+        int(sent.sum()),
+        float(finish.max()),
+        bytes_offloaded=int(sum(w.bytes_offloaded for w in mg.work)),
+        pairs=int((partner >= 0).sum()),
+    )
     plans = []
     if plan is not None:
         # The solver scores an offloader by its own side; its model is whole when its helper is done too.
         predicted = np.where(plan.partner >= 0, np.maximum(plan.finish, plan.finish[np.maximum(plan.partner, 0)]), plan.finish)
-        plans = [PlanRow(r, k, int(plan.partner[k]), int(prof.split_ids[plan.split[k]]) if plan.split[k] >= 0 else -1,
-                         float(predicted[k]), float(finish[k]), int(mg.work[k].bytes_offloaded), plan.method, plan.note)
-                 for k in range(st.n)]
+        plans = [
+            PlanRow(
+                r,
+                k,
+                int(plan.partner[k]),
+                int(prof.split_ids[plan.split[k]]) if plan.split[k] >= 0 else -1,
+                float(predicted[k]),
+                float(finish[k]),
+                int(mg.work[k].bytes_offloaded),
+                plan.method,
+                plan.note,
+            )
+            for k in range(st.n)
+        ]
     return row, agents, plans

@@ -22,11 +22,11 @@ import math
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from comdml_ray.config import ConfigError  # noqa: E402
+from comdml_ray.config import ConfigError
 
 # method -> (algorithm, RunConfig overrides)
 METHODS: dict[str, tuple[str, dict]] = {
@@ -59,7 +59,7 @@ def parse_targets(spec: str) -> list[str]:
     out = []
     for x in (s.strip() for s in spec.split(",") if s.strip()):
         if x.startswith("local-best-"):
-            _number(x[len("local-best-"):], x)
+            _number(x[len("local-best-") :], x)
         else:
             v = _number(x, x)
             if not 0 < (v / 100 if v > 1 else v) <= 1:
@@ -82,7 +82,7 @@ def target_level(label: str, local_curve: pd.DataFrame | None) -> float:
     if label.startswith("local-best-"):
         if local_curve is None:
             return math.nan
-        return float(local_curve["test_accuracy"].max()) - float(label[len("local-best-"):]) / 100
+        return float(local_curve["test_accuracy"].max()) - float(label[len("local-best-") :]) / 100
     v = float(label)
     return v / 100 if v > 1 else v
 
@@ -124,22 +124,42 @@ def score_runs(seed: int, setting: str, curves: dict[str, pd.DataFrame], summari
         for method, curve in curves.items():
             d, s = evaluated(curve), summaries[method]
             ttt = time_to(curve, level)
-            rows.append({
-                "seed": seed, "setting": setting, "method": method, "target": label, "target_accuracy": level,
-                "time_to_target_s": ttt, "ratio_vs_local": ttt / base if base > 0 else math.nan,
-                "final_accuracy": float(d["test_accuracy"].iloc[-1]), "best_accuracy": float(d["test_accuracy"].max()),
-                "final_consensus_accuracy": float(d["consensus_accuracy"].iloc[-1]) if "consensus_accuracy" in d else math.nan,
-                "common_time_s": common_t, "accuracy_at_common_time": accuracy_at(curve, common_t),
-                "rounds": int(len(curve)), "virtual_time_s": float(curve["virtual_time_s"].iloc[-1]),
-                "wall_time_s": float(s["wall_time_s"]), "bytes_sent": int(s["bytes_sent"]),
-                "local_plateau_round": plateau, "local_rounds": int(len(local)) if local is not None else None,
-                "local_long_enough": bool(len(local) >= LONG_RUN_FACTOR * plateau) if local is not None else None,
-            })
+            rows.append(
+                {
+                    "seed": seed,
+                    "setting": setting,
+                    "method": method,
+                    "target": label,
+                    "target_accuracy": level,
+                    "time_to_target_s": ttt,
+                    "ratio_vs_local": ttt / base if base > 0 else math.nan,
+                    "final_accuracy": float(d["test_accuracy"].iloc[-1]),
+                    "best_accuracy": float(d["test_accuracy"].max()),
+                    "final_consensus_accuracy": float(d["consensus_accuracy"].iloc[-1]) if "consensus_accuracy" in d else math.nan,
+                    "common_time_s": common_t,
+                    "accuracy_at_common_time": accuracy_at(curve, common_t),
+                    "rounds": len(curve),
+                    "virtual_time_s": float(curve["virtual_time_s"].iloc[-1]),
+                    "wall_time_s": float(s["wall_time_s"]),
+                    "bytes_sent": int(s["bytes_sent"]),
+                    "local_plateau_round": plateau,
+                    "local_rounds": len(local) if local is not None else None,
+                    "local_long_enough": bool(len(local) >= LONG_RUN_FACTOR * plateau) if local is not None else None,
+                }
+            )
     return rows
 
 
-SUMMARY_VALUES = ("target_accuracy", "time_to_target_s", "ratio_vs_local", "final_accuracy", "accuracy_at_common_time",
-                  "virtual_time_s", "wall_time_s", "rounds")
+SUMMARY_VALUES = (
+    "target_accuracy",
+    "time_to_target_s",
+    "ratio_vs_local",
+    "final_accuracy",
+    "accuracy_at_common_time",
+    "virtual_time_s",
+    "wall_time_s",
+    "rounds",
+)
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:

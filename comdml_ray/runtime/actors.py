@@ -33,11 +33,11 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 from ray.util import metrics
 
+from comdml_ray.config import ConfigError, RunConfig
+from comdml_ray.learning.data import DatasetArrays, DatasetError
 from comdml_ray.method.agent import AgentGroup, AgentInfo
 from comdml_ray.runtime.backend import Backend
 from comdml_ray.runtime.cluster import failure_message
-from comdml_ray.config import ConfigError, RunConfig
-from comdml_ray.learning.data import DatasetArrays, DatasetError
 from comdml_ray.runtime.telemetry import ActorTelemetry
 
 GATHER_LIMIT_BYTES = 64 << 20  # the fleet's models (N x model floats) up to this are all-reduced by one allgather
@@ -214,7 +214,7 @@ class AgentHost(AgentGroup):
         for a member that is gone.
         """
 
-        name, world = self.collective
+        _name, world = self.collective
         g = self.group_id
         if world > 1 and (how == "gather" or (how == "auto" and self._gather_fits())):
             return self._gathered(model, aux)
@@ -284,7 +284,13 @@ class AgentHost(AgentGroup):
     def placement(self) -> dict:
         """Where this actor runs: node id, pid, device and GPU ids (for tests and the summary)."""
         ctx = ray.get_runtime_context()
-        return {"group": self._args[0], "node_id": ctx.get_node_id(), "pid": os.getpid(), "device": self.device_name, "gpu_ids": self.gpu_ids}
+        return {
+            "group": self._args[0],
+            "node_id": ctx.get_node_id(),
+            "pid": os.getpid(),
+            "device": self.device_name,
+            "gpu_ids": self.gpu_ids,
+        }
 
     def record_metrics(self, rows: list[dict], accuracy: float | None) -> None:
         self.metrics.record(rows)

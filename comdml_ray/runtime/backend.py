@@ -19,16 +19,16 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from comdml_ray.config import RunConfig
+from comdml_ray.learning.costmodel import SplitProfile
+from comdml_ray.learning.data import DatasetArrays, load_dataset
 from comdml_ray.method.agent import AgentGroup, AgentInfo
 from comdml_ray.method.async_steps import FragmentSpec, StepReport
 from comdml_ray.method.checkpoint import SavedPart
 from comdml_ray.method.messages import AgentState, OffloadOut, PhaseReport
-from comdml_ray.config import RunConfig
-from comdml_ray.learning.costmodel import SplitProfile
-from comdml_ray.learning.data import DatasetArrays, load_dataset
-from comdml_ray.timing.setting import Setting
-from comdml_ray.storage import OutDir
 from comdml_ray.method.store import LocalStore, Shipped
+from comdml_ray.storage import OutDir
+from comdml_ray.timing.setting import Setting
 
 T = TypeVar("T")
 
@@ -142,8 +142,9 @@ class Backend:
     def tensor_sizes(self, g: int) -> Handle[list[int]]:
         return self._call(g, AgentGroup.tensor_sizes)
 
-    def divshare_finish(self, g: int, k: int, step: int, fragments: int, received: list[FragmentSpec],
-                        values: list[Handle[Shipped]]) -> list[Handle]:
+    def divshare_finish(
+        self, g: int, k: int, step: int, fragments: int, received: list[FragmentSpec], values: list[Handle[Shipped]]
+    ) -> list[Handle]:
         """[report, fragment 0 .. fragment Omega-1 (Shipped)]."""
         return self._call(g, AgentGroup.divshare_finish, k, step, fragments, received, *values, returns=1 + fragments)
 
@@ -160,8 +161,14 @@ class LocalBackend(Backend):
         # The same set-up as `run.Run`: describe, profile on group 0, one Setting for all.
         infos = sorted((i for grp in self.groups for i in grp.describe()), key=lambda i: i.agent)
         self.split_profile = self.groups[0].profile_splits()
-        self.setting = Setting.build(cfg, groups, np.array([i.num_samples for i in infos]), np.array([i.batches_per_round for i in infos]),
-                                     self.split_profile.base_sec_per_batch, self.split_profile.model_bytes)
+        self.setting = Setting.build(
+            cfg,
+            groups,
+            np.array([i.num_samples for i in infos]),
+            np.array([i.batches_per_round for i in infos]),
+            self.split_profile.base_sec_per_batch,
+            self.split_profile.model_bytes,
+        )
         self.use_setting(self.setting)
 
     def use_setting(self, setting: Setting) -> None:

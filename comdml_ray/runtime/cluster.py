@@ -64,7 +64,9 @@ def start_ray(cfg: RunConfig, log: Callable[[str], None] = print) -> None:
         try:
             ray.init(address=cfg.address, log_to_driver=True)
         except ConnectionError:
-            raise ConfigError(f"no Ray cluster found at --address {cfg.address}; start one with `ray up` / `ray start --head`, or drop --address to run locally.") from None
+            raise ConfigError(
+                f"no Ray cluster found at --address {cfg.address}; start one with `ray up` / `ray start --head`, or drop --address to run locally."
+            ) from None
         request_capacity(cfg, log)
     elif os.environ.get("RAY_ADDRESS"):
         # Inside `ray job submit` (or with RAY_ADDRESS exported): the cluster that runs the job.
@@ -74,8 +76,14 @@ def start_ray(cfg: RunConfig, log: Callable[[str], None] = print) -> None:
         # A Ray of this run's own ("local"), never one another user or session started on
         # this machine. Workers import this project from its root, wherever the driver ran.
         path = os.pathsep.join(p for p in (PROJECT_ROOT, os.environ.get("PYTHONPATH", "")) if p)
-        ray.init(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, log_to_driver=True,
-                 include_dashboard=os.environ.get("COMDML_DASHBOARD", "1") != "0", runtime_env={"env_vars": {"PYTHONPATH": path}})
+        ray.init(
+            address="local",
+            num_cpus=cfg.num_cpus,
+            num_gpus=cfg.num_gpus,
+            log_to_driver=True,
+            include_dashboard=os.environ.get("COMDML_DASHBOARD", "1") != "0",
+            runtime_env={"env_vars": {"PYTHONPATH": path}},
+        )
 
 
 def exit_process(code: int) -> NoReturn:
@@ -189,7 +197,7 @@ def request_capacity(cfg: RunConfig, log: Callable[[str], None] = print, timeout
         return have
     from ray.autoscaler.sdk import request_resources
 
-    global _request_open
+    global _request_open  # noqa: PLW0603 -- one standing autoscaler request per driver process
     request_resources(bundles=need.bundles)
     _request_open = True
     t0 = last_line = last_change = time.monotonic()
@@ -221,7 +229,7 @@ _request_open = False  # request_capacity asked the autoscaler for nodes and nob
 
 def release_capacity_request() -> None:
     """Drop this run's standing request to the autoscaler (no-op when there is none, or Ray is gone)."""
-    global _request_open
+    global _request_open  # noqa: PLW0603 -- see request_capacity
     if not _request_open or not ray.is_initialized():
         return
     from ray.autoscaler.sdk import request_resources
@@ -240,8 +248,10 @@ def _count(have: dict, need: Demand) -> str:
 def _progress_line(need: Demand, have: dict, view: AutoscalerView, elapsed_s: float, timeout_s: float) -> str:
     extra = f", {view.pending} nodes starting" if view.pending else ""
     extra += f", {view.failed} failed to start" if view.failed else ""
-    return (f"waiting for the autoscaler: {_count(have, need)}{extra} "
-            f"({elapsed_s / 60:.1f} of at most {timeout_s / 60:.0f} min; `ray status` on the head shows more)")
+    return (
+        f"waiting for the autoscaler: {_count(have, need)}{extra} "
+        f"({elapsed_s / 60:.1f} of at most {timeout_s / 60:.0f} min; `ray status` on the head shows more)"
+    )
 
 
 def wait_for_placement(pg: PlacementGroup, log: Callable[[str], None] = print, timeout_s: float = 120.0) -> None:
@@ -252,10 +262,14 @@ def wait_for_placement(pg: PlacementGroup, log: Callable[[str], None] = print, t
         while not pg.wait(timeout_seconds=step):
             waited = time.monotonic() - t0
             if waited >= timeout_s:
-                raise ConfigError(f"the cluster could not place all agent actors within {timeout_s:.0f} s; check `ray status` for free CPUs/GPUs or lower --agents/--cpus-per-agent.")
+                raise ConfigError(
+                    f"the cluster could not place all agent actors within {timeout_s:.0f} s; check `ray status` for free CPUs/GPUs or lower --agents/--cpus-per-agent."
+                )
             free = ray.available_resources()
-            log(f"placing {len(pg.bundle_specs)} agent actors: waiting {waited:.0f} s for CPUs/GPUs "
-                f"({free.get('CPU', 0.0):g} CPUs, {free.get('GPU', 0.0):g} GPUs free now)")
+            log(
+                f"placing {len(pg.bundle_specs)} agent actors: waiting {waited:.0f} s for CPUs/GPUs "
+                f"({free.get('CPU', 0.0):g} CPUs, {free.get('GPU', 0.0):g} GPUs free now)"
+            )
     finally:
         release_capacity_request()  # placed: the group holds the nodes now
 
@@ -277,7 +291,7 @@ def actor_where(actor: ray.actor.ActorHandle) -> ActorWhere:
     actor_id = actor._actor_id.hex()
     try:
         info = ray._private.state.actors(actor_id)  # GCS, so it works without the dashboard
-    except Exception:  # noqa: BLE001 - the GCS is gone too: say what we know
+    except Exception:
         info = {}
     return ActorWhere(actor_id, info.get("Name") or "?", (info.get("Address") or {}).get("IPAddress") or "?", int(info.get("Pid") or 0))
 

@@ -31,14 +31,15 @@ import uuid
 import ray
 from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
 
-from comdml_ray.runtime.actors import AgentFailure
 from comdml_ray.config import ConfigError
+from comdml_ray.runtime.actors import AgentFailure
 
 ACTOR_OPTIONS = {"max_restarts": -1, "max_task_retries": 0}
 
 
 class RunStopped(AgentFailure):
     """A failure the run does not recover from; the message is one sentence saying what to do."""
+
 
 SETTLE_TIMEOUT_S = 900.0  # a survivor may be midway through a round of 50 agents on a loaded host
 
@@ -57,7 +58,9 @@ class RunRecovery:
         """Kill the actors that --kill-actor names for round r (each pair once per run)."""
         for pair in [p for p in self.pending_kills if p[0] == r]:
             self.pending_kills.remove(pair)
-            self.log(f"fault injection: actor {pair[1]} (agents {agent_span(self.layout.groups[pair[1]])}) kills itself at the start of round {r}")
+            self.log(
+                f"fault injection: actor {pair[1]} (agents {agent_span(self.layout.groups[pair[1]])}) kills itself at the start of round {r}"
+            )
             self.hosts[pair[1]].crash.remote()
             break  # one death per attempt: a second pair of this round fires when the round is redone
 
@@ -75,8 +78,10 @@ class RunRecovery:
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise RunStopped(f"the actor hosting agents {agent_span(self.layout.groups[g])} did not come back within {timeout_s:.0f} s; "
-                                       "check `ray status` for free resources and resume with --resume.")
+                    raise RunStopped(
+                        f"the actor hosting agents {agent_span(self.layout.groups[g])} did not come back within {timeout_s:.0f} s; "
+                        "check `ray status` for free resources and resume with --resume."
+                    )
                 try:
                     self.placements[g] = ray.get(self.hosts[g].placement.remote(), timeout=left)
                     break

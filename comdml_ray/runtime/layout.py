@@ -43,7 +43,9 @@ def plan_layout(cfg: RunConfig, resources: dict) -> Layout:
     gpus = float(resources.get("GPU", 0))
     mem_mb = float(resources.get("memory", psutil.virtual_memory().available)) / 2**20 * MEMORY_SHARE
     if cfg.gpus_per_agent > 0 and gpus < cfg.gpus_per_agent:
-        raise ConfigError(f"--gpus-per-agent {cfg.gpus_per_agent} needs GPUs but the cluster has {gpus:g}; drop the flag or add GPU nodes (locally, --num-gpus declares logical GPUs).")
+        raise ConfigError(
+            f"--gpus-per-agent {cfg.gpus_per_agent} needs GPUs but the cluster has {gpus:g}; drop the flag or add GPU nodes (locally, --num-gpus declares logical GPUs)."
+        )
     if cpus < cfg.cpus_per_agent:
         raise ConfigError(f"--cpus-per-agent {cfg.cpus_per_agent} is more than the cluster's {cpus:g} CPUs; lower it.")
     shard_mb = DATASET_TRAIN_SIZES[cfg.dataset] / n * SAMPLE_BYTES[cfg.dataset] / 2**20
@@ -60,8 +62,13 @@ def plan_layout(cfg: RunConfig, resources: dict) -> Layout:
         while actors > 1 and need_mb(actors) > mem_mb:
             actors -= 1
         k = math.ceil(n / actors)
-        reason = "one agent per actor" if k == 1 else f"{k} agents per actor: the cluster's {cpus:g} CPUs" + (
-            f", {gpus:g} GPUs" if cfg.gpus_per_agent > 0 else "") + f" and {mem_mb / 1024:.1f} GB of usable memory hold {actors} actors at once"
+        reason = (
+            "one agent per actor"
+            if k == 1
+            else f"{k} agents per actor: the cluster's {cpus:g} CPUs"
+            + (f", {gpus:g} GPUs" if cfg.gpus_per_agent > 0 else "")
+            + f" and {mem_mb / 1024:.1f} GB of usable memory hold {actors} actors at once"
+        )
     else:
         k = int(cfg.agents_per_actor)
         actors = math.ceil(n / k)
@@ -73,7 +80,8 @@ def plan_layout(cfg: RunConfig, resources: dict) -> Layout:
         fit = int(max((mem_mb - DATASET_MB[cfg.dataset] - ACTOR_BASE_MB) // agent_mb, 0))
         raise ConfigError(
             f"{n} agents of {cfg.model} on {cfg.dataset} need about {need_mb(actors) / 1024:.1f} GB but the cluster has {mem_mb / 1024:.1f} GB usable; "
-            f"at most {fit} agents fit: use fewer --agents, a smaller --model, or more nodes.")
+            f"at most {fit} agents fit: use fewer --agents, a smaller --model, or more nodes."
+        )
     groups = [list(range(i, min(i + k, n))) for i in range(0, n, k)]
     return Layout(groups, cfg.cpus_per_agent, cfg.gpus_per_agent, reason)
 
@@ -82,4 +90,5 @@ def _check_fits(actors: int, most: int, per_actor: float, total: float, what: st
     if actors > most:
         raise ConfigError(
             f"{actors} actors x {per_actor:g} {what} need {actors * per_actor:g} {what} but the cluster has {total:g}; "
-            f"use --agents-per-actor {math.ceil(n / max(most, 1))} or auto, or lower {flag}.")
+            f"use --agents-per-actor {math.ceil(n / max(most, 1))} or auto, or lower {flag}."
+        )

@@ -37,12 +37,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from comdml_ray.runtime.actors import AgentFailure
 from comdml_ray.config import ConfigError, RunConfig
 from comdml_ray.learning.costmodel import SplitProfile
-from comdml_ray.runtime.faults import RunStopped, agent_span
 from comdml_ray.results.report import ROUND_COLUMNS, WALL_ROUND_COLUMNS
 from comdml_ray.results.rows import RoundRow
+from comdml_ray.runtime.actors import AgentFailure
+from comdml_ray.runtime.faults import RunStopped, agent_span
 from comdml_ray.storage import OutDir, RowFile
 
 CHECKPOINTABLE = ("local", "comdml", "adpsgd")
@@ -86,7 +86,9 @@ class Checkpointer:
         self.run, self.cfg, self.out = run, cfg, out
         self.every = cfg.checkpoint_interval() if cfg.algorithm in CHECKPOINTABLE else 0
         if cfg.algorithm not in CHECKPOINTABLE and cfg.checkpoint_every:
-            log(f"checkpoints: not available for {cfg.algorithm} (only {', '.join(CHECKPOINTABLE)}); a lost actor restarts the run from round 0.")
+            log(
+                f"checkpoints: not available for {cfg.algorithm} (only {', '.join(CHECKPOINTABLE)}); a lost actor restarts the run from round 0."
+            )
         self.last: DriverState | None = None
 
     def due(self, row: int) -> bool:
@@ -132,7 +134,9 @@ def resumed_config(given: RunConfig) -> tuple[RunConfig, DriverState]:
     except (OSError, pickle.UnpicklingError, KeyError, ValueError) as e:
         raise ConfigError(f"--resume {given.resume}: its last checkpoint cannot be read ({e}); rerun without --resume.") from None
     if state is None:
-        raise ConfigError(f"--resume {given.resume} holds no checkpoint ({LATEST}); rerun without --resume, with --checkpoint-every 1 or more.")
+        raise ConfigError(
+            f"--resume {given.resume} holds no checkpoint ({LATEST}); rerun without --resume, with --checkpoint-every 1 or more."
+        )
     known = {f.name for f in dataclasses.fields(RunConfig)}
     saved = RunConfig(**{k: v for k, v in state.config.items() if k in known})
     cfg = saved.replace(out=given.resume, resume=given.resume, **{k: getattr(given, k) for k in RUNTIME_FIELDS})
@@ -183,8 +187,9 @@ class RunGuard:
         """A checkpoint if one is due before `at.next_round`; returns its wall seconds (0 if none)."""
         if not self.ckpt.due(at.next_round - 1):
             return 0.0
-        state = DriverState(at, self.run.split_profile, dataclasses.asdict(self.cfg), self.cfg.one_model,
-                            failures=list(self.failures), last_row=last_row)
+        state = DriverState(
+            at, self.run.split_profile, dataclasses.asdict(self.cfg), self.cfg.one_model, failures=list(self.failures), last_row=last_row
+        )
         sec = self.ckpt.save(state)
         self.mark = (time.perf_counter(), at.wall_time_s + sec)
         return sec
@@ -214,9 +219,12 @@ class RunGuard:
         worst = max(sorted(dead), key=lambda g: self.streak[g])
         if self.streak[worst] >= MAX_DEATHS_IN_A_ROW:
             self._note(r, dead)
-            raise RunStopped(f"the actor hosting agents {agent_span(run.layout.groups[worst])} died {self.streak[worst]} times in a row "
-                               f"(last in round {r}), so the run stops; its results so far are in {self.out.uri}: see the actor's log "
-                               f"under /tmp/ray/session_latest/logs, then continue with --resume {self.out.uri}.", worst)
+            raise RunStopped(
+                f"the actor hosting agents {agent_span(run.layout.groups[worst])} died {self.streak[worst]} times in a row "
+                f"(last in round {r}), so the run stops; its results so far are in {self.out.uri}: see the actor's log "
+                f"under /tmp/ray/session_latest/logs, then continue with --resume {self.out.uri}.",
+                worst,
+            )
         run.rebuild(dead)
         run.join_collective()
         state = self.ckpt.last

@@ -26,9 +26,9 @@ import ray
 
 from comdml_ray.method.messages import PhaseReport
 from comdml_ray.results.rows import AgentRow, ClockSplits, PlanRow, RoundRow, sync_round_rows
-from comdml_ray.timing.setting import Setting
-from comdml_ray.storage import OutDir, RowFile
 from comdml_ray.runtime.telemetry import with_idle_share
+from comdml_ray.storage import OutDir, RowFile
+from comdml_ray.timing.setting import Setting
 
 SYNC_AGENT_COLUMNS = [f.name for f in dataclasses.fields(AgentRow) if f.name not in ("steps", "test_accuracy")]
 PLAN_COLUMNS = [f.name for f in dataclasses.fields(PlanRow)]
@@ -43,14 +43,18 @@ class RoundReducer:
     agent actors' do, not after them.  `reduce` has 1 + (number of actors) return values.
     """
 
-    def start(self, setting: Setting, splits: ClockSplits, aggregation: str, out: OutDir, keep_before: int | None = None,
-              clock: str = "virtual") -> None:
+    def start(
+        self, setting: Setting, splits: ClockSplits, aggregation: str, out: OutDir, keep_before: int | None = None, clock: str = "virtual"
+    ) -> None:
         """The run: setting, clock splits, output folder."""
         self.setting, self.splits, self.aggregation = setting, splits, aggregation
         self.wall = clock == "wall"
         extra = (WALL_AGENT_COLUMNS, WALL_PLAN_COLUMNS) if self.wall else ([], [])
         self.owner = setting.owner
-        self.files = {"agents.csv": RowFile(out, "agents.csv", SYNC_AGENT_COLUMNS + extra[0]), "plan.csv": RowFile(out, "plan.csv", PLAN_COLUMNS + extra[1])}
+        self.files = {
+            "agents.csv": RowFile(out, "agents.csv", SYNC_AGENT_COLUMNS + extra[0]),
+            "plan.csv": RowFile(out, "plan.csv", PLAN_COLUMNS + extra[1]),
+        }
         # Opened at the first round: the event loops write agents.csv themselves and never call `reduce`.
         self.keep_before, self.opened = keep_before, False
 
@@ -61,7 +65,9 @@ class RoundReducer:
             for f in self.files.values():
                 f.start(before_round)
 
-    def reduce(self, r: int, round_start: float, plan: Any, *reports: PhaseReport, round_end: float | None = None) -> tuple[RoundRow | list[dict], ...]:
+    def reduce(
+        self, r: int, round_start: float, plan: Any, *reports: PhaseReport, round_end: float | None = None
+    ) -> tuple[RoundRow | list[dict], ...]:
         """(the round's row, actor 0's agents' metric rows, actor 1's, ...): call with num_returns = 1 + actors."""
         row, agent_rows, plan_rows = sync_round_rows(r, self.setting, self.splits, self.aggregation, list(reports), plan)
         if not self.opened:

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from comdml_ray.runtime.backend import Backend
 from comdml_ray.method.messages import PlanDigest
+from comdml_ray.runtime.backend import Backend
 from comdml_ray.timing.setting import Setting
 
 
@@ -52,7 +52,9 @@ def _plan(be: Backend, r: int, fetch) -> tuple[list[list[Any]], list[PlanDigest]
     planned = [be.plan_round(g, r, states) for g in range(n)]
     digests: list[PlanDigest] = fetch([p[0] for p in planned])
     if len({d.digest for d in digests}) != 1:
-        raise PlanDisagreement(f"round {r}: agents disagree on the plan ({sorted({d.digest for d in digests})}); the planning function must be deterministic.")
+        raise PlanDisagreement(
+            f"round {r}: agents disagree on the plan ({sorted({d.digest for d in digests})}); the planning function must be deterministic."
+        )
     return planned, digests
 
 

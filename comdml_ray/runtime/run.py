@@ -22,6 +22,7 @@ asynchronous baselines run on the event clock in `comdml_ray.baselines`.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import tempfile
 import threading
@@ -33,19 +34,20 @@ import ray
 from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
-from comdml_ray.runtime.actors import AgentFailure, AgentHostActor, RayBackend, WallHostActor  # noqa: F401  (AgentFailure re-exported)
-from comdml_ray.runtime.cluster import wait_for_placement
 from comdml_ray.config import RunConfig
 from comdml_ray.learning.costmodel import SplitProfile
 from comdml_ray.learning.data import load_dataset
+from comdml_ray.results.rows import ClockSplits, RoundRow
+from comdml_ray.runtime.actors import AgentFailure, AgentHostActor, RayBackend, WallHostActor  # noqa: F401  (AgentFailure re-exported)
+from comdml_ray.runtime.cluster import wait_for_placement
 from comdml_ray.runtime.faults import ACTOR_OPTIONS, RunRecovery
 from comdml_ray.runtime.layout import plan_layout
 from comdml_ray.runtime.reducer import RoundReducerActor
 from comdml_ray.runtime.rounds import average, train_round, wall_round
-from comdml_ray.results.rows import ClockSplits, RoundRow
-from comdml_ray.timing.setting import Setting
 from comdml_ray.runtime.telemetry import with_idle_share
 from comdml_ray.storage import OutDir
+from comdml_ray.timing.setting import Setting
+
 
 def _pss(p: psutil.Process) -> int:
     """A process's PSS in bytes: the kernel's one-line rollup where it has one, else psutil's (which
@@ -84,10 +86,8 @@ class MemoryWatch:
         me = psutil.Process()
         total = 0
         for p in [me, *me.children(recursive=True)]:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, ProcessLookupError):
                 total += _pss(p)
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, ProcessLookupError):
-                pass
         return total
 
     def _loop(self) -> None:
@@ -113,8 +113,14 @@ class Run(RunRecovery):
     a resumed run keeps the rows of rounds before this one in agents.csv and plan.csv.
     """
 
-    def __init__(self, cfg: RunConfig, log=print, out_dir: OutDir | str | None = None, split_profile: SplitProfile | None = None,
-                 keep_before: int | None = None):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        log=print,
+        out_dir: OutDir | str | None = None,
+        split_profile: SplitProfile | None = None,
+        keep_before: int | None = None,
+    ):
         self.cfg = cfg
         self.log = log
         self.received = 0  # bytes of results the driver received (reset every round)
@@ -126,7 +132,8 @@ class Run(RunRecovery):
         # The round's reducer lives beside the driver (same node, same output folder); its process starts now, beside
         # the agent actors', and `start` gives it the run once that is set up.
         self.reducer = RoundReducerActor.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)).remote()
+            scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        ).remote()
         self.pg = placement_group([self._bundle()] * len(groups), strategy="PACK" if cfg.placement == "pack" else "SPREAD")
         wait_for_placement(self.pg, self.log, timeout_s=120)
         self.hosts = [self._host(g, ids) for g, ids in enumerate(groups)]
@@ -136,11 +143,19 @@ class Run(RunRecovery):
         self.test_size = len(data.test_y)
         self.data_ref = ray.put(data)
         del data
-        self.infos = sorted((i for lst in be.fetch([h.setup.remote(self.data_ref) for h in self.hosts]) for i in lst), key=lambda i: i.agent)
+        self.infos = sorted(
+            (i for lst in be.fetch([h.setup.remote(self.data_ref) for h in self.hosts]) for i in lst), key=lambda i: i.agent
+        )
         self.placements = be.fetch([h.placement.remote() for h in self.hosts])
         self.split_profile: SplitProfile = split_profile or be.fetch([be.profile_splits(0)])[0]
-        self.setting = Setting.build(cfg, groups, np.array([i.num_samples for i in self.infos]), np.array([i.batches_per_round for i in self.infos]),
-                                     self.split_profile.base_sec_per_batch, self.split_profile.model_bytes)
+        self.setting = Setting.build(
+            cfg,
+            groups,
+            np.array([i.num_samples for i in self.infos]),
+            np.array([i.batches_per_round for i in self.infos]),
+            self.split_profile.base_sec_per_batch,
+            self.split_profile.model_bytes,
+        )
         self.setting_ref = setting_ref = ray.put(self.setting)
         be.fetch([be.set_setting(g, setting_ref, self.split_profile) for g in range(be.num_groups)])
         self.join_collective()
@@ -151,7 +166,9 @@ class Run(RunRecovery):
         self.profiles = [i.profile for i in self.infos]
         self.out = out_dir if isinstance(out_dir, OutDir) else OutDir(out_dir or tempfile.mkdtemp(prefix="comdml-run-"))
         self.out_dir = self.out.uri
-        self.reducer.start.remote(setting_ref, ClockSplits.of(self.split_profile, aux_bytes), cfg.aggregation, self.out, keep_before, cfg.clock)
+        self.reducer.start.remote(
+            setting_ref, ClockSplits.of(self.split_profile, aux_bytes), cfg.aggregation, self.out, keep_before, cfg.clock
+        )
 
     def _bundle(self) -> dict:
         return {"CPU": self.layout.cpus} | ({"GPU": self.layout.gpus} if self.layout.gpus > 0 else {})
@@ -160,7 +177,10 @@ class Run(RunRecovery):
         name = f"agent-{ids[0]:03d}" if len(ids) == 1 else f"agents-{ids[0]:03d}-{ids[-1]:03d}"
         cls = WallHostActor if self.cfg.clock == "wall" else AgentHostActor
         return cls.options(
-            name=name, num_cpus=self.layout.cpus, num_gpus=self.layout.gpus, **ACTOR_OPTIONS,
+            name=name,
+            num_cpus=self.layout.cpus,
+            num_gpus=self.layout.gpus,
+            **ACTOR_OPTIONS,
             scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=g),
         ).remote(g, ids, self.cfg)
 
@@ -176,10 +196,8 @@ class Run(RunRecovery):
             for k, v in b.items():
                 held[k] = held.get(k, 0.0) + v
         before = ray.available_resources()
-        try:
+        with contextlib.suppress(Exception):  # the reducer may be gone already; its files are flushed or lost either way
             ray.get(self.reducer.close.remote(), timeout=timeout_s)
-        except Exception:  # noqa: BLE001 - a reducer that is gone has nothing left to flush
-            pass
         ray.kill(self.reducer)
         for h in self.hosts:
             ray.kill(h)
@@ -213,7 +231,7 @@ class Run(RunRecovery):
             reports, plan = train_round(be, r, comdml=comdml, fetch=self._fetch)
             reduced = self._reduce(r, start, plan, reports)
             acks = self.aggregate(after=[reduced])  # starts only once every actor's reports are in
-            row = self._fetch([reduced] + acks)[0]
+            row = self._fetch([reduced, *acks])[0]
         be.calls += 1
         row.virtual_time_s = virtual_before + row.round_virtual_s
         if self.cfg.evaluates(r, row.virtual_time_s):

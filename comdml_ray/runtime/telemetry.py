@@ -105,11 +105,17 @@ class ActorTelemetry:
         self.log = actor_logger()
         tags = ("agent",)
         self.rounds = metrics.Counter("comdml_rounds_total", "Rounds (asynchronous: rows) the agent finished", tag_keys=tags)
-        self.idle = metrics.Gauge("comdml_idle_share", "Share of the last synchronous round the agent waited for the slowest agent (virtual clock)", tag_keys=tags)
+        self.idle = metrics.Gauge(
+            "comdml_idle_share", "Share of the last synchronous round the agent waited for the slowest agent (virtual clock)", tag_keys=tags
+        )
         self.log.info("%s ready on %s: %d agent%s", self.name, device, len(agent_ids), "" if len(agent_ids) == 1 else "s")
         if gpu_ids and device == "cpu":
-            self.log.warning("%s: Ray assigned it GPU %s but torch finds no CUDA device, so its agents train on the CPU; "
-                             "install a CUDA build of torch on the GPU nodes, or drop --gpus-per-agent", self.name, ",".join(gpu_ids))
+            self.log.warning(
+                "%s: Ray assigned it GPU %s but torch finds no CUDA device, so its agents train on the CPU; "
+                "install a CUDA build of torch on the GPU nodes, or drop --gpus-per-agent",
+                self.name,
+                ",".join(gpu_ids),
+            )
 
     def record(self, rows: list[dict], accuracy: float | None) -> None:
         """Metrics and the log line of one round (or row) for this actor's agents."""
@@ -123,5 +129,10 @@ class ActorTelemetry:
         bad = [r for r in rows if not math.isfinite(r["train_loss"]) and r.get("steps", 1) > 0]
         self.log.info(round_line(self.name, rows, accuracy))
         if bad:
-            self.log.warning("round %d %s: training loss is %s for %s: the run diverges; lower --lr", rows[0]["round"] + 1, self.name,
-                             bad[0]["train_loss"], ", ".join(agent_name(r["agent"]) for r in bad))
+            self.log.warning(
+                "round %d %s: training loss is %s for %s: the run diverges; lower --lr",
+                rows[0]["round"] + 1,
+                self.name,
+                bad[0]["train_loss"],
+                ", ".join(agent_name(r["agent"]) for r in bad),
+            )

@@ -67,7 +67,9 @@ def exchange_seconds(aggregation: str, nbrs: list[list[int]], bw: np.ndarray, la
     return np.array([sum(model_bytes / min(bw[i], bw[j]) + lat[i] + lat[j] for j in nb) for i, nb in enumerate(nbrs)])
 
 
-def aux_exchange(partner: np.ndarray, split_row: np.ndarray, aux_bytes: np.ndarray, bw: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def aux_exchange(
+    partner: np.ndarray, split_row: np.ndarray, aux_bytes: np.ndarray, bw: np.ndarray, lat: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """ComDML's aux-head averaging: (seconds, bytes sent) per agent, (N,) each.
 
     The offloaders that used split row s this round average their aux heads among

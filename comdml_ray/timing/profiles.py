@@ -69,7 +69,7 @@ def make_profiles(source: str, num_agents: int, seed: int = 0, slow_link_share: 
         slow, bw, lat = _read_csv(source, num_agents)
     if slow_link_share > 0:
         rng = np.random.default_rng(seed + 104_729)
-        n_slow = int(round(slow_link_share * num_agents))
+        n_slow = round(slow_link_share * num_agents)
         slow_links = rng.choice(num_agents, size=n_slow, replace=False)
         bw = bw.copy()
         bw[slow_links] /= 5.0
@@ -94,7 +94,9 @@ def _read_csv(path: str, num_agents: int) -> tuple[np.ndarray, np.ndarray, np.nd
             b = float(row["bandwidth_mbps"])
             l_ms = float(row.get("latency_ms") or DEFAULT_LATENCY_S * 1e3)
         except (TypeError, ValueError):
-            raise ConfigError(f"heterogeneity CSV {path} row {i + 2} has a missing or non-numeric value; fill in slowdown and bandwidth_mbps.") from None
+            raise ConfigError(
+                f"heterogeneity CSV {path} row {i + 2} has a missing or non-numeric value; fill in slowdown and bandwidth_mbps."
+            ) from None
         if not (s > 0 and b > 0 and l_ms >= 0 and np.isfinite([s, b, l_ms]).all()):
             raise ConfigError(
                 f"heterogeneity CSV {path} row {i + 2} needs a positive slowdown and bandwidth_mbps (and latency_ms >= 0); fix that row."

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from comdml_ray.timing.clock import exchange_seconds
 from comdml_ray.config import RunConfig
+from comdml_ray.timing.clock import exchange_seconds
 from comdml_ray.timing.profiles import drift_slowdowns, link_matrices, make_profiles
 from comdml_ray.timing.topology import neighbours
 
@@ -83,8 +83,9 @@ class Setting:
         return by
 
     @staticmethod
-    def build(cfg: RunConfig, groups: list[list[int]], num_samples: np.ndarray, batches: np.ndarray,
-              base_sec_per_batch: float, model_bytes: int) -> "Setting":
+    def build(
+        cfg: RunConfig, groups: list[list[int]], num_samples: np.ndarray, batches: np.ndarray, base_sec_per_batch: float, model_bytes: int
+    ) -> Setting:
         n = cfg.agents
         profiles = make_profiles(cfg.heterogeneity, n, cfg.seed, cfg.slow_link_share)
         bw = np.array([p.bandwidth_Bps for p in profiles])
@@ -92,11 +93,22 @@ class Setting:
         link_bw, link_lat = link_matrices(profiles)
         nbrs = neighbours(cfg.topology, n, cfg.degree, cfg.seed)
         return Setting(
-            n=n, groups=tuple(tuple(g) for g in groups), num_samples=np.asarray(num_samples, dtype=np.int64),
-            batches=np.asarray(batches, dtype=float), slowdown=np.array([p.slowdown for p in profiles]),
-            base_sec_per_batch=float(base_sec_per_batch), model_bytes=int(model_bytes),
-            agent_bw=bw, agent_lat=lat, link_bw=link_bw, link_lat=link_lat, nbrs=nbrs,
+            n=n,
+            groups=tuple(tuple(g) for g in groups),
+            num_samples=np.asarray(num_samples, dtype=np.int64),
+            batches=np.asarray(batches, dtype=float),
+            slowdown=np.array([p.slowdown for p in profiles]),
+            base_sec_per_batch=float(base_sec_per_batch),
+            model_bytes=int(model_bytes),
+            agent_bw=bw,
+            agent_lat=lat,
+            link_bw=link_bw,
+            link_lat=link_lat,
+            nbrs=nbrs,
             exchange_s=exchange_seconds(cfg.aggregation, nbrs, bw, lat, model_bytes),
-            eval_ids=cfg.scored_agent_ids(), drift=cfg.drift, seed=cfg.seed, drift_prob=cfg.drift_prob,
+            eval_ids=cfg.scored_agent_ids(),
+            drift=cfg.drift,
+            seed=cfg.seed,
+            drift_prob=cfg.drift_prob,
             step_batches=np.array([cfg.async_step_batches(int(b)) for b in batches]),
         )

@@ -3,7 +3,7 @@
 Owns the neighbour lists of `ring`, `torus`, `regular` (seeded random d-regular,
 from networkx) and `complete`, and the Metropolis-Hastings mixing matrix
 w_ij = 1 / (1 + max(deg_i, deg_j)) for neighbours, w_ii = 1 - sum_j w_ij, which is
-symmetric and doubly stochastic. 
+symmetric and doubly stochastic.
 No torch, no Ray.
 """
 
@@ -24,7 +24,7 @@ def neighbours(name: str, n: int, degree: int = 4, seed: int = 0) -> list[list[i
         g = nx.cycle_graph(n) if n > 2 else nx.path_graph(n)
     elif name == "torus":
         # rows x cols = n with rows the largest divisor <= sqrt(n); a prime n degenerates to a ring.
-        rows = max(d for d in range(1, int(math.isqrt(n)) + 1) if n % d == 0)
+        rows = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
         if rows < 3:
             g = nx.cycle_graph(n) if n > 2 else nx.path_graph(n)
         else:
@@ -48,4 +48,3 @@ def metropolis_hastings(nbrs: list[list[int]]) -> np.ndarray:
             w[i, j] = 1.0 / (1.0 + max(deg[i], deg[j]))
         w[i, i] = 1.0 - w[i].sum()
     return w
-
