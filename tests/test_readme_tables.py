@@ -37,7 +37,7 @@ def test_readme_table_matches_its_csv(name):
         assert block == expected, f"{path}: the {name} table differs from `python benchmarks/tables.py --render {name}`"
 
 
-# Issue 15's privacy tables: written by benchmarks/privacy.py (commands in benchmarks/README.md), not by tables.py yet.
+# The privacy tables: written by benchmarks/privacy.py (commands in benchmarks/README.md, section 6), not by tables.py yet.
 OTHER_COMMANDS = {"privacy", "privacy-same-model", "privacy-int8"}
 
 
