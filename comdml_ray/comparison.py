@@ -207,8 +207,6 @@ class Scores:
 
 def run_comparison(cfg: RunConfig, plan: ComparePlan, log=print) -> Scores:
     """Run everything into cfg.out (score-only: nothing, score what is there); write runs.csv, summary.csv and the band plots."""
-    from comdml_ray.experiment import stop_ray
-
     out = cfg.out
     targets = list(plan.targets) or ["local-best-0.5"]
     rows: list[dict] = []
@@ -235,6 +233,8 @@ def run_comparison(cfg: RunConfig, plan: ComparePlan, log=print) -> Scores:
                     levels[setting][t].append(target_level(t, curves.get("local")))
     finally:
         if not plan.score_only:
+            from comdml_ray.experiment import stop_ray
+
             stop_ray(cfg)
     if not rows:
         raise ConfigError(

@@ -55,5 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in COMMANDS:
         module = importlib.import_module(COMMANDS[argv[0]][0])
         return module.main(argv[1:], prog=f"comdml-ray {argv[0]}")
-    _parser().parse_args(argv)  # --help / --version exit 0; no or an unknown command: usage and exit 2
-    return 2  # not reached: a known command is dispatched above
+    try:
+        _parser().parse_args(argv)  # --help, --version: exit 0; no command or an unknown one: usage and exit 2
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 2  # not reached: argparse exits on everything a known command does not take
