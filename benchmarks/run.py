@@ -5,303 +5,36 @@
     python benchmarks/run.py --agents 8 --rounds 2 --out results/quick
     ray job submit --working-dir . -- python benchmarks/run.py --agents 100 --address auto --gpus-per-agent 0.25
 
-Flags map one to one onto `comdml_ray.config.RunConfig`; `run_experiment` does the
-rest (see comdml_ray/experiment.py, then runtime/run.py for one round, then agent.py
-for the actor methods).  A bad flag, a missing dataset or a cluster too small for
-the run ends with one sentence on stderr and exit code 2.
+The same as `comdml-ray run` (comdml_ray/cli/run.py, where the flags are), under this
+script's name.  Flags map one to one onto `comdml_ray.config.RunConfig`; `run_experiment`
+does the rest (see comdml_ray/experiment.py, then runtime/run.py for one round, then
+agent.py for the actor methods).  A bad flag, a missing dataset or a cluster too small
+for the run ends with one sentence on stderr and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from comdml_ray.config import (
-    AGGREGATIONS,
-    ALGORITHMS,
-    ASYNC_STEP_BATCHES,
-    DATASET_NAMES,
-    LR_SCHEDULES,
-    MODEL_DEFAULTS,
-    MODEL_NAMES,
-    PARTITIONS,
-    PLACEMENTS,
-    SCHEDULERS,
-    SMASHED_DTYPES,
-    TOPOLOGIES,
-    ConfigError,
-    RunConfig,
-)
+from comdml_ray.cli import run as cli_run
+from comdml_ray.cli.run import exit_code_of
+from comdml_ray.config import RunConfig
+
+PROG = "benchmarks/run.py"
+__all__ = ["build_parser", "config_from_args", "exit_code_of", "main"]  # what the other scripts in benchmarks/ and the tests use
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = RunConfig()
-    p = argparse.ArgumentParser(
-        prog="benchmarks/run.py",
-        description="Decentralized multi-agent training on Ray (ComDML and baselines). "
-        "Virtual time is the simulated training time under the heterogeneity profile; wall time is real.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    for add in (_what_to_train, _averaging, _heterogeneity, _comdml, _baselines, _evaluation, _faults, _placement):
-        add(p, d)
-    return p
-
-
-def _per_model(name: str) -> str:
-    return ", ".join(f"{m} {v[name]}" for m, v in MODEL_DEFAULTS.items())
-
-
-def _what_to_train(p: argparse.ArgumentParser, d: RunConfig) -> None:
-    g = p.add_argument_group("what to train")
-    g.add_argument("--algorithm", default=d.algorithm, help=f"training method: {', '.join(ALGORITHMS)}")
-    g.add_argument("--agents", type=int, default=d.agents, help="number of agents (each a data shard and a model)")
-    g.add_argument("--rounds", type=int, default=d.rounds, help="synchronous rounds (each: local epochs, then averaging)")
-    g.add_argument("--dataset", default=d.dataset, help=f"dataset: {', '.join(DATASET_NAMES)} (fashion-mnist ships with the repo)")
-    g.add_argument(
-        "--time-budget",
-        dest="time_budget_s",
-        type=float,
-        default=d.time_budget_s,
-        help="stop once the virtual time reaches this many seconds (at most --rounds rounds)",
-    )
-    g.add_argument(
-        "--train-samples",
-        type=int,
-        default=d.train_samples,
-        help="train on a seeded subset of this many samples (default: the whole training set)",
-    )
-    g.add_argument(
-        "--data-dir", default=d.data_dir, help="folder holding CIFAR/CINIC files (CIFAR: cifar-10-batches-py; CINIC: cinic10/{train,test})"
-    )
-    g.add_argument("--download", action="store_true", help="download CIFAR-10/100 into --data-dir if missing")
-    g.add_argument("--model", default=d.model, help=f"model: {', '.join(MODEL_NAMES)}")
-    g.add_argument("--partition", default=d.partition, help=f"data split over agents: {', '.join(PARTITIONS)}")
-    g.add_argument(
-        "--alpha", type=float, default=d.alpha, help="Dirichlet concentration for --partition dirichlet (smaller = more label skew)"
-    )
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help="samples per batch")
-    g.add_argument("--lr", type=float, default=argparse.SUPPRESS, help=f"SGD learning rate (default: per model, {_per_model('lr')})")
-    g.add_argument(
-        "--warmup-rounds",
-        type=float,
-        default=argparse.SUPPRESS,
-        help=f"linear learning-rate warm-up over this many rounds' steps, 0 = none (default: per model, {_per_model('warmup_rounds')})",
-    )
-    g.add_argument(
-        "--lr-schedule",
-        default=argparse.SUPPRESS,
-        help=f"{', '.join(LR_SCHEDULES)}: learning rate after the warm-up, cosine decays to 0 at --rounds (default: per model, {_per_model('lr_schedule')})",
-    )
-    g.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="SGD weight decay (L2)")
-    g.add_argument("--local-epochs", type=int, default=d.local_epochs, help="passes over the local shard per round")
-    g.add_argument("--seed", type=int, default=d.seed, help="run seed; agent k uses seed + k")
-
-
-def _averaging(p: argparse.ArgumentParser, d: RunConfig) -> None:
-    g = p.add_argument_group("averaging")
-    g.add_argument(
-        "--aggregation",
-        default=d.aggregation,
-        help=f"{', '.join(AGGREGATIONS)}: exact ring all-reduce, or one Metropolis-Hastings gossip step",
-    )
-    g.add_argument("--topology", default=d.topology, help=f"gossip topology: {', '.join(TOPOLOGIES)}")
-    g.add_argument("--degree", type=int, default=d.degree, help="neighbours per agent for --topology regular")
-
-
-def _heterogeneity(p: argparse.ArgumentParser, d: RunConfig) -> None:
-    g = p.add_argument_group("heterogeneity and the virtual clock")
-    g.add_argument(
-        "--heterogeneity",
-        default=d.heterogeneity,
-        help="preset paper|uniform|lognormal, or a CSV with agent,slowdown,bandwidth_mbps[,latency_ms]",
-    )
-    g.add_argument(
-        "--profile",
-        default=d.profile,
-        help="split cost profile: flops (counted, host-independent), measure (timed on this host), or a saved profile.csv",
-    )
-    g.add_argument(
-        "--profile-file",
-        dest="profile",
-        default=argparse.SUPPRESS,
-        help="same as --profile PATH: reuse a profile.csv from an earlier run's output folder",
-    )
-    g.add_argument(
-        "--reference-gflops", type=float, default=d.reference_gflops, help="GFLOP/s of an agent with slowdown 1 under --profile flops"
-    )
-    g.add_argument("--drift", type=float, default=d.drift, help="log-normal sigma of a change of an agent's speed (0 = static speeds)")
-    g.add_argument(
-        "--drift-prob",
-        type=float,
-        default=d.drift_prob,
-        help="chance per round that an agent's speed changes (it keeps the new speed until the next change; 1 = a random walk)",
-    )
-    g.add_argument(
-        "--clock",
-        default=d.clock,
-        help="virtual: rounds timed by the clock from the profile; wall: by what the actors really took (needs --agents-per-actor 1)",
-    )
-    g.add_argument(
-        "--emulate",
-        action="store_true",
-        help="with --clock wall: pad each agent's compute (sleep) to its profile's speed and delay transfers by its links",
-    )
-
-
-def _comdml(p: argparse.ArgumentParser, d: RunConfig) -> None:
-    g = p.add_argument_group("ComDML")
-    g.add_argument("--scheduler", default=d.scheduler, help=f"pairing: {', '.join(SCHEDULERS)} (greedy = the paper's)")
-    g.add_argument(
-        "--helpers-can-serve",
-        type=int,
-        default=d.helpers_can_serve,
-        help="offloaders one helper may serve (ilp only; 1 = the paper's one-to-one)",
-    )
-    g.add_argument("--chunk-batches", type=int, default=d.chunk_batches, help="batches of activations per object-store chunk")
-    g.add_argument(
-        "--smashed-dtype",
-        default=d.smashed_dtype,
-        help=f"encoding of the activations an offloader sends: {', '.join(SMASHED_DTYPES)} (int8: per-channel scale and zero point); labels stay exact",
-    )
-    g.add_argument(
-        "--smashed-noise",
-        type=float,
-        default=d.smashed_noise,
-        help="SIGMA: Gaussian noise added to the activations before they leave, std = SIGMA x each channel's std (0 = off)",
-    )
-    g.add_argument(
-        "--smashed-clip",
-        type=float,
-        default=d.smashed_clip,
-        help="bound each sample's activation L2 norm to this before the noise (default: no clipping)",
-    )
-
-
-def _baselines(p: argparse.ArgumentParser, d: RunConfig) -> None:
-    g = p.add_argument_group("asynchronous baselines")
-    g.add_argument("--fragments", type=int, default=d.fragments, help="DivShare: fragments Omega per model")
-    g.add_argument("--fanout", type=int, default=d.fanout, help="DivShare: agents J each fragment is sent to")
-    g.add_argument(
-        "--step-batches",
-        type=int,
-        default=d.step_batches,
-        help="AD-PSGD, Swift, DivShare: minibatches per local step before communicating (0: one round's work; "
-        f"default per method: {', '.join(f'{k} {v}' for k, v in ASYNC_STEP_BATCHES.items())})",
-    )
-    g.add_argument(
-        "--slow-link-share", type=float, default=d.slow_link_share, help="share of agents whose links are 5x slower (DivShare's setting)"
-    )
-
-
-def _evaluation(p: argparse.ArgumentParser, d: RunConfig) -> None:
-    g = p.add_argument_group("evaluation and output")
-    g.add_argument(
-        "--eval-every", type=int, default=d.eval_every, help="evaluate the averaged model every this many rounds (and after the last)"
-    )
-    g.add_argument(
-        "--eval-samples",
-        type=int,
-        default=d.eval_samples,
-        help="test images of every evaluation but the last: a fixed seeded subset (the last uses the whole test set; 0 = whole set every time)",
-    )
-    g.add_argument(
-        "--eval-agents",
-        type=int,
-        default=d.eval_agents,
-        help="a seeded sample of this many agents (all when fewer) whose own models are scored, mean reported: the same for every method",
-    )
-    g.add_argument("--target-acc", type=float, default=d.target_acc, help="accuracy fraction (e.g. 0.8) for time_to_target_s")
-    g.add_argument("--out", default=d.out, help="output folder (default results/<timestamp>)")
-    g.add_argument("--no-progress", action="store_true", help="print one line per round instead of a progress bar")
-
-
-def _faults(p: argparse.ArgumentParser, d: RunConfig) -> None:
-    _fault_flags(p.add_argument_group("checkpoints and faults"), d)
-
-
-def _placement(p: argparse.ArgumentParser, d: RunConfig) -> None:
-    g = p.add_argument_group("Ray placement")
-    g.add_argument(
-        "--address",
-        default=d.address,
-        help="Ray cluster to join ('auto' inside a cluster); default: the cluster running a `ray job submit` job (RAY_ADDRESS), else a new local one",
-    )
-    g.add_argument("--cpus-per-agent", type=float, default=d.cpus_per_agent, help="CPUs reserved per agent actor")
-    g.add_argument("--gpus-per-agent", type=float, default=d.gpus_per_agent, help="fraction of a GPU per agent actor (0.25 = four per GPU)")
-    g.add_argument(
-        "--agents-per-actor", default=d.agents_per_actor, help="agents one actor hosts, or auto (one each when the cluster has room)"
-    )
-    g.add_argument("--placement", default=d.placement, help=f"{', '.join(PLACEMENTS)}: actors packed on few nodes or spread over many")
-    g.add_argument("--num-cpus", type=int, default=d.num_cpus, help="CPUs of the local Ray (default: all of this machine)")
-    g.add_argument(
-        "--num-gpus", type=float, default=d.num_gpus, help="GPUs of the local Ray (logical GPUs let a CPU machine test GPU placement)"
-    )
-    g.add_argument(
-        "--scale-timeout",
-        dest="scale_timeout_s",
-        type=float,
-        default=d.scale_timeout_s,
-        help="on an autoscaling cluster, seconds to wait for the nodes the run asks for (then it goes on with what joined)",
-    )
-
-
-def _fault_flags(g, d: RunConfig) -> None:
-    g.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=d.checkpoint_every,
-        help="rounds between checkpoints (default: 1 up to 100 agents, else 5; 0 = none)",
-    )
-    g.add_argument(
-        "--resume",
-        default=d.resume,
-        help="continue the run in this output folder (or URI) from its last checkpoint, with its saved settings",
-    )
-    g.add_argument(
-        "--kill-actor",
-        default=d.kill_actor,
-        help="fault injection: ROUND:ACTOR[,...] (both from 0, ROUND as in rounds.csv); that actor kills its own process at the start of that round, once",
-    )
+    return cli_run.build_parser(PROG)
 
 
 def config_from_args(argv: list[str] | None = None) -> RunConfig:
-    a = build_parser().parse_args(argv)
-    fields = {k: v for k, v in vars(a).items() if k != "no_progress"}
-    return RunConfig(**fields, progress=not a.no_progress)
-
-
-def exit_code_of(job) -> int:
-    """Run `job()`; a user's mistake (flag, dataset, cluster too small) is one sentence and exit 2, a dead actor exit 1."""
-    from comdml_ray.learning.data import DatasetError
-    from comdml_ray.runtime.run import AgentFailure
-
-    try:
-        job()
-    except (ConfigError, DatasetError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except AgentFailure as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-# Ray folds log lines that differ only in numbers (within 5 s, across actors and rounds);
-# the actors' one line per round must reach `ray job logs` every round. Read by Ray at import.
-ACTOR_ROUND_LINES = r"INFO (round|row) \d+ agent"
+    return cli_run.config_from_args(argv, PROG)
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("RAY_DEDUP_LOGS_ALLOW_REGEX", ACTOR_ROUND_LINES)
-
-    def job() -> None:
-        from comdml_ray.experiment import run_experiment
-
-        run_experiment(config_from_args(argv).validate())
-
-    return exit_code_of(job)
+    return cli_run.main(argv, PROG)
 
 
 if __name__ == "__main__":

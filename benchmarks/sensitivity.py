@@ -73,7 +73,7 @@ def compute_comm_ratio(profile_csv: str, cfg: RunConfig) -> float:
 
 
 def point(cfg: RunConfig, out: str, rounds_factor: float, target: str, log, reuse: bool = False) -> dict:
-    from benchmarks.compare import run_one_setting
+    from comdml_ray.comparison import run_one_setting
 
     curves, _ = run_one_setting(cfg, ["local", "comdml"], out, rounds_factor, log, reuse)
     level = target_level(target, curves["local"])

@@ -13,7 +13,9 @@ the rule, and tests/test_layers.py holds the code to it):
 - `results/`: rows, the output folder's files, the yardstick;
 - `runtime/`: the Ray side (actors hosting the method, one round, cluster, recovery);
 - `baselines/`: the event-driven baselines, over the same backend;
-- `experiment`: one experiment from start to results; `api` and `cli` on top.
+- `experiment`: one experiment from start to results; `comparison`: every method on the
+  same clock and yardstick;
+- `api` (`run`, `compare` and their typed results) and `cli` (the `comdml-ray` command) on top.
 The method itself is stated in docs/method.md.
 """
 
@@ -33,6 +35,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("comdml_ray.runtime",),
     ("comdml_ray.baselines",),
     ("comdml_ray.experiment",),
+    ("comdml_ray.comparison",),
     ("comdml_ray.api",),
     ("comdml_ray.cli",),
 )

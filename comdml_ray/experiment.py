@@ -11,6 +11,7 @@ Rows are written as they happen and checkpoints taken through `recovery.RunGuard
 which also brings a lost actor back and redoes its round; `--resume OUT` continues a
 stopped run from its last checkpoint.  On an abort (an actor that keeps dying,
 Ctrl-C) summary.json and accuracy.png of the rounds so far are written too.
+`stop_ray(cfg)` ends the Ray that runs made with `keep_ray=True` left up (a comparison's).
 """
 
 from __future__ import annotations
@@ -112,8 +113,14 @@ def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False, privacy_sp
             guard.close()
         if run is not None:
             run.shutdown()
-        if not keep_ray and not cfg.address:
-            ray.shutdown()
+        if not keep_ray:
+            stop_ray(cfg)
+
+
+def stop_ray(cfg: RunConfig) -> None:
+    """End the Ray of cfg's runs (one started with keep_ray=True, e.g. by a comparison); a cluster joined with --address stays up."""
+    if not cfg.address:
+        ray.shutdown()
 
 
 def _write_profile(run: Run, out: OutDir) -> None:

@@ -1,10 +1,11 @@
-"""benchmarks/compare.py end to end on a tiny problem: the same-clock rule, the gossip rows, the yardstick and its files,
+"""`comdml-ray compare` (benchmarks/compare.py) end to end on a tiny problem: the same-clock rule, the gossip rows, the yardstick and its files,
 and `--reuse-runs` (finished runs reused, a stopped one continued from its checkpoint to the uninterrupted run's rows).
 
-compare.py starts and stops a Ray of its own, so this module runs it from the command
-line entry point (`main`) exactly as a user would, with no Ray fixture around it.
+A comparison starts and stops a Ray of its own, so this module runs it from the command
+line entry point (`comdml_ray.cli.compare.main`) exactly as a user would, with no Ray fixture around it.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -12,7 +13,8 @@ import shutil
 import pandas as pd
 import pytest
 
-from benchmarks.compare import compare, main, parse
+from comdml_ray.cli.compare import main, parse
+from comdml_ray.comparison import run_comparison
 from comdml_ray.results.report import DETERMINISTIC_COLUMNS
 from tests.conftest import StopAt
 
@@ -68,19 +70,9 @@ def test_compare_runs_every_method_on_local_s_clock_and_writes_runs_summary_and_
     # stopped part way from its last checkpoint: here compute/comdml, run again and stopped (Ctrl-C) after round 2.
     uninterrupted = pd.read_csv(out / "compute" / "comdml" / "rounds.csv")
     shutil.rmtree(out / "compute" / "comdml")
-    cfg, opts = parse([*args, "--reuse-runs"])
+    cfg, plan = parse([*args, "--reuse-runs"])
     with pytest.raises(KeyboardInterrupt):
-        compare(
-            cfg,
-            opts["methods"],
-            ["compute"],
-            cfg.out,
-            opts["rounds_factor"],
-            opts["seeds"],
-            opts["targets"],
-            log=StopAt("round 2/"),
-            reuse=True,
-        )
+        run_comparison(cfg, dataclasses.replace(plan, settings=("compute",)), log=StopAt("round 2/"))
     stopped = json.loads((out / "compute" / "comdml" / "summary.json").read_text())
     assert stopped["aborted"] == "KeyboardInterrupt" and stopped["rounds"] == 2  # a stopped run's summary is not a finished run's
     capsys.readouterr()
@@ -114,9 +106,7 @@ def test_compare_refuses_an_unknown_method_or_a_repeated_seed_in_one_sentence(tm
 
 
 def test_reuse_matches_a_moved_run_and_one_saved_before_a_config_field_existed_only_at_that_field_s_default(tmp_path):
-    import dataclasses
-
-    from benchmarks.compare import finished_run
+    from comdml_ray.comparison import finished_run
     from comdml_ray.config import RunConfig
     from comdml_ray.results.report import _json_default
 

@@ -1,7 +1,7 @@
 """README.md and benchmarks/README.md show exactly the tables that benchmarks/results/*.csv hold.
 
 Every block between `<!-- table: NAME -->` and `<!-- /table -->` must be what
-`python benchmarks/tables.py --render NAME` prints from the committed CSV, and every
+`python benchmarks/tables.py --render NAME` (`comdml-ray results --render NAME`) prints from the committed CSV, and every
 committed CSV must be shown somewhere.  Regenerate with `make results` (or one table's
 command), then paste the rendered tables.
 """
@@ -10,10 +10,17 @@ import os
 
 import pytest
 
-from benchmarks.tables import RESULTS, TABLES, csv_path, main, readme_blocks, render
+from comdml_ray.cli.tables import RESULTS, TABLES, csv_path, main, readme_blocks, render
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 READMES = [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "benchmarks", "README.md")]
+
+
+def test_the_tables_are_read_and_written_in_this_checkout():
+    """`comdml-ray results` lives in the package, its files in the checkout: benchmarks/results/ and the READMEs here."""
+    import comdml_ray.cli.tables as tables
+
+    assert (tables.RESULTS, list(tables.READMES)) == (os.path.join(ROOT, "benchmarks", "results"), READMES)
 
 
 def blocks() -> dict[str, list[tuple[str, str]]]:
