@@ -33,7 +33,7 @@ SMASHED_DTYPES = ("float32", "float16", "int8")  # encodings of the activations 
 LR_SCHEDULES = ("constant", "cosine")
 # Optimizer defaults per model, used where --lr / --warmup-rounds / --lr-schedule are not given.
 # The CNN keeps the project's original values; the ResNets' come from the sweeps in
-# benchmarks/README.md ("Issue 17"): without warm-up and zero init, lr 0.2 diverged in the
+# benchmarks/README.md ("ResNet defaults"): without warm-up and zero init, lr 0.2 diverged in the
 # first steps; with them, at the acceptance run's budget (10 rounds of 31 batches) ResNet-56
 # learned fastest at 0.3 of 0.05-0.3. ResNet-110 keeps 0.1 (not swept at that budget).
 MODEL_DEFAULTS: dict[str, dict[str, float | str]] = {

@@ -108,7 +108,7 @@ def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False, privacy_sp
         raise
     finally:
         watch.stop()
-        release_capacity_request()  # a run that failed before placing its actors must not keep nodes up (issue 16)
+        release_capacity_request()  # a run that failed before placing its actors must not keep nodes up
         if guard is not None:
             guard.close()
         if run is not None:

@@ -1,6 +1,6 @@
 """Surviving failures on Ray, end to end on tiny runs (one local Ray for the module).
 
-Covers issue 13's acceptance: a 4-agent, 2-actor, 4-round run whose actor 1 kills
+Covers: a 4-agent, 2-actor, 4-round run whose actor 1 kills
 itself in round 2 completes with the uninterrupted run's rounds.csv (deterministic
 columns, so the same final accuracy, exactly) and records the failure, and so does
 an AD-PSGD run (its event loop restored from the checkpoint); `--resume`

@@ -191,7 +191,7 @@ def _init_weights(model: nn.Module, zero_init_residual: bool = True) -> None:
 
     zero_init_residual: the last BN of every bottleneck starts at zero scale, so each
     residual block starts as the identity (Goyal et al. 2017; torchvision's option). Without
-    it the 18/36 blocks' outputs add up and the first SGD steps diverge (issue 17).
+    it the 18/36 blocks' outputs add up and the first SGD steps diverge (benchmarks/README.md, "ResNet defaults").
     """
     for mod in model.modules():
         if isinstance(mod, nn.Conv2d):

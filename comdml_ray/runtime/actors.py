@@ -165,7 +165,7 @@ class AgentHost(AgentGroup):
         group_id, agent_ids, cfg = self._args
         AgentGroup.__init__(self, group_id, agent_ids, cfg, data, RayStore(), self.device_name)
         self.metrics = AgentMetrics()
-        self.telemetry = ActorTelemetry(agent_ids, self.device_name, self.gpu_ids)  # log lines + extra metrics (issue 16)
+        self.telemetry = ActorTelemetry(agent_ids, self.device_name, self.gpu_ids)  # log lines + extra metrics
         return self.describe()
 
     def join_collective(self, name: str, world_size: int) -> None:
@@ -296,7 +296,7 @@ class AgentHost(AgentGroup):
         self.metrics.record(rows)
         if accuracy is not None:
             self.metrics.record_accuracy(accuracy)
-        self.telemetry.record(rows, accuracy)  # one INFO line per round, WARNING on a non-finite loss (issue 16)
+        self.telemetry.record(rows, accuracy)  # one INFO line per round, WARNING on a non-finite loss
 
 
 AgentHostActor = ray.remote(AgentHost)
