@@ -8,7 +8,7 @@
     make results ARGS=--reuse-runs                     # the same, going on where a stopped `make results` left off
 
 The same as `comdml-ray results`, under this script's name: the tables (`TABLES`, each one
-invocation of `comdml-ray compare` or of benchmarks/sensitivity.py with its flags), how a
+invocation of `comdml-ray compare` or `comdml-ray sensitivity` with its flags), how a
 table's runs.csv becomes benchmarks/results/<table>.csv, and how a CSV renders into the
 READMEs' `<!-- table: NAME -->` blocks are in comdml_ray/cli/tables.py.
 """

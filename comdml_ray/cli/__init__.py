@@ -12,6 +12,7 @@ Owns
 - `run`: the run's flags (`build_parser`, `config_from_args`), `exit_code_of` (a user's
   mistake is one sentence on stderr and exit code 2) and `comdml-ray run`;
 - `compare`: the comparison's flags and `comdml-ray compare` (`comdml_ray.comparison` does the work);
+- `sensitivity`: the compute/communication sweep and `comdml-ray sensitivity`;
 - `tables`: the results tables and `comdml-ray results`.
 
 May import: everything in the package (the top floor; the rule: `comdml_ray.LAYERS`).
@@ -29,6 +30,10 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("comdml_ray.cli.run", "train one experiment: N agents on Ray, with or without ComDML (flags of benchmarks/run.py)"),
     "compare": ("comdml_ray.cli.compare", "every method on the same seeds, clock and yardstick (flags of benchmarks/compare.py)"),
+    "sensitivity": (
+        "comdml_ray.cli.sensitivity",
+        "ComDML's time-to-target reduction against the compute/communication ratio (flags of benchmarks/sensitivity.py)",
+    ),
     "results": ("comdml_ray.cli.tables", "run, collect or render the tables behind the READMEs (as benchmarks/tables.py)"),
 }
 

@@ -6,8 +6,8 @@
     comdml-ray results --write-readmes       # put every rendered table into its <!-- table: NAME --> block
     comdml-ray results --reuse-runs headline-iid              # go on where a stopped run of the table left off
 
-Owns `TABLES` (each table is one invocation of `comdml-ray compare`, or of the checkout's
-`benchmarks/sensitivity.py`, with its flags), `run_table` (run one; its `runs.csv`, one row
+Owns `TABLES` (each table is one invocation of `comdml-ray compare`, or of `comdml-ray
+sensitivity`, with its flags), `run_table` (run one; its `runs.csv`, one row
 per seed, setting, method and target, is copied to `benchmarks/results/<table>.csv` with
 the plots), `collect`, `render` (a CSV as the markdown that the READMEs hold between
 `<!-- table: NAME -->` and `<!-- /table -->`; `tests/test_readme_tables.py` checks that
@@ -99,7 +99,7 @@ def run_table(name: str, out_root: str = os.path.join("results", "tables"), reus
     if kind == "compare":
         from comdml_ray.cli.compare import main
     else:
-        from benchmarks.sensitivity import main  # the checkout's script (see the module docstring)
+        from comdml_ray.cli.sensitivity import main
     rc = main([*args, "--out", out])
     if rc != 0:
         raise SystemExit(rc)
@@ -113,7 +113,7 @@ def collect(name: str, dirs: list[str]) -> str:
     runs = pd.concat(frames, ignore_index=True)
     runs.to_csv(csv_path(name), index=False)
     if TABLES[name][0] == "sensitivity":
-        from benchmarks.sensitivity import plot
+        from comdml_ray.cli.sensitivity import plot
 
         plot(runs, os.path.join(RESULTS, f"{name}.png"))
     else:

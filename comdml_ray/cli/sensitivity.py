@@ -1,0 +1,156 @@
+"""Where ComDML stops paying off: its time-to-target reduction against the compute/communication ratio.
+
+    comdml-ray sensitivity --agents 20 --train-samples 12000 --rounds 15 --rounds-factor 1
+    python benchmarks/sensitivity.py --agents 20 --gflops 10,100,1000 --profiles flops   # the same
+
+For every `--reference-gflops` in --gflops (with `--profile flops`) and once with
+`--profile measure` (this host's timed split costs), runs local and ComDML on the
+same clock (`comdml_ray.comparison`'s rules, paper heterogeneity) and records the
+time each takes to --target, ComDML's round advantage (local's mean virtual round
+over ComDML's) and the compute/communication ratio of the setting:
+
+    compute / communication = median over agents of (seconds to compute one batch)
+                              / (seconds to send that batch's split-1 activations over the agent's link)
+
+i.e. what an offloader trades: above ~1, shipping activations is cheap next to the
+compute it saves; near or below 1, it is not.  Writes `runs.csv` (one row per point)
+and `sensitivity.png` (reduction against the ratio, log x) in --out.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pandas as pd
+
+from comdml_ray.cli.run import build_parser, exit_code_of
+from comdml_ray.config import ConfigError, RunConfig
+from comdml_ray.results.yardstick import finish_log_x_plot, parse_targets, target_level, time_to
+
+OWN_FLAGS = ("no_progress", "gflops", "profiles", "rounds_factor", "target", "reuse_runs")
+
+
+PROG = "benchmarks/sensitivity.py"
+
+
+def parse(argv: list[str] | None, prog: str = PROG) -> tuple[RunConfig, list[float], list[str], float, str, bool]:
+    p = build_parser(prog)
+    p.add_argument("--gflops", default="10,30,100,300,1000", help="comma-separated --reference-gflops values (profile flops)")
+    p.add_argument("--profiles", default="flops,measure", help="flops (one point per --gflops), measure (one point), or both")
+    p.add_argument(
+        "--rounds-factor", type=float, default=1.0, help="ComDML runs until local's virtual time, at most this many x --rounds rounds"
+    )
+    p.add_argument("--target", default="80", help="one target as in compare.py --targets (75, 0.8, local-best-0.5)")
+    p.add_argument("--reuse-runs", action="store_true", help="as in compare.py: reuse finished runs in --out, continue stopped ones")
+    a = p.parse_args(argv)
+    try:
+        gflops = [float(x) for x in a.gflops.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--gflops must be comma-separated numbers, got '{a.gflops}'.") from None
+    profiles = [x.strip() for x in a.profiles.split(",") if x.strip()]
+    if not profiles or any(x not in ("flops", "measure") for x in profiles) or any(g <= 0 for g in gflops):
+        raise ConfigError(
+            "--profiles takes flops and/or measure, and --gflops positive numbers; e.g. --gflops 10,100 --profiles flops,measure."
+        )
+    if a.rounds_factor < 1:
+        raise ConfigError(f"--rounds-factor must be at least 1, got {a.rounds_factor}.")
+    (target,) = parse_targets(a.target)
+    fields = {k: v for k, v in vars(a).items() if k not in OWN_FLAGS}
+    fields["out"] = a.out or os.path.join("results", "sensitivity")
+    return RunConfig(**fields, progress=not a.no_progress), gflops, profiles, a.rounds_factor, target, a.reuse_runs
+
+
+def compute_comm_ratio(profile_csv: str, cfg: RunConfig) -> float:
+    """Median over agents of one batch's compute seconds over its split-1 activations' transfer seconds."""
+    from comdml_ray.timing.profiles import make_profiles
+
+    prof = pd.read_csv(profile_csv)
+    d1 = float(prof.loc[prof["split"] == 1, "bytes_per_batch"].iloc[0])
+    base = float(prof["base_sec_per_batch"].iloc[0])
+    agents = make_profiles(cfg.heterogeneity, cfg.agents, cfg.seed, cfg.slow_link_share)
+    return float(np.median([base * a.slowdown / (d1 / a.bandwidth_Bps) for a in agents]))
+
+
+def point(cfg: RunConfig, out: str, rounds_factor: float, target: str, log, reuse: bool = False) -> dict:
+    from comdml_ray.comparison import run_one_setting
+
+    curves, _ = run_one_setting(cfg, ["local", "comdml"], out, rounds_factor, log, reuse)
+    level = target_level(target, curves["local"])
+    rounds = {m: float(c["round_virtual_s"].mean()) for m, c in curves.items()}
+    return {
+        "seed": cfg.seed,
+        "profile": cfg.profile,
+        "reference_gflops": cfg.reference_gflops if cfg.profile == "flops" else math.nan,
+        "compute_comm_ratio": compute_comm_ratio(os.path.join(out, "local", "profile.csv"), cfg),
+        "round_advantage": rounds["local"] / rounds["comdml"],
+        "target": target,
+        "target_accuracy": level,
+        "local_time_s": time_to(curves["local"], level),
+        "comdml_time_s": time_to(curves["comdml"], level),
+        "local_rounds": len(curves["local"]),
+        "comdml_rounds": len(curves["comdml"]),
+    }
+
+
+def plot(runs: pd.DataFrame, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    red = 100 * (1 - runs["comdml_time_s"] / runs["local_time_s"])
+    for prof, marker in (("flops", "o"), ("measure", "s")):
+        m = runs["profile"] == prof
+        ax.plot(runs.loc[m, "compute_comm_ratio"], red[m], marker=marker, ls="-" if prof == "flops" else "", label=f"--profile {prof}")
+        for r, y in zip(runs[m].itertuples(), red[m], strict=True):
+            ax.annotate(
+                f"{r.reference_gflops:g} GFLOPS" if prof == "flops" else "measured",
+                (r.compute_comm_ratio, y),
+                fontsize=7,
+                textcoords="offset points",
+                xytext=(4, 4),
+            )
+    ax.axhline(0, color="grey", lw=0.8)
+    finish_log_x_plot(
+        fig,
+        ax,
+        path,
+        "compute / communication (median agent: batch compute s / split-1 activations transfer s)",
+        "ComDML's time-to-target reduction vs local (%)",
+    )
+
+
+def sweep(
+    cfg: RunConfig, gflops: list[float], profiles: list[str], rounds_factor: float, target: str, log=print, reuse: bool = False
+) -> pd.DataFrame:
+    from comdml_ray.experiment import stop_ray
+
+    configs = [cfg.replace(profile="flops", reference_gflops=g) for g in gflops] if "flops" in profiles else []
+    configs += [cfg.replace(profile="measure")] if "measure" in profiles else []
+    rows = []
+    try:
+        for c in configs:
+            where = os.path.join(cfg.out, "measure" if c.profile == "measure" else f"gflops{c.reference_gflops:g}")
+            rows.append(point(c.validate(), where, rounds_factor, target, log, reuse))
+            pd.DataFrame(rows).to_csv(os.path.join(cfg.out, "runs.csv"), index=False)  # every point as soon as it is measured
+    finally:
+        stop_ray(cfg)
+    runs = pd.DataFrame(rows)
+    runs.to_csv(os.path.join(cfg.out, "runs.csv"), index=False)
+    plot(runs, os.path.join(cfg.out, "sensitivity.png"))
+    log(runs.to_string(index=False))
+    return runs
+
+
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    def job() -> None:
+        from comdml_ray.storage import OutDir
+
+        cfg, gflops, profiles, factor, target, reuse = parse(argv, prog)
+        OutDir(cfg.out).check_writable()
+        sweep(cfg, gflops, profiles, factor, target, reuse=reuse)
+
+    return exit_code_of(job)
