@@ -13,7 +13,9 @@ the rule, and tests/test_layers.py holds the code to it):
 - `results/`: rows, the output folder's files, the yardstick;
 - `runtime/`: the Ray side (actors hosting the method, one round, cluster, recovery);
 - `baselines/`: the event-driven baselines, over the same backend;
-- `experiment`: one experiment from start to results; `api` and `cli` on top.
+- `experiment`: one experiment from start to results; `api` and `cli` on top;
+- `testbed/`: a Ray cluster of several nodes on one machine (namespaces, links,
+  private disks) that runs the above through the `ray` CLI; nothing imports it.
 The method itself is stated in docs/method.md.
 """
 
@@ -35,6 +37,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("comdml_ray.experiment",),
     ("comdml_ray.api",),
     ("comdml_ray.cli",),
+    ("comdml_ray.testbed",),
 )
 THIRD_PARTY_ONLY_IN: dict[str, tuple[str, ...]] = {
     "ray": ("comdml_ray.runtime", "comdml_ray.experiment"),
