@@ -375,7 +375,7 @@ class Bed:
                 self._save()
                 return
             if p.poll() is not None:
-                raise BedError(f"node {n.name}'s namespaces could not be set up: {Path(log.name).read_text().strip()[-400:]}")
+                raise BedError(f"node {n.name}'s namespaces could not be set up: {_last_line(Path(log.name).read_text())}")
             if time.monotonic() > deadline:
                 raise BedError(f"node {n.name}'s namespaces were not ready in time; see {log.name}.")
             time.sleep(0.05)
@@ -444,7 +444,7 @@ class Bed:
         log = self.dir / f"{n.name}-ray.log"
         while "Ray runtime started" not in log.read_text():
             if n.ray.alive() is None:
-                raise BedError(f"`ray start` on node {n.name} exited: {log.read_text().strip()[-600:]}")
+                raise BedError(f"`ray start` on node {n.name} exited, saying: {_last_line(log.read_text())}")
             if time.monotonic() > deadline:
                 raise BedError(f"`ray start` on node {n.name} did not finish in time; see {log}.")
             time.sleep(0.2)
@@ -567,6 +567,12 @@ def _shape(ns: str, dev: str, link: LinkSpec) -> None:
                     f"this kernel has no netem qdisc (sch_netem), so the link delay {link.delay} cannot be made; give rates only (e.g. --link {link.rate or '100mbit'})."
                 )
             raise BedError(f"tc could not set the delay {link.delay} on {dev}: {r.stderr.strip()}")
+
+
+def _last_line(text: str) -> str:
+    """The last non-empty line of a log (what a failing command said last), without its ANSI colours."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in text.splitlines()]
+    return next((ln for ln in reversed(lines) if ln), "nothing")
 
 
 def _netns_of(name: str) -> list[str]:
