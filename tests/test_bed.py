@@ -27,7 +27,7 @@ import pandas as pd
 import pytest
 
 from comdml_ray.testbed import Bed, BedSpec, LinkSpec, leftovers, unavailable_reason
-from comdml_ray.testbed.bed import PROJECT_ROOT, PYTHON, RAY, STATE_ROOT
+from comdml_ray.testbed.bed import PROJECT_ROOT, PYTHON, RAY, STATE_ROOT, Proc
 
 REASON = unavailable_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
@@ -194,11 +194,11 @@ def same_deterministic_columns(got: pd.DataFrame, want: pd.DataFrame) -> None:
 
 def test_down_leaves_nothing(bed):
     state = bed.state
-    pids = [p.pid for n in state.nodes for p in bed.processes(n)]
-    assert len(pids) > 10  # inits, Ray's processes, workers
+    procs = [Proc(p.pid, p.create_time()) for n in state.nodes for p in bed.processes(n)]  # psutil keeps the start time
+    assert len(procs) > 10  # inits, Ray's processes, workers
     bed.down()
     assert leftovers(NAME, state) == []
-    assert not any(os.path.exists(f"/proc/{pid}") for pid in pids)
+    assert [p.pid for p in procs if p.alive()] == []  # same PID and start time, not a zombie
 
 
 def _testbed(*args: str, name: str = f"{NAME}x", timeout: float = 120) -> subprocess.CompletedProcess:
