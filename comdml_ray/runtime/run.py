@@ -125,7 +125,8 @@ class Run(RunRecovery):
         self.log = log
         self.received = 0  # bytes of results the driver received (reset every round)
         self.layout = plan_layout(cfg, ray.cluster_resources())
-        if autoscaler_view() is None:  # a fixed cluster: an actor no node can hold would wait for placement forever
+        view = autoscaler_view()
+        if view is None or view.pending == 0:  # no node on its way: an actor no node can hold would wait for placement in vain
             check_nodes_fit(self.layout, [n["Resources"] for n in ray.nodes() if n.get("Alive")])
         self.log(f"layout: {len(self.layout.groups)} actors, {self.layout.reason}")
         self.init_faults()
