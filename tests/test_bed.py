@@ -4,13 +4,13 @@ One 3-node bed for the module (head + w1 + w2, 1 logical CPU each; links shaped 
 tbf in both directions, w2 slower): the nodes are apart (own address, own disk, the
 root namespace has nothing on the bed's subnet, host names resolve to 127.0.1.1 as
 on stock Debian images); a shaped link holds its rate and `tc -s` counts the bytes.
-Then the runs: a driver on the head with `--address HEAD:6379` and a local `--out`,
-3 agents on 3 nodes, a checkpoint every round (regressions: the gloo group bound to
-loopback and failed to connect across nodes; the actors wrote their checkpoint
-files into a path that exists only on the driver's node); and the use case end to
-end: `ray job submit` from inside the head's namespace, 12 ComDML agents, rows,
-summary and checkpoints on the head's disk, the same deterministic columns as the
-run on one host, and `--resume` from that folder.  Last, `down` (and an interrupted
+Then the use case end to end: `ray job submit` from inside the head's namespace, 12
+ComDML agents in 3 actors on the 3 nodes, a local `--out` on the head, a checkpoint
+every round.  It is the regression test of both failures (the gloo group bound to
+loopback and never connected across nodes; the actors wrote their checkpoint files
+into a path that exists only on the driver's node): rows, summary and checkpoints
+are on the head's disk and on no other; its deterministic columns equal the run on
+one host; `--resume` from that folder (a driver with `--address HEAD:6379`) too.  Last, `down` (and an interrupted
 or failed `up`) leaves nothing: no namespace, veth, qdisc, mount or process.
 Needs root and iproute2 (CI runs as root); elsewhere the module skips saying why.
 """
@@ -121,56 +121,45 @@ t = time.perf_counter(); c.sendall(bytes({size})); c.shutdown(socket.SHUT_WR); c
 """
 
 
-# ----------------------------------------------------------------------------- the two failures
+# ----------------------------------------------------------------------------- the use case and the two failures
+
+ARGS = ["--agents", "12", "--rounds", "3", "--algorithm", "comdml", "--checkpoint-every", "1", *SMALL]
 
 
 @pytest.fixture(scope="module")
-def driver_run(bed):
-    """A driver on the head, `--address HEAD:6379`, a local --out on the head, 3 actors on the 3 nodes, a checkpoint every round."""
-    argv = [PYTHON, RUN_PY, "--address", bed.gcs_address, "--out", "/tmp/drv", "--agents", "3", "--rounds", "2"]
-    argv += ["--algorithm", "local", "--aggregation", "gossip", "--checkpoint-every", "1", *SMALL]
-    return bed.run("head", argv, timeout=300)
+def job(bed):
+    """`ray job submit` from inside the head's namespace: 12 ComDML agents in 3 actors (one per node), a local --out on the head."""
+    argv = [RAY, "job", "submit", "--address", bed.dashboard_url, "--", PYTHON, RUN_PY, *ARGS, "--address", "auto", "--out", "/tmp/job"]
+    return bed.run("head", argv, timeout=600)
 
 
-def test_collective_binds_to_the_node_ip(bed, driver_run):
+def test_collective_binds_to_the_node_ip(bed, job):
     """Failure 1: `join_collective` failed at start-up (gloo offered 127.0.1.1 to its peers on other nodes)."""
-    assert "connectFullMesh" not in driver_run.stdout + driver_run.stderr
-    assert driver_run.returncode == 0, driver_run.stderr[-3000:]
-    summary = json.loads(bed.path("head", "/tmp/drv/summary.json").read_text())
-    assert summary["actors"] == 3  # one per node: 1 CPU each, 1 CPU per actor
-
-
-def test_checkpoints_of_a_local_out_are_on_the_driver_node(bed, driver_run):
-    """Failure 2: the actors on w1 and w2 wrote their group files into /tmp/drv/checkpoints/... of their own disks."""
-    assert driver_run.returncode == 0, driver_run.stderr[-3000:]
-    folder = json.loads(bed.path("head", "/tmp/drv/checkpoints/latest.json").read_text())["folder"]
-    files = sorted(os.listdir(bed.path("head", f"/tmp/drv/checkpoints/{folder}")))
-    assert files == ["driver.pkl", "group-000.pt", "group-001.pt", "group-002.pt"]  # gossip: every group holds its own models
-    assert len(pd.read_csv(bed.path("head", "/tmp/drv/rounds.csv"))) == 2
-    for w in ("w1", "w2"):
-        assert not bed.path(w, "/tmp/drv").exists()
-
-
-# ----------------------------------------------------------------------------- the use case
-
-
-def test_ray_job_submit_on_three_nodes_equals_one_host_and_resumes(bed, tmp_path):
-    args = ["--agents", "12", "--rounds", "3", "--algorithm", "comdml", "--checkpoint-every", "1", *SMALL]
-    job = bed.run(
-        "head", [RAY, "job", "submit", "--address", bed.dashboard_url, "--", PYTHON, RUN_PY, *args, "--address", "auto", "--out", "/tmp/job"],
-        timeout=400,
-    )  # fmt: skip
+    assert "connectFullMesh" not in job.stdout + job.stderr
     assert job.returncode == 0 and "succeeded" in job.stdout, (job.stdout + job.stderr)[-3000:]
+    summary = json.loads(bed.path("head", "/tmp/job/summary.json").read_text())
+    assert summary["actors"] == 3  # one per node: 1 CPU each, 1 CPU per actor
+    assert pd.read_csv(bed.path("head", "/tmp/job/rounds.csv"))["pairs"].sum() > 0  # activations crossed between nodes too
+
+
+def test_checkpoints_of_a_local_out_are_on_the_driver_node(bed, job):
+    """Failure 2: the actors on w1 and w2 wrote their group files into /tmp/job/checkpoints/... of their own disks."""
+    assert job.returncode == 0, (job.stdout + job.stderr)[-3000:]
+    folder = json.loads(bed.path("head", "/tmp/job/checkpoints/latest.json").read_text())["folder"]
+    assert folder == "round-00002"
+    files = sorted(os.listdir(bed.path("head", f"/tmp/job/checkpoints/{folder}")))
+    assert files == ["driver.pkl", "group-000.pt", "group-001.pt", "group-002.pt", "model.pt"]
+    for w in ("w1", "w2"):
+        assert not bed.path(w, "/tmp/job").exists()
+
+
+def test_the_job_equals_one_host_and_resumes(bed, job, tmp_path):
+    assert job.returncode == 0, (job.stdout + job.stderr)[-3000:]
     out = bed.path("head", "/tmp/job")
     rounds = pd.read_csv(out / "rounds.csv")
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["actors"] == 3 and len(rounds) == 3
-    assert rounds["pairs"].sum() > 0  # activations crossed between actors, so between nodes
-    assert sorted((out / "checkpoints").iterdir())[-1].name == "round-00002"
-    assert not bed.path("w1", "/tmp/job").exists() and not bed.path("w2", "/tmp/job").exists()
-
+    assert len(rounds) == 3
     env = dict(os.environ, COMDML_DASHBOARD="0", PYTHONPATH=str(PROJECT_ROOT))
-    argv = [PYTHON, RUN_PY, *args, "--num-cpus", "3", "--out", str(tmp_path / "one")]
+    argv = [PYTHON, RUN_PY, *ARGS, "--num-cpus", "3", "--out", str(tmp_path / "one")]
     one = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=400, check=False)
     assert one.returncode == 0, one.stderr[-3000:]
     same_deterministic_columns(rounds, pd.read_csv(tmp_path / "one" / "rounds.csv"))
