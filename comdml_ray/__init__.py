@@ -15,7 +15,9 @@ the rule, and tests/test_layers.py holds the code to it):
 - `baselines/`: the event-driven baselines, over the same backend;
 - `experiment`: one experiment from start to results; `comparison`: every method on the
   same clock and yardstick;
-- `api` (`run`, `compare` and their typed results) and `cli` (the `comdml-ray` command) on top.
+- `api` (`run`, `compare` and their typed results) and `cli` (the `comdml-ray` command) on top;
+- `testbed/`: a Ray cluster of several nodes on one machine (namespaces, links,
+  private disks) that runs the above through the `ray` CLI; nothing imports it.
 The method itself is stated in docs/method.md.
 """
 
@@ -38,6 +40,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("comdml_ray.comparison",),
     ("comdml_ray.api",),
     ("comdml_ray.cli",),
+    ("comdml_ray.testbed",),
 )
 THIRD_PARTY_ONLY_IN: dict[str, tuple[str, ...]] = {
     "ray": ("comdml_ray.runtime", "comdml_ray.experiment"),

@@ -4,17 +4,22 @@ A head node and two workers in this machine: agents spread over the nodes, so th
 collective all-reduce, ComDML's activations and suffixes and an async baseline's models
 cross nodes, must give the same accuracy and virtual time as the same run packed on
 one node; fractional GPUs scheduled against logical GPUs place four
-agent actors on one GPU; the dashboard metrics exist with the expected names and tags.
+agent actors on one GPU; the dashboard metrics exist with the expected names and tags;
+an actor bigger than every node, and an --address nobody answers, are one sentence at
+once.  What these nodes cannot show (own disks, own addresses): tests/test_bed.py.
 """
+
+import time
 
 import pandas as pd
 import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from comdml_ray.config import RunConfig
+from comdml_ray.config import ConfigError, RunConfig
 from comdml_ray.experiment import run_experiment
 from comdml_ray.runtime.actors import METRIC_NAMES, AgentMetrics
+from comdml_ray.runtime.cluster import check_reachable
 from comdml_ray.runtime.run import Run
 
 
@@ -103,3 +108,22 @@ def test_metrics_names_and_tags(cluster):
         ]
     )
     m.record_accuracy(0.5)
+
+
+def test_an_actor_no_node_can_hold_is_refused_at_once(cluster):
+    """5 CPUs in all, but 3 on the largest node: a 4-CPU actor would wait for placement (120 s, then a refusal); now one sentence."""
+    t0 = time.monotonic()
+    cfg = RunConfig(**(BASE | dict(agents=1, agents_per_actor=1)), cpus_per_agent=4, address=cluster.address).validate()
+    with pytest.raises(ConfigError, match=r"needs 4 CPUs on one node, but the largest of the cluster's 3 nodes has 3 CPUs"):
+        Run(cfg, log=quiet)
+    assert time.monotonic() - t0 < 30
+
+
+def test_an_address_nobody_answers_is_one_sentence_within_seconds():
+    """Ray's own ray.init(address=...) keeps retrying for over 120 s on a closed port."""
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError, match=r"^no Ray cluster answers at --address 127.0.0.1:1 \(Connection refused for 3 s\)"):
+        check_reachable("127.0.0.1:1", timeout_s=3)
+    assert time.monotonic() - t0 < 10
+    with pytest.raises(ConfigError, match="is not HOST:PORT"):
+        check_reachable("6379")

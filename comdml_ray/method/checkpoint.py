@@ -13,9 +13,13 @@ Owns
   and, when every agent holds the same model (`RunConfig.one_model`: after an exact
   all-reduce), that model once instead of once per agent;
 - `Checkpointing`: the group methods `state_dict` / `load_state_dict` (in memory, for
-  tests and `backend.LocalBackend`) and `save_state` / `load_state`, which write and
-  read the group's file in a checkpoint folder (`storage.OutDir`, any pyarrow
-  filesystem) directly from the actor: weights never pass through the driver.
+  tests and `backend.LocalBackend`); `checkpoint_files` / `restore_files`, the group's
+  files as bytes (name -> bytes), which the runtime carries through Ray's object store
+  to a writer on the driver's node when the output folder is a local path (a path on
+  the driver's node, absent on the others); and `save_state` / `load_state`, which
+  write and read those files in a checkpoint folder (`storage.OutDir`) directly from
+  the actor, for a folder every node reaches (s3://, gs://, ...).  Weights never pass
+  through the driver.
 Files are `torch.save`d plain dicts and tensors, read back with `weights_only=True`.
 Numpy's global RNG is not used by any agent (every draw has its own seeded Generator).
 """
@@ -156,31 +160,51 @@ class Checkpointing:
         torch.set_rng_state(snap.torch_rng)  # last: building aux heads above reseeds the global RNG
 
     # ------------------------------------------------------------------ files
-    def save_state(self, folder: OutDir, shared: bool) -> SavedPart:
-        """Write this group's snapshot (and, for group 0 of a one-model run, the model) into `folder`."""
+    def checkpoint_files(self, shared: bool) -> tuple[SavedPart, dict[str, bytes]]:
+        """This group's part of a checkpoint as files (name -> bytes): its group file and, for group 0 of a one-model run, the model."""
         t0 = time.perf_counter()
         snap = self.state_dict(shared)
-        nbytes = 0
+        files: dict[str, bytes] = {}
         if snap.shared_model is not None:
-            data = encode(GroupSnapshot(-1, {}, snap.torch_rng, snap.shared_model))
-            folder.write_bytes(SHARED_MODEL_FILE, data)
-            nbytes += len(data)
+            files[SHARED_MODEL_FILE] = encode(GroupSnapshot(-1, {}, snap.torch_rng, snap.shared_model))
             snap.shared_model = None
-        data = encode(snap)
-        folder.write_bytes(group_file(self.group_id), data)
-        nbytes += len(data)
-        return SavedPart(self.group_id, tuple(self.ids), group_file(self.group_id), nbytes, time.perf_counter() - t0)
+        files[group_file(self.group_id)] = encode(snap)
+        nbytes = sum(len(b) for b in files.values())
+        return SavedPart(self.group_id, tuple(self.ids), group_file(self.group_id), nbytes, time.perf_counter() - t0), files
 
-    def load_state(self, folder: OutDir, files: list[str], shared: bool) -> None:
-        """Restore this group's agents from the group files that hold them (one when the layout is unchanged)."""
-        model = decode(folder.read_bytes(SHARED_MODEL_FILE)).shared_model if shared else None
+    def restore_files(self, shared: bool, *files: dict[str, bytes]) -> None:
+        """Restore this group's agents from checkpoint files (name -> bytes): the group files that hold them, and the model when shared."""
+        merged_files = {k: v for d in files for k, v in d.items()}
+        model = None
+        if shared:
+            if SHARED_MODEL_FILE not in merged_files:
+                raise ValueError(f"checkpoint of group {self.group_id} lacks {SHARED_MODEL_FILE}, the model every agent shares")
+            model = decode(merged_files[SHARED_MODEL_FILE]).shared_model
         merged: dict[int, AgentSnapshot] = {}
         rng = None
-        for name in files:
-            snap = decode(folder.read_bytes(name))
+        for name, data in sorted(merged_files.items()):
+            if name == SHARED_MODEL_FILE:
+                continue
+            snap = decode(data)
             merged.update({k: s for k, s in snap.agents.items() if k in self.agents})
             rng = snap.torch_rng if rng is None or snap.group == self.group_id else rng
         missing = sorted(set(self.agents) - set(merged))
         if missing:
-            raise ValueError(f"checkpoint {folder.uri} holds no state for agents {missing}")
+            raise ValueError(f"the checkpoint files {sorted(merged_files)} hold no state for agents {missing}")
         self.load_state_dict(GroupSnapshot(self.group_id, merged, rng), model)
+
+    def save_state(self, folder: OutDir, shared: bool) -> SavedPart:
+        """Write this group's checkpoint files into `folder` from here (a folder every node reaches)."""
+        t0 = time.perf_counter()
+        part, files = self.checkpoint_files(shared)
+        for name, data in files.items():
+            folder.write_bytes(name, data)
+        return dataclasses.replace(part, seconds=time.perf_counter() - t0)
+
+    def load_state(self, folder: OutDir, files: list[str], shared: bool) -> None:
+        """Restore this group's agents from the group files in `folder` that hold them (one when the layout is unchanged)."""
+        names = [*files, *([SHARED_MODEL_FILE] if shared else [])]
+        try:
+            self.restore_files(shared, {name: folder.read_bytes(name) for name in names})
+        except ValueError as e:
+            raise ValueError(f"checkpoint {folder.uri}: {e}") from None

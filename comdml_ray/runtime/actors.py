@@ -8,7 +8,9 @@ Owns
   runs its part of the round's all-reduce (`allreduce`: one allgather when the fleet's
   models fit in GATHER_LIMIT_BYTES, else one point-to-point hop per actor round the
   ring and one gather: the same sums either way; `COMDML_ALLREDUCE=ring|gather` in the
-  driver's environment forces one; the driver starts it with one call per actor);
+  driver's environment forces one; the driver starts it with one call per actor).  The
+  collective binds to the interface holding the node's Ray IP (`pin_collective_to`),
+  never to what the host name resolves to (127.0.1.1 on stock Debian/Ubuntu images);
 - `RayBackend`: `backend.Backend` on these actors: every typed method is an actor
   call that returns ObjectRefs; `average` starts the collective on every actor at
   once (one call each per round); `fetch` turns a dead actor into `AgentFailure`
@@ -123,6 +125,33 @@ class StateLost(RuntimeError):
         self.group_id = group_id
 
 
+def node_interface(ip: str) -> str | None:
+    """The network interface that holds address `ip` on this node; None when none does."""
+    import socket
+
+    import psutil
+
+    for name, addrs in psutil.net_if_addrs().items():
+        if any(a.family in (socket.AF_INET, socket.AF_INET6) and a.address.split("%")[0] == ip for a in addrs):
+            return name
+    return None
+
+
+def pin_collective_to(ip: str) -> str | None:
+    """Make GLOO (and NCCL's sockets) use the interface of `ip`, this node's Ray address; returns it (None: left as it was).
+
+    Without it GLOO takes its address from the host name, which stock Debian/Ubuntu
+    images map to 127.0.1.1 (/etc/hosts): every member then offers its peers a
+    loopback address and the group never connects across nodes.  A value the user
+    set (GLOO_SOCKET_IFNAME, NCCL_SOCKET_IFNAME) is kept.
+    """
+    iface = node_interface(ip)
+    if iface is not None:
+        for var in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):
+            os.environ.setdefault(var, iface)
+    return iface
+
+
 class AgentHost(AgentGroup):
     """An AgentGroup inside a Ray actor: device from Ray's GPU ids, CPU threads from its share.
 
@@ -180,6 +209,7 @@ class AgentHost(AgentGroup):
         if world_size > 1:
             from ray.util import collective
 
+            pin_collective_to(ray.util.get_node_ip_address())
             backend = "nccl" if self.device_name.startswith("cuda") else "gloo"
             collective.init_collective_group(world_size, self.group_id, backend=backend, group_name=name)
         self.collective = (name, world_size)

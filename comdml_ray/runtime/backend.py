@@ -122,6 +122,13 @@ class Backend:
     def load_state(self, g: int, folder: OutDir, files: list[str], shared: bool) -> Handle[None]:
         return self._call(g, AgentGroup.load_state, folder, files, shared)
 
+    def checkpoint_files(self, g: int, shared: bool) -> list[Handle]:
+        """[the group's SavedPart, its checkpoint files (name -> bytes)]: two handles, so the files can go elsewhere than the part."""
+        return self._call(g, AgentGroup.checkpoint_files, shared, returns=2)
+
+    def restore_files(self, g: int, shared: bool, *files: Handle[dict[str, bytes]]) -> Handle[None]:
+        return self._call(g, AgentGroup.restore_files, shared, *files)
+
     # ------------------------------------------------------------------ event-driven baselines
     def adpsgd_finish(self, g: int, k: int) -> Handle[StepReport]:
         return self._call(g, AgentGroup.adpsgd_finish, k)

@@ -2,7 +2,9 @@
 
 Owns
 - `start_ray(cfg, log)`: start a Ray of the run's own, or join the cluster of a
-  `ray job submit` job / `--address`.  `log_to_driver` is on, so what the agent
+  `ray job submit` job / `--address` (an address that takes no TCP connection is
+  refused in one sentence within `CONNECT_TIMEOUT_S`, `check_reachable`, where Ray
+  itself would retry for minutes).  `log_to_driver` is on, so what the agent
   actors log (one line per round per actor, warnings; see `comdml_ray.runtime.telemetry`)
   reaches the driver's output and therefore `ray job logs`.  A Ray of the run's
   own starts its dashboard (http://127.0.0.1:8265) unless `COMDML_DASHBOARD=0`:
@@ -36,6 +38,7 @@ import atexit
 import glob
 import math
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -51,6 +54,7 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(_
 PROGRESS_EVERY_S = 15.0  # one progress line this often while waiting for nodes
 POLL_S = 2.0
 STALL_S = 90.0  # no node pending or joining for this long: the autoscaler has given what it can
+CONNECT_TIMEOUT_S = 10.0  # --address: how long a head may take to accept a connection before the run gives up
 
 
 # ----------------------------------------------------------------------------- start or join
@@ -61,6 +65,7 @@ def start_ray(cfg: RunConfig, log: Callable[[str], None] = print) -> None:
     if ray.is_initialized():
         return
     if cfg.address:
+        check_reachable(cfg.address)
         try:
             ray.init(address=cfg.address, log_to_driver=True)
         except ConnectionError:
@@ -84,6 +89,37 @@ def start_ray(cfg: RunConfig, log: Callable[[str], None] = print) -> None:
             include_dashboard=os.environ.get("COMDML_DASHBOARD", "1") != "0",
             runtime_env={"env_vars": {"PYTHONPATH": path}},
         )
+
+
+def check_reachable(address: str, timeout_s: float | None = None) -> None:
+    """ConfigError (one sentence) when `--address HOST:PORT` accepts no TCP connection within timeout_s; `auto` and URIs pass.
+
+    Retried once a second until timeout_s (a head that is still starting comes up),
+    but never as long as Ray's own retries (over 120 s for a port nobody listens on).
+    """
+    if address in ("auto", "local") or "://" in address:
+        return
+    timeout_s = CONNECT_TIMEOUT_S if timeout_s is None else timeout_s
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"--address {address} is not HOST:PORT; give the head's GCS address (e.g. 10.0.0.5:6379) or auto.")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=max(0.5, min(5.0, deadline - time.monotonic()))):
+                return
+        except socket.gaierror as e:
+            raise ConfigError(
+                f"--address {address}: the host name {host} does not resolve ({e.strerror}); give the head's IP address and port."
+            ) from None
+        except OSError as e:
+            reason = e.strerror or type(e).__name__
+        if time.monotonic() >= deadline:
+            raise ConfigError(
+                f"no Ray cluster answers at --address {address} ({reason} for {timeout_s:.0f} s); "
+                f"check the head's address and port (`ray status` on the head prints them), or drop --address to run locally."
+            )
+        time.sleep(1.0)
 
 
 def exit_process(code: int) -> NoReturn:

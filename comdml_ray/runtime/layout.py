@@ -9,6 +9,8 @@ agent.  Owns the memory model behind that decision:
   actor there (counted once: a cluster spreads it, so this errs on the safe side);
 - per agent: its model, gradients, momentum, flat copies and batch activations
   (PER_AGENT_MB) plus its float32 shard.
+`check_nodes_fit(layout, nodes)` refuses a layout whose one actor (its CPUs and GPUs)
+is bigger than every node of a fixed cluster: its placement would wait forever.
 A refusal is a ConfigError whose one sentence names the fix.
 """
 
@@ -92,3 +94,20 @@ def _check_fits(actors: int, most: int, per_actor: float, total: float, what: st
             f"{actors} actors x {per_actor:g} {what} need {actors * per_actor:g} {what} but the cluster has {total:g}; "
             f"use --agents-per-actor {math.ceil(n / max(most, 1))} or auto, or lower {flag}."
         )
+
+
+def check_nodes_fit(layout: Layout, nodes: list[dict]) -> None:
+    """ConfigError when no node's own resources (Ray's per-node totals) hold one actor of the layout."""
+    if not nodes:
+        return
+    fits = [n for n in nodes if n.get("CPU", 0.0) >= layout.cpus - 1e-9 and n.get("GPU", 0.0) >= layout.gpus - 1e-9]
+    if fits:
+        return
+    biggest_cpu = max(n.get("CPU", 0.0) for n in nodes)
+    biggest_gpu = max(n.get("GPU", 0.0) for n in nodes)
+    need = f"{layout.cpus:g} CPUs" + (f" and {layout.gpus:g} GPUs" if layout.gpus > 0 else "")
+    have = f"{biggest_cpu:g} CPUs" + (f" and {biggest_gpu:g} GPUs" if layout.gpus > 0 else "")
+    raise ConfigError(
+        f"each agent actor needs {need} on one node, but the largest of the cluster's {len(nodes)} nodes has {have}; "
+        f"lower --cpus-per-agent/--gpus-per-agent or add bigger nodes."
+    )

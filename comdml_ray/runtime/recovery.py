@@ -8,11 +8,15 @@ Owns
   holds each agent, whether the model is stored once, the failures so far, and the row
   of the round just finished (rows are written after the checkpoint; a resume adds it
   if the driver died in between);
-- `Checkpointer`: every `--checkpoint-every` rounds each actor writes its group file
-  (`checkpoint.Checkpointing.save_state`) into `checkpoints/round-NNNNN/` of the output
-  folder, then the driver writes `driver.pkl` there and points `checkpoints/latest.json`
-  at it (replaced whole, so a reader sees the previous checkpoint or the new one,
-  never half of one), then deletes the older folders;
+- `Checkpointer`: every `--checkpoint-every` rounds each actor's group file goes into
+  `checkpoints/round-NNNNN/` of the output folder, then the driver writes `driver.pkl`
+  there and points `checkpoints/latest.json` at it (replaced whole, so a reader sees
+  the previous checkpoint or the new one, never half of one), then deletes the older
+  folders.  A local output folder exists on the driver's node only: the actors hand
+  their files (`checkpoint_files`) through the object store to the round's reducer,
+  which lives on that node and writes them, and a restore reads them there and hands
+  them back the same way.  A folder every node reaches (s3://, gs://, ...) is written
+  and read by the actors themselves (`save_state`, `load_state`);
 - `resumed_config`: `--resume OUT`: the saved configuration, with the flags that say
   where and how to run (address, CPUs, GPUs, progress bar, fault injection) from the
   command line;
@@ -39,6 +43,7 @@ from typing import Any
 
 from comdml_ray.config import ConfigError, RunConfig
 from comdml_ray.learning.costmodel import SplitProfile
+from comdml_ray.method.checkpoint import SHARED_MODEL_FILE
 from comdml_ray.results.report import ROUND_COLUMNS, WALL_ROUND_COLUMNS
 from comdml_ray.results.rows import RoundRow
 from comdml_ray.runtime.actors import AgentFailure
@@ -101,7 +106,12 @@ class Checkpointer:
         state.folder = f"round-{state.at.next_round:05d}"
         folder = self.out.child(f"checkpoints/{state.folder}")
         folder.makedirs()
-        parts = be.fetch([be.save_state(g, folder, state.shared) for g in range(be.num_groups)])
+        if self.out.is_local:  # on the driver's node only: the files go to the reducer beside the driver
+            outs = [be.checkpoint_files(g, state.shared) for g in range(be.num_groups)]
+            written = self.run.reducer.write_files.remote(folder, *(files for _, files in outs))
+            parts = be.fetch([part for part, _ in outs] + [written])[:-1]
+        else:
+            parts = be.fetch([be.save_state(g, folder, state.shared) for g in range(be.num_groups)])
         state.files = {k: p.file for p in parts for k in p.agents}
         folder.write_bytes("driver.pkl", pickle.dumps(state, protocol=5))
         self.out.replace(LATEST, json.dumps({"folder": state.folder, "next_round": state.at.next_round}).encode())
@@ -114,8 +124,13 @@ class Checkpointer:
     def restore(self, state: DriverState) -> None:
         """Every group's agents back to the checkpoint (each reads the files that hold its agents)."""
         be, folder = self.run.backend, self.out.child(f"checkpoints/{state.folder}")
-        groups = self.run.layout.groups
-        be.fetch([be.load_state(g, folder, sorted({state.files[k] for k in ids}), state.shared) for g, ids in enumerate(groups)])
+        names = [sorted({state.files[k] for k in ids}) for ids in self.run.layout.groups]
+        if self.out.is_local:  # read on the driver's node by the reducer, handed to each actor through the object store
+            reader = self.run.reducer.read_files
+            model = [reader.remote(folder, [SHARED_MODEL_FILE])] if state.shared else []
+            be.fetch([be.restore_files(g, state.shared, reader.remote(folder, files), *model) for g, files in enumerate(names)])
+        else:
+            be.fetch([be.load_state(g, folder, files, state.shared) for g, files in enumerate(names)])
         self.last = state
 
     @staticmethod

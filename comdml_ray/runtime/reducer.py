@@ -14,6 +14,10 @@ or on resume, `rewind(r)` cuts both files back to the rounds before r.  So what 
 the number of agents: it is O(actors) digests and one row.  Under `--clock wall` it
 is called after the averaging and also writes what the agents measured (when each
 model was whole, device seconds per batch, the observed finish beside the plan's).
+Being on the driver's node, it is also the writer and reader of checkpoint files in
+a local output folder (`write_files`, `read_files`; `recovery.Checkpointer`): the
+actors' files reach it through the object store, and a path that exists only on the
+driver's node works on any cluster.
 """
 
 from __future__ import annotations
@@ -98,6 +102,19 @@ class RoundReducer:
         avg = wall - max(whole.values(), default=0.0)
         agents = {k: {"whole_s": whole.get(k), "observed_sec_per_batch": spb.get(k)} for k in whole}
         return agents, {k: {"observed_finish_s": whole[k] + avg} for k in whole}
+
+    def write_files(self, folder: OutDir, *files: dict[str, bytes]) -> int:
+        """Write every group's checkpoint files (name -> bytes) into `folder` on this node; returns the bytes written."""
+        total = 0
+        for group_files in files:
+            for name, data in group_files.items():
+                folder.write_bytes(name, data)
+                total += len(data)
+        return total
+
+    def read_files(self, folder: OutDir, names: list[str]) -> dict[str, bytes]:
+        """Checkpoint files of `folder` on this node, for an actor anywhere to restore from."""
+        return {name: folder.read_bytes(name) for name in names}
 
     def close(self) -> None:
         if not self.opened:

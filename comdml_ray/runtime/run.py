@@ -39,9 +39,9 @@ from comdml_ray.learning.costmodel import SplitProfile
 from comdml_ray.learning.data import load_dataset
 from comdml_ray.results.rows import ClockSplits, RoundRow
 from comdml_ray.runtime.actors import AgentFailure, AgentHostActor, RayBackend, WallHostActor  # noqa: F401  (AgentFailure re-exported)
-from comdml_ray.runtime.cluster import wait_for_placement
+from comdml_ray.runtime.cluster import autoscaler_view, wait_for_placement
 from comdml_ray.runtime.faults import ACTOR_OPTIONS, RunRecovery
-from comdml_ray.runtime.layout import plan_layout
+from comdml_ray.runtime.layout import check_nodes_fit, plan_layout
 from comdml_ray.runtime.reducer import RoundReducerActor
 from comdml_ray.runtime.rounds import average, train_round, wall_round
 from comdml_ray.runtime.telemetry import with_idle_share
@@ -125,6 +125,9 @@ class Run(RunRecovery):
         self.log = log
         self.received = 0  # bytes of results the driver received (reset every round)
         self.layout = plan_layout(cfg, ray.cluster_resources())
+        view = autoscaler_view()
+        if view is None or view.pending == 0:  # no node on its way: an actor no node can hold would wait for placement in vain
+            check_nodes_fit(self.layout, [n["Resources"] for n in ray.nodes() if n.get("Alive")])
         self.log(f"layout: {len(self.layout.groups)} actors, {self.layout.reason}")
         self.init_faults()
         groups = self.layout.groups

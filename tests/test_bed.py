@@ -1,0 +1,225 @@
+"""The multi-host bed (`comdml_ray.testbed`) and the cluster runs that only it can check.
+
+One 3-node bed for the module (head + w1 + w2, 1 logical CPU each; links shaped by tc
+tbf in both directions, w2 slower): the nodes are apart (own address, own disk, the
+root namespace has nothing on the bed's subnet, host names resolve to 127.0.1.1 as
+on stock Debian images); a shaped link holds its rate and `tc -s` counts the bytes.
+Then the use case end to end: `ray job submit` from inside the head's namespace, 12
+ComDML agents in 3 actors on the 3 nodes, a local `--out` on the head, a checkpoint
+every round.  It is the regression test of both failures (the gloo group bound to
+loopback and never connected across nodes; the actors wrote their checkpoint files
+into a path that exists only on the driver's node): rows, summary and checkpoints
+are on the head's disk and on no other; its deterministic columns equal the run on
+one host; `--resume` from that folder (a driver with `--address HEAD:6379`) too.  Last, `down` (and an interrupted
+or failed `up`) leaves nothing: no namespace, veth, qdisc, mount or process.
+Needs root and iproute2 (CI runs as root); elsewhere the module skips saying why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pandas as pd
+import pytest
+
+from comdml_ray.testbed import Bed, BedSpec, LinkSpec, leftovers, unavailable_reason
+from comdml_ray.testbed.bed import PROJECT_ROOT, PYTHON, RAY, STATE_ROOT, Proc
+
+REASON = unavailable_reason()
+pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+
+NAME = "cdbedt"  # the tests' own beds, apart from one a person may have up (cdbed)
+RUN_PY = str(PROJECT_ROOT / "benchmarks" / "run.py")
+SMALL = ["--train-samples", "1200", "--no-progress", "--eval-samples", "0"]
+W2_RATE = "300mbit"
+
+
+@pytest.fixture(scope="module")
+def bed():
+    spec = BedSpec(name=NAME, nodes=3, cpus=1, link=LinkSpec.parse("1gbit"), node_links={"w2": LinkSpec.parse(W2_RATE)})
+    b = Bed(spec)
+    try:
+        b.up(log=lambda *_: None)
+        yield b
+    finally:
+        b.down()
+
+
+def sh(bed: Bed, node: str, script: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return bed.run(node, ["sh", "-c", script], timeout=timeout)
+
+
+def py(bed: Bed, node: str, code: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return bed.run(node, [PYTHON, "-c", code], timeout=timeout)
+
+
+# ----------------------------------------------------------------------------- the bed
+
+
+def test_nodes_have_their_own_address_disk_and_host_name(bed):
+    ips = {n.name: n.ip for n in bed.state.nodes}
+    assert len(set(ips.values())) == 3 and all(ip.startswith("198.18.") for ip in ips.values())
+    for n in bed.state.nodes:
+        r = sh(bed, n.name, "ip -o -4 addr show dev eth0; hostname; getent hosts $(hostname)")
+        assert f"inet {n.ip}/24" in r.stdout, r.stdout + r.stderr
+        assert f"127.0.1.1       {n.hostname}" in r.stdout  # what stock Debian images do: failure 1's trigger
+    assert sh(bed, "w1", "echo w1 > /tmp/only-on-w1 && cat /tmp/only-on-w1").stdout.strip() == "w1"
+    assert sh(bed, "head", "test -e /tmp/only-on-w1; echo $?").stdout.strip() == "1"
+    assert not os.path.exists("/tmp/only-on-w1")
+    assert bed.path("w1", "/tmp/only-on-w1").read_text() == "w1\n"
+    assert py(bed, "w2", "import comdml_ray.testbed, torch; print('ok')").stdout.strip() == "ok"  # python, venv and project visible
+    # The root namespace has no interface, address or route on the bed's subnet.
+    routes = subprocess.run(["ip", "route", "show", "root", "198.18.0.0/15"], capture_output=True, text=True, check=True).stdout
+    addrs = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, check=True).stdout
+    assert routes.strip() == "" and "198.18." not in addrs and "198.19." not in addrs
+
+
+def test_a_shaped_link_holds_its_rate_and_tc_counts_the_bytes(bed):
+    size = 15 * 2**20
+    before = bed.link_counters()
+    server = bed.popen("w2", [PYTHON, "-c", RECEIVER], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        r = py(bed, "head", SENDER.format(ip=bed.node("w2").ip, size=size))
+        assert r.returncode == 0, r.stderr
+        got = int(server.communicate(timeout=60)[0].strip())
+    finally:
+        if server.poll() is None:
+            server.kill()
+    seconds = float(r.stdout)
+    assert got == size
+    rate = size * 8 / seconds
+    assert rate <= LinkSpec.parse(W2_RATE).rate_bits * 1.1, f"{rate / 1e6:.0f} Mbit/s over a {W2_RATE} link"
+    after = bed.link_counters()
+    assert after["w2"]["tc_received_bytes"] - before["w2"]["tc_received_bytes"] >= size  # tbf towards w2 saw it all
+    assert after["head"]["tc_sent_bytes"] - before["head"]["tc_sent_bytes"] >= size
+
+
+RECEIVER = """
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 7777)); s.listen(1)
+c, _ = s.accept(); n = 0
+while True:
+    b = c.recv(1 << 16)
+    if not b:
+        break
+    n += len(b)
+print(n)
+"""
+SENDER = """
+import socket, time
+for _ in range(50):
+    try:
+        c = socket.create_connection(("{ip}", 7777), timeout=5); break
+    except OSError:
+        time.sleep(0.2)
+t = time.perf_counter(); c.sendall(bytes({size})); c.shutdown(socket.SHUT_WR); c.recv(1); print(time.perf_counter() - t)
+"""
+
+
+# ----------------------------------------------------------------------------- the use case and the two failures
+
+ARGS = ["--agents", "12", "--rounds", "3", "--algorithm", "comdml", "--checkpoint-every", "1", *SMALL]
+
+
+@pytest.fixture(scope="module")
+def job(bed):
+    """`ray job submit` from inside the head's namespace: 12 ComDML agents in 3 actors (one per node), a local --out on the head."""
+    argv = [RAY, "job", "submit", "--address", bed.dashboard_url, "--", PYTHON, RUN_PY, *ARGS, "--address", "auto", "--out", "/tmp/job"]
+    return bed.run("head", argv, timeout=600)
+
+
+def test_collective_binds_to_the_node_ip(bed, job):
+    """Failure 1: `join_collective` failed at start-up (gloo offered 127.0.1.1 to its peers on other nodes)."""
+    assert "connectFullMesh" not in job.stdout + job.stderr
+    assert job.returncode == 0 and "succeeded" in job.stdout, (job.stdout + job.stderr)[-3000:]
+    summary = json.loads(bed.path("head", "/tmp/job/summary.json").read_text())
+    assert summary["actors"] == 3  # one per node: 1 CPU each, 1 CPU per actor
+    assert pd.read_csv(bed.path("head", "/tmp/job/rounds.csv"))["pairs"].sum() > 0  # activations crossed between nodes too
+
+
+def test_checkpoints_of_a_local_out_are_on_the_driver_node(bed, job):
+    """Failure 2: the actors on w1 and w2 wrote their group files into /tmp/job/checkpoints/... of their own disks."""
+    assert job.returncode == 0, (job.stdout + job.stderr)[-3000:]
+    folder = json.loads(bed.path("head", "/tmp/job/checkpoints/latest.json").read_text())["folder"]
+    assert folder == "round-00002"
+    files = sorted(os.listdir(bed.path("head", f"/tmp/job/checkpoints/{folder}")))
+    assert files == ["driver.pkl", "group-000.pt", "group-001.pt", "group-002.pt", "model.pt"]
+    for w in ("w1", "w2"):
+        assert not bed.path(w, "/tmp/job").exists()
+
+
+def test_the_job_equals_one_host_and_resumes(bed, job, tmp_path):
+    assert job.returncode == 0, (job.stdout + job.stderr)[-3000:]
+    out = bed.path("head", "/tmp/job")
+    rounds = pd.read_csv(out / "rounds.csv")
+    assert len(rounds) == 3
+    env = dict(os.environ, COMDML_DASHBOARD="0", PYTHONPATH=str(PROJECT_ROOT))
+    argv = [PYTHON, RUN_PY, *ARGS, "--num-cpus", "3", "--out", str(tmp_path / "one")]
+    one = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=400, check=False)
+    assert one.returncode == 0, one.stderr[-3000:]
+    same_deterministic_columns(rounds, pd.read_csv(tmp_path / "one" / "rounds.csv"))
+
+    resumed = bed.run("head", [PYTHON, RUN_PY, "--address", bed.gcs_address, "--resume", "/tmp/job", "--no-progress"], timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming /tmp/job at round 2" in resumed.stdout + resumed.stderr
+    same_deterministic_columns(pd.read_csv(out / "rounds.csv"), rounds)
+
+
+def same_deterministic_columns(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    from comdml_ray.results.report import DETERMINISTIC_COLUMNS
+
+    pd.testing.assert_frame_equal(
+        got[DETERMINISTIC_COLUMNS].reset_index(drop=True), want[DETERMINISTIC_COLUMNS].reset_index(drop=True), check_exact=True
+    )
+
+
+# ----------------------------------------------------------------------------- nothing left
+
+
+def test_down_leaves_nothing(bed):
+    state = bed.state
+    procs = [Proc(p.pid, p.create_time()) for n in state.nodes for p in bed.processes(n)]  # psutil keeps the start time
+    assert len(procs) > 10  # inits, Ray's processes, workers
+    bed.down()
+    assert leftovers(NAME, state) == []
+    assert [p.pid for p in procs if p.alive()] == []  # same PID and start time, not a zombie
+
+
+def _testbed(*args: str, name: str = f"{NAME}x", timeout: float = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))
+    argv = [PYTHON, "-m", "comdml_ray.testbed", "--name", name, *args]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_an_interrupted_up_leaves_nothing():
+    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))
+    argv = [PYTHON, "-m", "comdml_ray.testbed", "--name", f"{NAME}x", "up", "--nodes", "2", "--link", "100mbit"]
+    p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    state = STATE_ROOT / f"{NAME}x" / "state.json"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (state.exists() and '"ray": {' in state.read_text()):
+        time.sleep(0.1)  # until the head's `ray start` runs: namespaces, veths, qdiscs, mounts and processes all exist
+    assert p.poll() is None, p.communicate()
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "interrupted" in err, err
+    assert leftovers(f"{NAME}x") == []
+
+
+def test_a_failed_up_leaves_nothing_and_says_why_in_one_sentence():
+    r = _testbed("up", "--nodes", "2", "--object-store-mb", "1")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("testbed: `ray start` on node head exited") and "Traceback" not in r.stderr.split("\n")[0]
+    assert leftovers(f"{NAME}x") == []
+
+
+def test_bad_input_is_one_sentence():
+    r = _testbed("up", "--link", "fast")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "100mbit:2ms" in r.stderr, r.stderr
+    r = _testbed("status", name=f"{NAME}q")
+    assert r.returncode == 2 and "no bed named" in r.stderr and r.stderr.count("\n") == 1
