@@ -32,7 +32,9 @@ from comdml_ray.testbed.bed import PROJECT_ROOT, PYTHON, RAY, STATE_ROOT, Proc
 REASON = unavailable_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 
-NAME = "cdbedt"  # the tests' own beds, apart from one a person may have up (cdbed)
+# The tests' own beds, named by this process: apart from one a person may have up (cdbed) and
+# from the beds of another test run on the same machine, which `down` must never touch.
+NAME = f"cdbedt{os.getpid() % 10000:04d}"  # cdbed + at most 6 letters or digits, "x"/"q" added below
 RUN_PY = str(PROJECT_ROOT / "benchmarks" / "run.py")
 SMALL = ["--train-samples", "1200", "--no-progress", "--eval-samples", "0"]
 W2_RATE = "300mbit"
@@ -41,9 +43,8 @@ W2_RATE = "300mbit"
 @pytest.fixture(scope="module")
 def bed():
     spec = BedSpec(name=NAME, nodes=3, cpus=1, link=LinkSpec.parse("1gbit"), node_links={"w2": LinkSpec.parse(W2_RATE)})
-    b = Bed(spec)
+    b = Bed(spec).up(log=lambda *_: None)  # a failed up removes what it made (and nothing of a bed of the same name)
     try:
-        b.up(log=lambda *_: None)
         yield b
     finally:
         b.down()

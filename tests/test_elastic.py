@@ -132,3 +132,16 @@ def test_zero_workers_to_a_finished_job_and_back_to_zero(head, tmp_path):
     while time.monotonic() < deadline and cluster_cpus(head) > 0:
         time.sleep(3)
     assert cluster_cpus(head) == 0, "the workers did not go back after the job"
+
+
+def test_a_cluster_started_by_hand_is_fixed():
+    """Ray's monitor reports on a cluster of `ray start` nodes too, through its read-only provider: every node
+    a type of its own (`node_<id>`).  Such a report means no autoscaler, so a run does not wait for nodes
+    (it used to wait 90 s, STALL_S, at every start).  A `ray up` report names the config's node types."""
+    from comdml_ray.runtime.cluster import _read_only
+
+    by_hand = {"node_type_mapping": {"e4cd": "node_e4cd", "ede3": "node_ede3"}, "pending_nodes": [], "pending_launches": {}}
+    assert _read_only(by_hand)
+    autoscaled = {"node_type_mapping": {"e4cd": "ray.head.default", "ede3": "cpu_worker"}, "pending_launches": {"cpu_worker": 1}}
+    assert not _read_only(autoscaled)
+    assert not _read_only({"node_type_mapping": {}})  # a head so new it maps nothing yet: left to the autoscaler's view

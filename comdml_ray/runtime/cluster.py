@@ -186,8 +186,9 @@ def autoscaler_view(wait_s: float = 0.0) -> AutoscalerView | None:
     """What the cluster's autoscaler reports now; None on a fixed cluster (`ray start` without --autoscaling-config).
 
     Autoscaler v1 (the default of `ray up`): Ray's monitor runs on every head and
-    publishes a status every few seconds, with an autoscaler report only when it has a
-    cluster config; wait_s covers a head so new that it has not published yet.
+    publishes a status every few seconds; wait_s covers a head so new that it has not
+    published yet.  On a cluster started by hand the monitor reports too, but through a
+    read-only provider that launches nothing (`_read_only`): that is a fixed cluster.
     Autoscaler v2 (RAY_enable_autoscaler_v2=1): its own cluster status.
     """
     import json
@@ -209,10 +210,20 @@ def autoscaler_view(wait_s: float = 0.0) -> AutoscalerView | None:
             break
         time.sleep(0.5)
     report = json.loads(raw).get("autoscaler_report") if raw else None
-    if not report:
+    if not report or _read_only(report):
         return None
     pending = len(report.get("pending_nodes") or []) + sum(int(n) for n in (report.get("pending_launches") or {}).values())
     return AutoscalerView(pending=pending, failed=len(report.get("failed_nodes") or []))
+
+
+def _read_only(report: dict) -> bool:
+    """True for the report of Ray's read-only provider (a cluster of `ray start` nodes): every node is a type of its own, `node_<id>`.
+
+    Without this check a run on such a cluster asked it for nodes and waited STALL_S
+    (90 s) for an autoscaler that can launch none.
+    """
+    mapping = report.get("node_type_mapping") or {}
+    return bool(mapping) and all(node_type == f"node_{node_id}" for node_id, node_type in mapping.items())
 
 
 def request_capacity(cfg: RunConfig, log: Callable[[str], None] = print, timeout_s: float | None = None) -> dict:
