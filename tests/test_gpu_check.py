@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.gpu_check import argv_without, compare
+from benchmarks.gpu_check import argv_without, compare, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,6 +48,12 @@ def test_compare_is_exact_on_the_cpu_and_loose_on_a_gpu() -> None:
 def test_the_checks_own_flags_do_not_reach_run_py() -> None:
     argv = ["--agents", "4", "--fractions", "1", "0.25", "--verbose", "--loss-rtol=0.1", "--algorithm", "comdml"]
     assert argv_without(argv, ("--verbose",), ("--fractions", "--loss-rtol", "--acc-atol")) == ["--agents", "4", "--algorithm", "comdml"]
+
+
+def test_a_bad_fraction_is_one_sentence_and_exit_2(capsys) -> None:
+    assert main(["--fractions", "0.5", "1.5"]) == 2  # refused before Ray starts
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --fractions 1.5 is not a share of one GPU; give values in (0, 1]."
 
 
 def test_cpu_mode_runs_and_matches_exactly(tmp_path: Path) -> None:

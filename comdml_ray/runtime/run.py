@@ -174,7 +174,7 @@ class Run(RunRecovery):
         )
 
     def devices(self) -> dict:
-        """Where the agents trained (summary.json): each actor's device, the collective's backend and why, and on GPUs the peak memory per actor.
+        """Where the agents trained (summary.json): the actors' devices, the collective's backend and why, and on GPUs the peak memory per actor.
 
         The peak is read from the actors now (the end of the run); an actor that cannot
         answer within a few seconds (a run ending on a failure) leaves it out.
