@@ -182,6 +182,7 @@ def _summary(cfg: RunConfig, run: Run, rounds: pd.DataFrame, out: str, startup: 
         "peak_memory_mb": peak_mb,
         "actors": len(run.hosts),
         "agents_per_actor": max(len(g) for g in run.layout.groups),
+        **run.devices(),
         "bytes_sent": int(rounds["bytes_sent"].sum()),
         "bytes_offloaded": int(rounds["bytes_offloaded"].sum()),
         "split_profile": run.split_profile.source,

@@ -7,7 +7,10 @@ against the cluster-config JSON schema shipped inside the Ray package
 keys), so the properties this project relies on are checked directly: no Ray port
 open to the internet, a head that hosts no agents, token authentication kept on;
 and the elastic set-up: cloud workers start from zero, the image-based variants
-(and clusters/Dockerfile) use Ray's image of the pinned Ray version.
+(and clusters/Dockerfile) use Ray's image of the pinned Ray version; every cloud
+config offers a CPU and a GPU worker type, the autoscaler's own choice (Ray's bin
+packing and node-type scorer) serves a CPU-only job from the CPU type alone and a GPU
+job from GPU types, and GPU workers install the `gpu` extra (cupy) of pyproject.toml.
 No cluster is started; the module runs in about a second.
 """
 
@@ -17,7 +20,11 @@ import copy
 import json
 import re
 import shlex
+import subprocess
+import sys
+import tomllib
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +32,12 @@ import jsonschema
 import pytest
 import ray.autoscaler
 import yaml
+from ray.autoscaler._private.node_provider_availability_tracker import NodeAvailabilitySummary
+from ray.autoscaler._private.resource_demand_scheduler import _default_utilization_scorer, get_bin_pack_residual, get_nodes_for
 from ray.autoscaler._private.util import prepare_config, validate_config
+
+from comdml_ray.config import RunConfig
+from comdml_ray.runtime.cluster import demand_of
 
 CLUSTERS = Path(__file__).resolve().parents[1] / "clusters"
 CONFIGS = sorted(CLUSTERS.glob("*.yaml"))
@@ -191,3 +203,70 @@ def test_images_are_rays_pinned_image(path: Path) -> None:
 def test_there_is_an_image_based_variant_of_each_cloud_config() -> None:
     names = {p.name for p in CONFIGS}
     assert {"aws-image.yaml", "gcp-image.yaml"} <= names
+
+
+CLOUD_CONFIGS = [p for p in CONFIGS if "available_node_types" in load(p)]
+
+
+def worker_types(config: Config, gpu: bool) -> dict[str, Config]:
+    """The worker node types (not the head) that have GPUs (gpu=True) or none."""
+    return {
+        name: t
+        for name, t in config["available_node_types"].items()
+        if name != config["head_node_type"] and (t["resources"].get("GPU", 0) > 0) == gpu
+    }
+
+
+def autoscaler_launches(config: Config, bundles: list[dict]) -> tuple[dict[str, int], list[dict]]:
+    """(nodes per type, bundles left over) the autoscaler would launch for these bundles on an empty cluster: Ray's own code."""
+    scorer = partial(_default_utilization_scorer, node_availability_summary=NodeAvailabilitySummary({}))
+    return get_nodes_for(config["available_node_types"], {}, config["head_node_type"], config["max_workers"], bundles, scorer)
+
+
+@pytest.mark.parametrize("path", CLOUD_CONFIGS, ids=lambda p: p.name)
+def test_cpu_only_job_is_met_by_the_cpu_worker_type_alone(path: Path) -> None:
+    """The 100-agent main job without --gpus-per-agent asks for CPU bundles; they fit the CPU type's nodes and start no GPU node."""
+    config = load(path)
+    cpu, gpu = worker_types(config, gpu=False), worker_types(config, gpu=True)
+    assert cpu and gpu, f"{path.name}: needs a CPU worker type and a GPU worker type"
+    job = demand_of(RunConfig(agents=100).validate())
+    assert job.gpus == 0 and all("GPU" not in b for b in job.bundles)
+    for name, t in cpu.items():  # each CPU type alone, at its max_workers, holds the whole job
+        nodes = [dict(t["resources"]) for _ in range(t["max_workers"])]  # one dict per node: Ray deep-copies, so aliases would be one node
+        left, _ = get_bin_pack_residual(nodes, job.bundles)
+        assert not left, f"{path.name}: {t['max_workers']} x {name} leave {len(left)} of the job's bundles unplaced"
+    launched, left = autoscaler_launches(config, job.bundles)
+    assert not left and launched and set(launched) <= set(cpu), f"{path.name}: a CPU-only job would start {launched}"
+
+
+@pytest.mark.parametrize("path", CLOUD_CONFIGS, ids=lambda p: p.name)
+def test_gpu_job_starts_gpu_workers(path: Path) -> None:
+    config = load(path)
+    job = demand_of(RunConfig(agents=100, gpus_per_agent=0.25).validate())
+    launched, left = autoscaler_launches(config, job.bundles)
+    assert not left and set(launched) <= set(worker_types(config, gpu=True)), f"{path.name}: a GPU job would start {launched}"
+
+
+def gpu_extra() -> list[str]:
+    with open(CLUSTERS.parent / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["project"]["optional-dependencies"]["gpu"]
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if p.name != "Dockerfile"], ids=lambda p: p.name)
+def test_workers_install_the_gpu_extra(path: Path) -> None:
+    """Every worker runs clusters/gpu-extra.sh (GPU nodes install cupy, the rest skip it); no node type overrides that list."""
+    config = load(path)
+    assert any("clusters/gpu-extra.sh" in c for c in config["worker_setup_commands"]), f"{path.name}: workers do not install the gpu extra"
+    for name, t in config.get("available_node_types", {}).items():
+        assert "worker_setup_commands" not in t, (
+            f"{path.name}: {name} replaces the shared set-up commands (Ray: a node type's list overrides them)"
+        )
+    assert any(req.startswith("cupy") for req in gpu_extra())
+
+
+def test_gpu_extra_script_skips_a_node_without_gpus() -> None:
+    """A node whose driver lists no GPU (the probe is `false`): it reads the extra from pyproject.toml, says so and installs nothing."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "NVIDIA_SMI": "false"}
+    done = subprocess.run(["bash", str(CLUSTERS / "gpu-extra.sh"), sys.executable], capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"gpu extra ({' '.join(gpu_extra())}): no GPU on this node, nothing to install"

@@ -7,7 +7,8 @@ ways to get one:
   linear layer counted with forward hooks, forward+backward = 3x forward, at
   `--reference-gflops`.  Deterministic and host-independent, so the virtual clock
   of a run is reproducible on any machine.
-- `profile_measure` (`--profile measure`): forward+backward timed on this host,
+- `profile_measure` (`--profile measure`): forward+backward timed on the device the
+  agents train on (the CPU, or the actor's GPU, synchronised around each pass),
   median of a few batches, for prefix+aux, suffix and the whole model.
 - `SplitProfile.from_csv` (`--profile path/to/profile.csv`): a saved table.
 D[m] is the size of one *encoded* batch (`smashed.encoded_nbytes`): batch * C_m * H_m * W_m *
@@ -189,15 +190,24 @@ def profile_flops(
     )
 
 
+def _wait(device: torch.device) -> None:
+    """Let the device finish what was queued (CUDA kernels run after the call returns; the CPU's already have)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _time_fwd_bwd(modules: list[nn.Module], x: torch.Tensor, y: torch.Tensor, repeats: int) -> float:
+    """Median seconds of forward + backward of the modules in sequence on (x, y), on x's device."""
     params = [p for m in modules for p in m.parameters()]
     times = []
     for r in range(repeats + 2):  # two warm-up passes
+        _wait(x.device)
         t0 = time.perf_counter()
         out = x
         for m in modules:
             out = m(out)
         F.cross_entropy(out, y).backward()
+        _wait(x.device)  # the time of the work, not of queueing it
         for p in params:
             p.grad = None
         if r >= 2:
@@ -206,20 +216,28 @@ def _time_fwd_bwd(modules: list[nn.Module], x: torch.Tensor, y: torch.Tensor, re
 
 
 def profile_measure(
-    model: SplitModel, input_shape: tuple[int, int, int], batch_size: int, repeats: int = 5, smashed_dtype: str = "float32"
+    model: SplitModel,
+    input_shape: tuple[int, int, int],
+    batch_size: int,
+    repeats: int = 5,
+    smashed_dtype: str = "float32",
+    device: torch.device | str = "cpu",
 ) -> SplitProfile:
-    model.train()
+    """Time forward + backward of the whole model, each prefix + aux head and each suffix, on `device` (the agents' own)."""
+    device = torch.device(device)
+    model = model.to(device).train()
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(batch_size, *input_shape, generator=gen)
-    y = torch.randint(0, model.num_classes, (batch_size,), generator=gen)
+    x = torch.randn(batch_size, *input_shape, generator=gen).to(device)  # drawn on the CPU: the same batch on any device
+    y = torch.randint(0, model.num_classes, (batch_size,), generator=gen).to(device)
     full = _time_fwd_bwd([model], x, y, repeats)
     rho_s, rho_f = [], []
     for m in model.split_points():
-        aux = model.make_aux_head(m)
+        aux = model.make_aux_head(m).to(device)
         rho_s.append(_time_fwd_bwd([model.prefix(m), aux], x, y, repeats) / full)
         with torch.no_grad():
             z = model.prefix(m)(x)
         rho_f.append(_time_fwd_bwd([model.suffix(m)], z, y, repeats) / full)
+    model = model.cpu()
     d, sfx, model_bytes = _split_bytes(model, input_shape, batch_size, smashed_dtype)
     return SplitProfile(
         "measure",

@@ -2,8 +2,9 @@
 
 Owns
 - `SGD`: minibatch SGD with momentum and weight decay, the same float operations as
-  torch.optim.SGD's CPU path, without torch.optim (whose Optimizer imports
-  torch._dynamo on first use: 1.3 s of CPU and 150 MB in every agent actor);
+  torch.optim.SGD's CPU path, as a few foreach operations over all parameters,
+  without torch.optim (whose Optimizer imports torch._dynamo on first use: 1.3 s of
+  CPU and 150 MB in every agent actor);
 - `LrSchedule`: the learning rate by round and progress within it (warm-up, then
   constant or cosine), applied batch by batch by the three training loops below;
 - `minibatches`: the seeded shuffle every agent uses (one torch.Generator per agent);
@@ -14,11 +15,17 @@ Owns
   `--smashed-*` say, and the exact labels) as numpy arrays, so no gradient can flow
   back from the helper;
 - `SuffixTrainer`: the helper's side, one optimizer state kept for the whole round
-  (the reference code re-created it every batch: a bug we do not copy); `step_smashed`
-  decodes a received batch and trains on it;
+  (the reference code re-created it every batch: a bug we do not copy); `train_chunk`
+  moves a received chunk to the device in one copy and trains on its batches;
+- `TrainStats`: batches, samples and the loss sum, kept on the device;
 - `flatten` / `unflatten_into`: a model's floating state (parameters and BN buffers)
   as one flat float32 numpy vector, the unit of averaging and of object-store transport;
 - `evaluate`: accuracy and loss on a test set.
+
+The hot path never waits for the device inside a round: the index batches cross to the
+device once per round (`on_device`), losses are summed there and read once per round,
+activations cross to the host once per chunk, and a flat model once per call.  On the
+CPU every number is the one the per-parameter, per-batch code made (bit for bit).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from comdml_ray.learning.smashed import SmashedBatch, SmashedEncoder, SmashedSpec
+from comdml_ray.learning.smashed import DeviceBatch, SmashedBatch, SmashedEncoder, SmashedSpec, to_device, to_host
 
 
 @dataclass
@@ -72,22 +79,33 @@ class SGD:
 
     @torch.no_grad()
     def step(self) -> None:
+        """One update of every parameter that has a gradient, as a few foreach operations over all of them.
+
+        torch's `_foreach_*` ops do per tensor what the per-parameter loop did (on the CPU
+        they run the same kernels one tensor after the other: tests/test_agent.py checks the
+        weights bit for bit against torch.optim.SGD's per-parameter path); on a GPU they
+        batch the tensors into a few kernel launches instead of three per parameter.
+        """
         g = self.param_groups[0]
         lr, momentum, wd = float(g["lr"]), g["momentum"], g["weight_decay"]
-        for i, p in enumerate(self.params):
-            if p.grad is None:
-                continue
-            d = p.grad
-            if wd != 0:
-                d = d.add(p, alpha=wd)
-            if momentum != 0:
-                buf = self.buffers[i]
-                if buf is None:
-                    buf = self.buffers[i] = d.detach().clone()
-                else:
-                    buf.mul_(momentum).add_(d, alpha=1)
-                d = buf
-            p.add_(d, alpha=-lr)
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if not live:
+            return
+        params = [self.params[i] for i in live]
+        d = [p.grad for p in params]
+        if wd != 0:
+            d = torch._foreach_add(d, params, alpha=wd)  # g + wd * p, new tensors (the gradients stay as they are)
+        if momentum != 0:
+            old = [j for j, i in enumerate(live) if self.buffers[i] is not None]
+            if old:
+                bufs = [self.buffers[live[j]] for j in old]
+                torch._foreach_mul_(bufs, momentum)
+                torch._foreach_add_(bufs, [d[j] for j in old], alpha=1)
+            for j, i in enumerate(live):
+                if self.buffers[i] is None:  # first step of this parameter: b = d
+                    self.buffers[i] = d[j].detach().clone()
+            d = [self.buffers[i] for i in live]
+        torch._foreach_add_(params, d, alpha=-lr)
 
     def state_dict(self) -> dict:
         group = {k: v for k, v in self.param_groups[0].items() if k != "params"} | {"params": list(range(len(self.params)))}
@@ -147,24 +165,58 @@ def batches_per_round(n: int, batch_size: int, epochs: int) -> int:
 
 @dataclass
 class TrainStats:
-    loss_sum: float = 0.0  # sum of per-batch mean losses
+    """Batches, samples and the sum of per-batch mean losses of some training.
+
+    The losses are summed on the device, in float64, and read once (`loss_sum`), so a
+    step never waits for the device to report its loss.  The sum is the one the host
+    made before, bit for bit: each float32 loss widened to float64 (exact) and added in
+    batch order, 0.0 + l_1 + l_2 + ..., each addition rounded once in float64.
+    """
+
     batches: int = 0
     samples: int = 0
+    losses: torch.Tensor | None = None  # () float64 on the training device: the running sum
+
+    def add_loss(self, loss: torch.Tensor, samples: int) -> None:
+        """Count one batch of `samples` samples whose mean loss is `loss` (a 0-d tensor; not read here)."""
+        value = loss.detach().to(torch.float64)
+        self.losses = value if self.losses is None else self.losses + value
+        self.batches += 1
+        self.samples += samples
+
+    def merge(self, other: TrainStats) -> None:
+        """Add another count after this one (its loss sum added as one term, as a host sum of the two would)."""
+        if other.losses is not None:
+            self.losses = other.losses if self.losses is None else self.losses + other.losses
+        self.batches += other.batches
+        self.samples += other.samples
+
+    @property
+    def loss_sum(self) -> float:
+        """Sum of per-batch mean losses (reads the device: one synchronisation)."""
+        return 0.0 if self.losses is None else float(self.losses)
 
     @property
     def mean_loss(self) -> float:
         return self.loss_sum / max(self.batches, 1)
 
 
-def sgd_step(optim: SGD, loss: torch.Tensor, stats: TrainStats, samples: int) -> float:
-    """Backward and one optimizer step on `loss` (gradients zeroed by the caller); counted in stats."""
+def sgd_step(optim: SGD, loss: torch.Tensor, stats: TrainStats, samples: int) -> None:
+    """Backward and one optimizer step on `loss` (gradients zeroed by the caller); counted in stats, never read."""
     loss.backward()
     optim.step()
-    value = loss.item()
-    stats.loss_sum += value
-    stats.batches += 1
-    stats.samples += samples
-    return value
+    stats.add_loss(loss, samples)
+
+
+def on_device(batches: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """The index batches on `device`, moved in one copy (one per batch would wait for the device each time).
+
+    The shuffle is drawn on the CPU (one seeded generator per agent, the same on any
+    device); on the CPU the batches are returned as they are.
+    """
+    if not batches or all(b.device == device for b in batches):
+        return batches
+    return list(torch.cat(batches).to(device).split([len(b) for b in batches]))
 
 
 def train_full(
@@ -173,7 +225,7 @@ def train_full(
     """Ordinary local training of the whole model on the given index batches (lrs: one rate per batch, else the optimizer's)."""
     model.train()
     stats = TrainStats()
-    for i, idx in enumerate(batches):
+    for i, idx in enumerate(on_device(batches, x.device)):
         xb, yb = x[idx], y[idx]
         set_lr(optim, lrs[i] if lrs else None)
         optim.zero_grad(set_to_none=True)
@@ -204,19 +256,19 @@ def train_prefix(
     encode = encoder if encoder is not None else SmashedEncoder(SmashedSpec(), seed=0)
     prefix.train()
     aux.train()
-    chunk: list[SmashedBatch] = []
-    for i, idx in enumerate(batches):
+    chunk: list[DeviceBatch] = []
+    for i, idx in enumerate(on_device(batches, x.device)):
         xb, yb = x[idx], y[idx]
         set_lr(optim, lrs[i] if lrs else None)
         optim.zero_grad(set_to_none=True)
         z = prefix(xb)  # (B, C_m, H_m, W_m)
         sgd_step(optim, F.cross_entropy(aux(z), yb), stats, len(idx))
-        chunk.append(encode(z.detach(), yb))
+        chunk.append(encode(z.detach(), yb))  # stays on the device until the chunk leaves
         if len(chunk) == chunk_batches:
-            yield chunk
+            yield to_host(chunk)
             chunk = []
     if chunk:
-        yield chunk
+        yield to_host(chunk)
 
 
 class SuffixTrainer:
@@ -229,18 +281,25 @@ class SuffixTrainer:
         self.stats = TrainStats()
         self.lrs = lrs  # one rate per expected batch (the offloader's round); the last one repeats
 
-    def step(self, z: np.ndarray, y: np.ndarray) -> float:
-        """One SGD step on float32 activations z (B, C_m, H_m, W_m) and labels y (B,)."""
-        zb = torch.from_numpy(z).to(self.device)
-        yb = torch.from_numpy(y).to(self.device)
+    def step(self, z: np.ndarray, y: np.ndarray) -> None:
+        """One SGD step on float32 activations z (B, C_m, H_m, W_m) and labels y (B,), host arrays."""
+        self.step_on_device(torch.from_numpy(z).to(self.device), torch.from_numpy(y).to(self.device))
+
+    def step_on_device(self, zb: torch.Tensor, yb: torch.Tensor) -> None:
+        """One SGD step on activations and labels already on this trainer's device (see `smashed.to_device`)."""
         if self.lrs:
             set_lr(self.optim, self.lrs[min(self.stats.batches, len(self.lrs) - 1)])
         self.optim.zero_grad(set_to_none=True)
-        return sgd_step(self.optim, F.cross_entropy(self.suffix(zb), yb), self.stats, len(y))
+        sgd_step(self.optim, F.cross_entropy(self.suffix(zb), yb), self.stats, len(yb))
 
-    def step_smashed(self, batch: SmashedBatch) -> float:
+    def step_smashed(self, batch: SmashedBatch) -> None:
         """Decode a received batch (float32, float16 or int8) and take one step on it."""
-        return self.step(batch.decode(), batch.y)
+        self.step(batch.decode(), batch.y)
+
+    def train_chunk(self, chunk: list[SmashedBatch]) -> None:
+        """One step per batch of a received chunk, moved to the device in one copy (`smashed.to_device`)."""
+        for zb, yb in to_device(chunk, self.device):
+            self.step_on_device(zb, yb)
 
 
 def float_keys(model: nn.Module, keys: list[str] | None = None) -> list[str]:
@@ -256,7 +315,8 @@ def flatten(model: nn.Module, keys: list[str] | None = None) -> np.ndarray:
     ks = float_keys(model, keys)
     if not ks:
         return np.zeros(0, np.float32)
-    return torch.cat([sd[k].detach().reshape(-1).to("cpu", torch.float32) for k in ks]).numpy()
+    # concatenated where the model lives, then one copy to the host (not one per tensor)
+    return torch.cat([sd[k].detach().reshape(-1).to(torch.float32) for k in ks]).cpu().numpy()
 
 
 def unflatten_into(model: nn.Module, vec: np.ndarray, keys: list[str] | None = None) -> None:
@@ -267,6 +327,8 @@ def unflatten_into(model: nn.Module, vec: np.ndarray, keys: list[str] | None = N
         # t is only read: the vector may be a read-only view into Ray's object store (zero-copy).
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         t = torch.from_numpy(np.ascontiguousarray(vec, dtype=np.float32))
+    if ks:
+        t = t.to(sd[ks[0]].device)  # one host-to-device copy, then the tensors are filled from it where they live
     off = 0
     with torch.no_grad():
         for k in ks:
@@ -284,9 +346,12 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     Small batches: on a CPU, ResNet-56 evaluated 1,000 images 3x faster in batches of 50 than of 500 (cache).
     """
     model.eval()
-    correct, loss_sum = 0, 0.0
+    # Summed on the device and read once: per batch, the float32 loss widened to float64 and
+    # added in batch order (the same float64 sum a host loop of float() makes), the hits as int64.
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
     for i in range(0, len(y), batch_size):
         logits = model(x[i : i + batch_size])
-        loss_sum += float(F.cross_entropy(logits, y[i : i + batch_size], reduction="sum"))
-        correct += int((logits.argmax(1) == y[i : i + batch_size]).sum())
-    return correct / len(y), loss_sum / len(y)
+        loss_sum += F.cross_entropy(logits, y[i : i + batch_size], reduction="sum").to(torch.float64)
+        correct += (logits.argmax(1) == y[i : i + batch_size]).sum()
+    return int(correct) / len(y), float(loss_sum) / len(y)

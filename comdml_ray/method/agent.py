@@ -166,13 +166,18 @@ class AgentGroup(ComdmlSteps, WallSteps, Averaging, AsyncSteps, Checkpointing):
         ]
 
     def profile_splits(self) -> SplitProfile:
-        """Profile the model's splits (called on one group; the result is shared with all)."""
+        """Profile the model's splits (called on one group; the result is shared with all).
+
+        `--profile measure` times the model on this group's device, the one its agents
+        train on (a GPU when Ray gave the actor one); flops and a saved table do not
+        depend on where they are computed, so they stay on the CPU.
+        """
         model = self.agents[self.ids[0]].blank_model().cpu()
         shape = (self.data.channels, self.data.image_size, self.data.image_size)
         if self.cfg.profile == "flops":
             return profile_flops(model, shape, self.cfg.batch_size, self.cfg.reference_gflops, self.cfg.smashed_dtype)
         if self.cfg.profile == "measure":
-            return profile_measure(model, shape, self.cfg.batch_size, smashed_dtype=self.cfg.smashed_dtype)
+            return profile_measure(model, shape, self.cfg.batch_size, smashed_dtype=self.cfg.smashed_dtype, device=self.device)
         prof = SplitProfile.from_csv(self.cfg.profile)
         prof.check_matches(model, self.cfg.batch_size)
         return prof.with_smashed_dtype(model, shape, self.cfg.smashed_dtype)

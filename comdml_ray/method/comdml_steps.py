@@ -153,8 +153,7 @@ class ComdmlSteps:
             for i, ref in enumerate(refs):
                 if i + 1 < len(refs):
                     self.store.prefetch([refs[i + 1]])  # fetch the next chunk while training on this one
-                for batch in self.store.get(ref):
-                    trainer.step_smashed(batch)
+                trainer.train_chunk(self.store.get(ref))  # one copy to the device per chunk
             trained = Shipped.of(self.store, flatten(holder, holder.suffix_keys(off.split)))
             returns[owner[off.offloader]][off.offloader] = trained
             rep.work.setdefault(off.helper, AgentWork(off.helper)).suffix_batches[off.offloader] = trainer.stats.batches

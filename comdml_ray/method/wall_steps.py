@@ -36,12 +36,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from comdml_ray.learning.smashed import to_device
 from comdml_ray.learning.training import (
     SuffixTrainer,
     TrainStats,
     flatten,
     make_sgd,
     minibatches,
+    on_device,
     train_full,
     train_prefix,
     unflatten_into,
@@ -65,7 +67,7 @@ class _Help:
     total: int = -1  # batches the offloader will send (from its suffix message)
     holder: torch.nn.Module | None = None
     trainer: SuffixTrainer | None = None
-    ready: deque = field(default_factory=deque)  # received, not yet trained SmashedBatch
+    ready: deque = field(default_factory=deque)  # received, not yet trained (z, y) pairs, on the device
     trained: int = 0
 
     @property
@@ -91,10 +93,12 @@ class WallSteps:
         idx = minibatches(a.num_samples, self.cfg.batch_size, 1, torch.Generator().manual_seed(self.cfg.seed + 31 * k + 7))
         train_full(model, a.x, a.y, idx[:1], opt)  # first batch: allocator and kernel warm-up, not timed
         pacer, c = Pacer(self.cfg.emulate), float(self.setting.sec_per_batch(0)[k])
-        timed = idx[1 : 1 + WARMUP_BATCHES]
+        timed = on_device(idx[1 : 1 + WARMUP_BATCHES], a.x.device)
+        self._settle()
         pacer.resume()
         for b in timed:
             train_full(model, a.x, a.y, [b], opt)
+            self._settle()
             pacer.done(c)
         a.sec_estimate = pacer.work_s / max(len(timed), 1)
         return a.sec_estimate
@@ -123,6 +127,16 @@ class WallSteps:
             links[src] = bps if src not in links else OBSERVED_EMA * bps + (1 - OBSERVED_EMA) * links[src]
         return rep
 
+    def _settle(self) -> None:
+        """Wait for the device's queued work, so the pacer times the compute itself (a no-op on the CPU).
+
+        The wall clock measures every batch (its speed estimate, and under --emulate its
+        pacing): on a GPU that needs the batch done, not just launched.  Only this round
+        pays the synchronisation; the virtual-clock rounds never wait.
+        """
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     # ------------------------------------------------------------------ offloader
     def _stream_offload(self, r: int, k: int, pacer: Pacer, c: float, rep: PhaseReport) -> float:
         """Offloader: suffix out, prefix trained chunk by chunk with every chunk sent as made, suffix back in."""
@@ -137,6 +151,7 @@ class WallSteps:
         for chunk in train_prefix(
             a.model.prefix(m), a.aux_head(m), a.x, a.y, batches, a.prefix_optimizer(m), self.cfg.chunk_batches, stats, a.encoder
         ):
+            self._settle()
             pacer.done((stats.batches - done) * rho * c)
             done = stats.batches
             nbytes = sum(b.nbytes for b in chunk)
@@ -153,7 +168,7 @@ class WallSteps:
     def _own_and_help(self, r: int, k: int, helped: list[int], pacer: Pacer, c: float, rep: PhaseReport) -> float:
         """Own batches and offloaders' suffix batches interleaved: a usable suffix batch first, else an own one, else wait."""
         a = self.agents[k]
-        own, pos, equiv = a.round_batches(), 0, 0.0
+        own, pos, equiv = on_device(a.round_batches(), a.x.device), 0, 0.0
         jobs = {i: _Help(i) for i in helped}
         work = rep.work.setdefault(k, AgentWork(k))
         links = self._links(k) if helped else None
@@ -163,17 +178,18 @@ class WallSteps:
             self._activate_usable(k, jobs)
             h = next((h for h in jobs.values() if h.trainer is not None and h.ready), None)
             if h is not None:
-                h.trainer.step_smashed(h.ready.popleft())
+                h.trainer.step_on_device(*h.ready.popleft())
                 h.trained += 1
                 rho = float(self.split_profile.rho_f[h.row])
+                self._settle()
                 pacer.done(rho * c)
                 equiv += rho
                 if h.finished:
                     self._return_suffix(r, k, h, links, rep, work)
             elif pos < len(own):
-                s = train_full(a.model, a.x, a.y, [own[pos]], a.full_optim)
+                own_stats.merge(train_full(a.model, a.x, a.y, [own[pos]], a.full_optim))
                 pos += 1
-                own_stats.loss_sum, own_stats.batches = own_stats.loss_sum + s.loss_sum, own_stats.batches + s.batches
+                self._settle()
                 pacer.done(c)
                 equiv += 1.0
             else:
@@ -200,7 +216,7 @@ class WallSteps:
                 unflatten_into(h.holder, value, h.holder.suffix_keys(t.split))
                 h.trainer = SuffixTrainer(h.holder.suffix(t.split), a.opt, self.device)
             else:
-                h.ready.extend(value)
+                h.ready.extend(to_device(value, self.device))  # (z, y) on the device, the chunk copied once
 
     def _return_suffix(self, r: int, k: int, h: _Help, links: Links, rep: PhaseReport, work: AgentWork) -> None:
         flat = flatten(h.holder, h.holder.suffix_keys(h.split))

@@ -8,6 +8,8 @@ Owns
 - `reducer`: the round's reducer, which turns the groups' reports into rows;
 - `faults` and `recovery`: losing an actor, checkpoints, `--resume`;
 - `cluster` and `layout`: start or join Ray, and which agents each actor hosts;
+- `devices`: the collective backend the actors' devices allow (pure: NCCL only on
+  distinct GPUs with cupy, else gloo on host copies);
 - `telemetry`: log lines, warnings and dashboard metrics.
 
 May import: `results`, `method`, `learning`, `timing`, `comdml_ray.config`,

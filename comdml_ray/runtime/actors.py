@@ -4,7 +4,9 @@ Owns
 - `RayStore`: put/get/prefetch on Ray's object store (numpy arrays travel zero-copy);
 - `AgentHost`: an `AgentGroup` living in an actor process: picks its device from the
   GPU ids Ray assigned, caps its share of a shared GPU, limits torch threads to its
-  CPUs, joins the run's `ray.util.collective` group (GLOO on CPU, NCCL on GPUs) and
+  CPUs, reports whether NCCL imports there, joins the run's `ray.util.collective`
+  group with the backend the driver chose for all ranks (`devices.choose_backend`:
+  NCCL only when every rank owns its own GPU, else gloo on host copies) and
   runs its part of the round's all-reduce (`allreduce`: one allgather when the fleet's
   models fit in GATHER_LIMIT_BYTES, else one point-to-point hop per actor round the
   ring and one gather: the same sums either way; `COMDML_ALLREDUCE=ring|gather` in the
@@ -169,13 +171,18 @@ class AgentHost(AgentGroup):
         device = "cpu"
         if gpu_ids and torch.cuda.is_available():
             device = "cuda:0"  # Ray sets CUDA_VISIBLE_DEVICES to the assigned GPU(s)
+            # float32 convolutions, as on the CPU: cuDNN's default TF32 keeps 10 mantissa bits,
+            # and a GPU run should differ from a CPU run only by the order of float32 sums.
+            torch.backends.cudnn.allow_tf32 = False
             if cfg.gpus_per_agent < 1:
                 # Agents sharing a GPU each keep to their share of its memory.
                 torch.cuda.set_per_process_memory_fraction(cfg.gpus_per_agent, 0)
         self.gpu_ids = [str(g) for g in gpu_ids]
         self._args = (group_id, list(agent_ids), cfg)
         self.device_name = device
+        self.nccl = device != "cpu" and _nccl_imports()
         self.collective: tuple[str, int] | None = None  # (group name, world size)
+        self.collective_backend = "gloo"
 
     @property
     def agents(self) -> dict:
@@ -197,8 +204,8 @@ class AgentHost(AgentGroup):
         self.telemetry = ActorTelemetry(agent_ids, self.device_name, self.gpu_ids)  # log lines + extra metrics
         return self.describe()
 
-    def join_collective(self, name: str, world_size: int) -> None:
-        """Join the run's collective group as rank = group id (every actor calls this at once).
+    def join_collective(self, name: str, world_size: int, backend: str = "gloo") -> None:
+        """Join the run's collective group as rank = group id (every actor calls this at once, with the same backend).
 
         After a lost actor every actor joins a new group: the old one (and, under GLOO,
         torch.distributed's process-wide default group, which still counts the dead
@@ -210,16 +217,15 @@ class AgentHost(AgentGroup):
             from ray.util import collective
 
             pin_collective_to(ray.util.get_node_ip_address())
-            backend = "nccl" if self.device_name.startswith("cuda") else "gloo"
             collective.init_collective_group(world_size, self.group_id, backend=backend, group_name=name)
-        self.collective = (name, world_size)
+        self.collective, self.collective_backend = (name, world_size), backend
 
     def _leave_collective(self) -> None:
         from ray.util import collective
 
         with contextlib.suppress(Exception):  # a group broken by a dead member may fail to tear down; it is dropped anyway
             collective.destroy_collective_group(self.collective[0])
-        if not self.device_name.startswith("cuda"):
+        if self.collective_backend == "gloo":
             import torch.distributed as dist
 
             if dist.is_initialized():
@@ -272,7 +278,7 @@ class AgentHost(AgentGroup):
         from ray.util import collective
 
         name, world = self.collective
-        mine = torch.from_numpy(self.gather_payload(model, aux)).to(self.device)
+        mine = torch.from_numpy(self.gather_payload(model, aux)).to(self._wire())
         outs = [torch.empty_like(mine) for _ in range(world)]
         collective.allgather(outs, mine, name)
         self.gathered_finish([o.cpu().numpy() for o in outs], model, aux)
@@ -285,8 +291,8 @@ class AgentHost(AgentGroup):
         name, world = self.collective
         g = self.group_id
         lo, hi = self.ring_block(owner)
-        out = torch.from_numpy(acc).to(self.device)
-        into = torch.empty(hi - lo, dtype=torch.float32, device=self.device)
+        out = torch.from_numpy(acc).to(self._wire())
+        into = torch.empty(hi - lo, dtype=torch.float32, device=self._wire())
         if g % 2 == 0:  # even ranks send first, odd ranks receive first: no cycle of blocked sends
             collective.send(out, (g + 1) % world, name)
             collective.recv(into, (g - 1) % world, name)
@@ -295,11 +301,15 @@ class AgentHost(AgentGroup):
             collective.send(out, (g + 1) % world, name)
         return into.cpu().numpy()
 
+    def _wire(self) -> str:
+        """Where the collective's tensors live: this actor's GPU under NCCL, the host under gloo (the sums are host arrays)."""
+        return self.device_name if self.collective_backend == "nccl" else "cpu"
+
     def _sum(self, x: np.ndarray) -> np.ndarray:
         import torch
         from ray.util import collective
 
-        t = torch.from_numpy(x).to(self.device)
+        t = torch.from_numpy(x).to(self._wire())
         collective.allreduce(t, group_name=self.collective[0])
         return t.cpu().numpy()
 
@@ -320,6 +330,8 @@ class AgentHost(AgentGroup):
             "pid": os.getpid(),
             "device": self.device_name,
             "gpu_ids": self.gpu_ids,
+            "nccl": self.nccl,
+            "device_peak_mb": _device_peak_mb(self.device_name),
         }
 
     def record_metrics(self, rows: list[dict], accuracy: float | None) -> None:
@@ -327,6 +339,25 @@ class AgentHost(AgentGroup):
         if accuracy is not None:
             self.metrics.record_accuracy(accuracy)
         self.telemetry.record(rows, accuracy)  # one INFO line per round, WARNING on a non-finite loss
+
+
+def _nccl_imports() -> bool:
+    """Ray's NCCL collective is usable in this process (it needs cupy, the optional `gpu` extra)."""
+    try:
+        from ray.util.collective import nccl_available
+
+        return bool(nccl_available())
+    except Exception:  # a broken cupy (say, built for another CUDA) fails in many ways: NCCL is out either way
+        return False
+
+
+def _device_peak_mb(device: str) -> float | None:
+    """The most GPU memory this process's tensors have held (MB), None on the CPU."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    return torch.cuda.max_memory_allocated(device) / 2**20
 
 
 AgentHostActor = ray.remote(AgentHost)

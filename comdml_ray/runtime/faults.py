@@ -17,7 +17,8 @@ Owns
     the group named by Ray's error, are the ones to rebuild;
   - `rebuild(groups)`: set those processes up again (dataset ref, setting, profile);
   - `join_collective()`: every actor leaves its collective group (a member is gone)
-    and joins a new one under a new name;
+    and joins a new one under a new name, with the backend the actors' devices allow
+    (`devices.choose_backend`, in `collective`);
   - `reset_agents()`: every group rebuilds its agents, i.e. the run's state before round 0
     (used when no checkpoint exists yet).
 Which actor died is read from Ray's error (`actors.RayBackend.fetch`), never probed.
@@ -33,6 +34,7 @@ from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
 
 from comdml_ray.config import ConfigError
 from comdml_ray.runtime.actors import AgentFailure
+from comdml_ray.runtime.devices import CollectiveChoice, RankDevice, choose_backend
 
 ACTOR_OPTIONS = {"max_restarts": -1, "max_task_retries": 0}
 
@@ -48,6 +50,7 @@ class RunRecovery:
     """Methods `run.Run` gains to survive a lost actor (see the module docstring)."""
 
     def init_faults(self) -> None:
+        self.collective: CollectiveChoice | None = None  # the backend of the group the actors are in (join_collective)
         kills, n = self.cfg.kills(), len(self.layout.groups)
         bad = [g for _, g in kills if g >= n]
         if bad:
@@ -65,9 +68,17 @@ class RunRecovery:
             break  # one death per attempt: a second pair of this round fires when the round is redone
 
     def join_collective(self) -> None:
-        """Every actor joins one new collective group (a per-run, per-incarnation unique name)."""
+        """Every actor joins one new collective group (a per-run, per-incarnation unique name).
+
+        The backend is chosen here, from every actor's placement (`devices.choose_backend`),
+        and the same one is given to all: a restarted actor may land on another device.
+        """
+        choice = choose_backend([RankDevice.of(p) for p in self.placements])
+        if choice != self.collective:
+            self.log(f"collective: {choice.backend} ({choice.reason})")
+        self.collective = choice
         name = f"comdml-{uuid.uuid4().hex[:12]}"
-        self.backend.fetch([h.join_collective.remote(name, len(self.hosts)) for h in self.hosts])
+        self.backend.fetch([h.join_collective.remote(name, len(self.hosts), choice.backend) for h in self.hosts])
 
     def await_actors(self, timeout_s: float = SETTLE_TIMEOUT_S) -> set[int]:
         """Wait until every actor answers; re-create any that Ray gave up on.  Returns the groups with a new process."""

@@ -173,6 +173,24 @@ class Run(RunRecovery):
             setting_ref, ClockSplits.of(self.split_profile, aux_bytes), cfg.aggregation, self.out, keep_before, cfg.clock
         )
 
+    def devices(self) -> dict:
+        """Where the agents trained (summary.json): the actors' devices, the collective's backend and why, and on GPUs the peak memory per actor.
+
+        The peak is read from the actors now (the end of the run); an actor that cannot
+        answer within a few seconds (a run ending on a failure) leaves it out.
+        """
+        out = {
+            "devices": sorted({p["device"] for p in self.placements}),
+            "collective": self.collective.backend if self.collective else None,
+            "collective_reason": self.collective.reason if self.collective else None,
+            "device_peak_mb_per_actor": None,
+        }
+        if any(p["device"] != "cpu" for p in self.placements):
+            with contextlib.suppress(Exception):
+                now = ray.get([h.placement.remote() for h in self.hosts], timeout=10)
+                out["device_peak_mb_per_actor"] = [p["device_peak_mb"] for p in now]
+        return out
+
     def _bundle(self) -> dict:
         return {"CPU": self.layout.cpus} | ({"GPU": self.layout.gpus} if self.layout.gpus > 0 else {})
 
