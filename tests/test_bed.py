@@ -201,15 +201,20 @@ def test_an_interrupted_up_leaves_nothing():
     env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))
     argv = [PYTHON, "-m", "comdml_ray.testbed", "--name", f"{NAME}x", "up", "--nodes", "2", "--link", "100mbit"]
     p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    state = STATE_ROOT / f"{NAME}x" / "state.json"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (state.exists() and '"ray": {' in state.read_text()):
-        time.sleep(0.1)  # until the head's `ray start` runs: namespaces, veths, qdiscs, mounts and processes all exist
-    assert p.poll() is None, p.communicate()
-    p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=60)
-    assert p.returncode == 130 and "interrupted" in err, err
-    assert leftovers(f"{NAME}x") == []
+    try:
+        state = STATE_ROOT / f"{NAME}x" / "state.json"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (state.exists() and '"ray": {' in state.read_text()):
+            time.sleep(0.1)  # until the head's `ray start` runs: namespaces, veths, qdiscs, mounts and processes all exist
+        assert p.poll() is None, p.communicate()
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 130 and "interrupted" in err, err
+        assert leftovers(f"{NAME}x") == []
+    finally:
+        if p.poll() is None:
+            p.kill()
+        _testbed("down")  # whatever a failed check left (nothing, when it passed)
 
 
 def test_a_failed_up_leaves_nothing_and_says_why_in_one_sentence():

@@ -688,10 +688,15 @@ def leftovers(name: str, state: State | None = None) -> list[str]:
 
 
 def interrupt_on_term() -> None:
-    """SIGTERM and SIGHUP raise KeyboardInterrupt, so `up`'s clean-up runs for them as for Ctrl-C (main thread only)."""
+    """SIGTERM and SIGHUP raise KeyboardInterrupt, so `up`'s clean-up runs for them as for Ctrl-C (main thread only).
+
+    SIGINT too, explicitly: a process started in the background of a shell inherits it
+    ignored, and an interrupted `up` must still remove what it made.
+    """
 
     def handler(signum, _frame):
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGHUP, handler)
