@@ -229,3 +229,13 @@ def test_bad_input_is_one_sentence():
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "100mbit:2ms" in r.stderr, r.stderr
     r = _testbed("status", name=f"{NAME}q")
     assert r.returncode == 2 and "no bed named" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_a_checkout_under_a_private_path_stays_visible_on_the_nodes():
+    """A clone in /tmp (as a CI runner may make) must not vanish under a node's private /tmp: it is bound back."""
+    from comdml_ray.testbed.bed import _kept_visible
+
+    private = ["/tmp", "/var/tmp", "/dev/shm"]
+    assert _kept_visible(private, {"/tmp/ci/clone", "/tmp/ci/clone/.venv", "/usr"}) == ["/tmp/ci/clone"]
+    assert _kept_visible(private, {"/work/main", "/work/main/.venv", "/root/.pyenv/versions/3.11.7"}) == []
+    assert _kept_visible(private, {"/tmpfoo/x"}) == []  # a prefix of the name is not a parent folder

@@ -226,10 +226,18 @@ class State:
 INIT = textwrap.dedent(
     """
     import os, socket, subprocess, sys, time
-    hostname, paths = sys.argv[1], sys.argv[2:]
+    hostname, rest = sys.argv[1], sys.argv[2:]
+    paths, keep = rest[: rest.index("--keep")], rest[rest.index("--keep") + 1 :]
+    # What must stay visible under a private path (a checkout or venv under /tmp): held by
+    # a descriptor while the tmpfs goes over it, then bound back in place.
+    held = {k: os.open(k, os.O_RDONLY | os.O_DIRECTORY) for k in keep}
     for p in paths:
         os.makedirs(p, exist_ok=True)
         subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=1777", "bedtmp", p], check=True)
+    for k, fd in held.items():
+        os.makedirs(k, exist_ok=True)
+        subprocess.run(["mount", "--bind", f"/proc/{os.getpid()}/fd/{fd}", k], check=True)
+        os.close(fd)
     with open("/tmp/.bed-hosts", "w") as f:
         f.write(f"127.0.0.1 localhost\\n127.0.1.1 {hostname}\\n")
     subprocess.run(["mount", "--bind", "/tmp/.bed-hosts", "/etc/hosts"], check=True)
@@ -363,7 +371,7 @@ class Bed:
         self._logs.append(log)
         paths = list(dict.fromkeys([*PRIVATE_PATHS, *self.spec.private]))
         argv = ["ip", "netns", "exec", n.netns, "unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "--mount", "--uts"]
-        argv += ["--propagation", "private", PYTHON, "-c", INIT, n.hostname, *paths]
+        argv += ["--propagation", "private", PYTHON, "-c", INIT, n.hostname, *paths, "--keep", *_kept_visible(paths)]
         p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         self._children.append(p)
         n.unshare = Proc.of(p.pid)
@@ -549,6 +557,13 @@ class Bed:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _kept_visible(private: list[str], wanted: set[str] | None = None) -> list[str]:
+    """The project and the Python it runs on, where they lie under a node's private paths (e.g. a checkout in /tmp)."""
+    wanted = {str(PROJECT_ROOT), sys.prefix, sys.base_prefix} if wanted is None else wanted
+    under = sorted(w for w in wanted if any(w == p or w.startswith(p.rstrip("/") + "/") for p in private))
+    return [w for w in under if not any(w != o and w.startswith(o + "/") for o in under)]  # the outermost of nested ones
 
 
 def _shape(ns: str, dev: str, link: LinkSpec) -> None:
