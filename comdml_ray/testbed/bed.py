@@ -236,7 +236,8 @@ INIT = textwrap.dedent(
         subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=1777", "bedtmp", p], check=True)
     for k, fd in held.items():
         os.makedirs(k, exist_ok=True)
-        subprocess.run(["mount", "--bind", f"/proc/{os.getpid()}/fd/{fd}", k], check=True)
+        # --no-canonicalize: mount(8) would resolve the descriptor's link to the path, now the empty one
+        subprocess.run(["mount", "--bind", "--no-canonicalize", f"/proc/{os.getpid()}/fd/{fd}", k], check=True)
         os.close(fd)
     with open("/tmp/.bed-hosts", "w") as f:
         f.write(f"127.0.0.1 localhost\\n127.0.1.1 {hostname}\\n")
