@@ -130,7 +130,7 @@ def test_suffix_trainer_decodes_int8():
     model = build_model("cnn", 1, 28, 10)
     z = model.prefix(1)(torch.randn(8, 1, 28, 28)).detach()
     tr = SuffixTrainer(model.suffix(1), OptimConfig(0.1, 0.9, 0.0), torch.device("cpu"))
-    tr.step_smashed(encode(z, torch.arange(8) % 10, "int8"))
+    tr.train_chunk([encode(z, torch.arange(8) % 10, "int8")])  # the path a helper takes
     assert np.isfinite(tr.stats.loss_sum) and tr.stats.batches == 1 and tr.stats.samples == 8
 
 

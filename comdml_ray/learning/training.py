@@ -292,12 +292,8 @@ class SuffixTrainer:
         self.optim.zero_grad(set_to_none=True)
         sgd_step(self.optim, F.cross_entropy(self.suffix(zb), yb), self.stats, len(yb))
 
-    def step_smashed(self, batch: SmashedBatch) -> None:
-        """Decode a received batch (float32, float16 or int8) and take one step on it."""
-        self.step(batch.decode(), batch.y)
-
     def train_chunk(self, chunk: list[SmashedBatch]) -> None:
-        """One step per batch of a received chunk, moved to the device in one copy (`smashed.to_device`)."""
+        """One step per batch of a received chunk (float32, float16 or int8), moved to the device in one copy and decoded there (`smashed.to_device`)."""
         for zb, yb in to_device(chunk, self.device):
             self.step_on_device(zb, yb)
 
