@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import io
 import json
 import math
 from collections.abc import Sequence
@@ -45,7 +44,7 @@ from comdml_ray.comparison import (
     run_folder,
 )
 from comdml_ray.config import ConfigError, RunConfig
-from comdml_ray.results.report import read_rounds
+from comdml_ray.results.report import read_csv, read_rounds
 from comdml_ray.storage import OutDir
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
@@ -74,7 +73,7 @@ class RunResult:
         summary = json.loads(folder.read_text("summary.json"))
         return cls(
             out=folder.uri,
-            config=_saved_config(summary.get("config") or {}),
+            config=RunConfig.from_saved(summary.get("config") or {}),
             rounds=read_rounds(folder),
             final_accuracy=_fraction(summary.get("final_accuracy")),
             best_accuracy=_fraction(summary.get("best_accuracy")),
@@ -86,10 +85,7 @@ class RunResult:
 
     def agents(self) -> pd.DataFrame:
         """agents.csv: one row per round and agent, read from the output folder at each call (rounds x agents rows)."""
-        folder = OutDir(self.out)
-        if not folder.exists("agents.csv"):
-            return pd.DataFrame()
-        return pd.read_csv(io.BytesIO(folder.read_bytes("agents.csv")), keep_default_na=False, na_values=[""])
+        return read_csv(OutDir(self.out), "agents.csv")
 
 
 def run(config: RunConfig | None = None, /, **fields) -> RunResult:
@@ -174,11 +170,6 @@ def with_fields(config: RunConfig | None, fields: dict) -> RunConfig:
                 + (f": did you mean '{close[0]}'?" if close else "; its fields are listed in comdml_ray/config.py.")
             )
     return dataclasses.replace(config, **fields)
-
-
-def _saved_config(saved: dict) -> RunConfig:
-    """The RunConfig summary.json saved (a field the run predates keeps its default; one this code lacks is left out)."""
-    return RunConfig(**{k: v for k, v in saved.items() if k in _FIELDS})
 
 
 def _fraction(value: float | None) -> float:

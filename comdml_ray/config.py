@@ -124,6 +124,12 @@ class RunConfig:
     def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def from_saved(cls, saved: dict) -> RunConfig:
+        """The configuration a run saved (summary.json, a checkpoint): a field the save predates keeps its default, one this code no longer has is left out."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in known})
+
     @property
     def one_model(self) -> bool:
         """Every agent ends a round with the same model: local/comdml under exact all-reduce."""

@@ -83,11 +83,16 @@ def time_to_target(rounds: pd.DataFrame, target: float | None, clock: str = "vir
     return None if hit.empty else float(hit[time_column(clock)].iloc[0])
 
 
+def read_csv(out: OutDir, name: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """One CSV of the output folder as written so far (an empty frame with `columns` if it is not there yet); empty cells are NaN."""
+    if not out.exists(name):
+        return pd.DataFrame(columns=columns)
+    return pd.read_csv(io.BytesIO(out.read_bytes(name)), keep_default_na=False, na_values=[""])
+
+
 def read_rounds(out: OutDir) -> pd.DataFrame:
     """rounds.csv as written so far (empty frame if no round finished)."""
-    if not out.exists("rounds.csv"):
-        return pd.DataFrame(columns=ROUND_COLUMNS)
-    return pd.read_csv(io.BytesIO(out.read_bytes("rounds.csv")), keep_default_na=False, na_values=[""])
+    return read_csv(out, "rounds.csv", ROUND_COLUMNS)
 
 
 def write_summary(out: OutDir, rounds: pd.DataFrame, summary: dict, title: str) -> None:

@@ -152,9 +152,9 @@ def resumed_config(given: RunConfig) -> tuple[RunConfig, DriverState]:
         raise ConfigError(
             f"--resume {given.resume} holds no checkpoint ({LATEST}); rerun without --resume, with --checkpoint-every 1 or more."
         )
-    known = {f.name for f in dataclasses.fields(RunConfig)}
-    saved = RunConfig(**{k: v for k, v in state.config.items() if k in known})
-    cfg = saved.replace(out=given.resume, resume=given.resume, **{k: getattr(given, k) for k in RUNTIME_FIELDS})
+    cfg = RunConfig.from_saved(state.config).replace(
+        out=given.resume, resume=given.resume, **{k: getattr(given, k) for k in RUNTIME_FIELDS}
+    )
     return cfg.validate(), state
 
 
