@@ -40,28 +40,14 @@ from pathlib import Path
 
 import psutil
 
+from comdml_ray.testbed.bed import still_running  # the same wait for processes the bed uses
+
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
 DEFAULT_OUT = ROOT / "clusters" / "dashboard-actors.png"
 
 
 TERM_GRACE_S = 5.0
-
-
-def still_running(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
-    """Those of procs still running after at most timeout_s (a zombie has exited: only its parent's wait is missing)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        running = []
-        for p in procs:
-            try:
-                if p.status() != psutil.STATUS_ZOMBIE:
-                    running.append(p)
-            except psutil.NoSuchProcess:
-                pass
-        if not running or time.monotonic() >= deadline:
-            return running
-        time.sleep(0.2)
 
 
 def free_port() -> int:

@@ -498,7 +498,7 @@ class Bed:
         for p in victims:
             with contextlib.suppress(psutil.NoSuchProcess):
                 p.kill()
-        _gone(victims, 10.0)
+        still_running(victims, 10.0)
         self._reap()
         return [p.pid for p in victims]
 
@@ -616,8 +616,8 @@ def _processes_in(netns: list[str]) -> list[psutil.Process]:
     return found
 
 
-def _gone(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
-    """Those of procs still running after at most timeout_s (zombies count as gone)."""
+def still_running(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Those of procs still running after at most timeout_s (a zombie has exited: only its parent's wait is missing)."""
     deadline = time.monotonic() + timeout_s
     while True:
         running = []
@@ -672,7 +672,7 @@ def down(name: str, state: State | None = None) -> list[str]:
         with contextlib.suppress(psutil.NoSuchProcess):
             removed.append(f"process {p.pid} ({p.name()})")
             p.kill()
-    still = _gone(victims, 15.0)
+    still = still_running(victims, 15.0)
     if still:
         raise BedError(f"processes {', '.join(str(p.pid) for p in still)} of bed {name} did not end after SIGKILL; run `down` again.")
     for ns in netns:
