@@ -68,3 +68,12 @@ def test_main_dispatches_to_the_commands_of_the_benchmark_scripts(capsys):
     assert main(["results", "--render", "headline-iid"]) == 0 and capsys.readouterr().out == render("headline-iid") + "\n"
     assert main(["results", "--reuse-runs", "--render", "headline-iid"]) == 2 and "drop --reuse-runs" in capsys.readouterr().err
     assert main(["results", "--help"]) == 0 and capsys.readouterr().out.startswith("usage: comdml-ray results [--reuse-runs] NAME")
+
+
+def test_a_mistyped_flag_is_one_sentence_naming_the_help(capsys):
+    """Not the run's 35 lines of usage: the mistake, and where the flags are listed."""
+    with pytest.raises(SystemExit) as e:  # argparse's own exit, as for --help
+        main(["run", "--algoritm", "comdml"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err == "comdml-ray run: error: unrecognized arguments: --algoritm comdml; `comdml-ray run --help` lists the flags.\n"

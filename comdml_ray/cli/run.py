@@ -40,10 +40,17 @@ from comdml_ray.config import (
 PROG = "comdml-ray run"
 
 
+class OneSentenceParser(argparse.ArgumentParser):
+    """A mistake in a flag is one sentence on stderr and exit code 2 (argparse prints the whole usage first: 35 lines for a run)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; `{self.prog} --help` lists the flags.\n")
+
+
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The flags of a run, one per `RunConfig` field (`--no-progress` sets progress=False)."""
     d = RunConfig()
-    p = argparse.ArgumentParser(
+    p = OneSentenceParser(
         prog=prog,
         description="Decentralized multi-agent training on Ray (ComDML and baselines). "
         "Virtual time is the simulated training time under the heterogeneity profile; wall time is real.",
