@@ -9,7 +9,9 @@ Two ways, same agents, shards, model, batches and seeds:
    share of the agents as an `AgentGroup` in the same packing the runtime chooses; a
    round is every agent's local epoch, the exact weighted average (the same ring-order
    sum as the runtime's, its blocks passed between the processes through pipes) and the
-   evaluation of agent 0's model: what the runtime's round does, with nothing around it;
+   evaluation of the one model on the same test images as the runtime's, split over the
+   processes as the runtime splits it over its actors: what the runtime's round does,
+   with nothing around it;
 2. through `run.py`'s runtime (`run_experiment`: Ray actors, collective all-reduce,
    the virtual clock, rows of results), with the same flags.
 It prints each way's seconds per round (mean of the rounds after the first, which
@@ -31,8 +33,13 @@ import numpy as np
 import pandas as pd
 
 
-def _worker(cfg, ids: list[int], all_groups: list[list[int]], conn, evaluate: bool) -> None:
-    """One core's agents as a plain AgentGroup: train, send the partial sum, apply the total, maybe evaluate."""
+def _worker(cfg, ids: list[int], all_groups: list[list[int]], conn) -> None:
+    """One core's agents as a plain AgentGroup: train, send the partial sum, apply the total, evaluate its part.
+
+    The evaluation is the runtime's (`runtime.run.Run.evaluate` under one model): each
+    process scores the one model on its share (g, G) of the round's test images, the
+    fixed --eval-samples subset before the last round and the whole test set at the last.
+    """
     import torch
 
     torch.set_num_threads(1)
@@ -51,8 +58,8 @@ def _worker(cfg, ids: list[int], all_groups: list[list[int]], conn, evaluate: bo
             owner, block = conn.recv()
             conn.send(grp.ring_add(block, owner))
         grp.ring_finish(conn.recv())
-        acc = grp.evaluate([grp.ids[0]])[grp.ids[0]] if evaluate else None
-        conn.send(acc)
+        images = cfg.eval_images(last=r == cfg.rounds - 1)
+        conn.send(grp.evaluate([grp.ids[0]], images, (g, len(all_groups)))[grp.ids[0]])
     conn.close()
 
 
@@ -60,9 +67,9 @@ def without_ray(cfg, groups: list[list[int]]) -> list[float]:
     """Seconds per round with one plain process per group (no Ray at all)."""
     ctx = mp.get_context("spawn")
     pipes, procs = [], []
-    for g, ids in enumerate(groups):
+    for ids in groups:
         parent, child = ctx.Pipe()
-        p = ctx.Process(target=_worker, args=(cfg, ids, groups, child, g == 0))
+        p = ctx.Process(target=_worker, args=(cfg, ids, groups, child))
         p.start()
         pipes.append(parent)
         procs.append(p)

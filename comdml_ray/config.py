@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ALGORITHMS = ("local", "comdml", "dpsgd", "adpsgd", "swift", "divshare")
-SYNC_ALGORITHMS = ("local", "comdml", "dpsgd")
+ALGORITHMS = ("local", "comdml", "local-deadline", "dpsgd", "adpsgd", "swift", "divshare")
+SYNC_ALGORITHMS = ("local", "comdml", "local-deadline", "dpsgd")
+# The synchronous methods whose agents all hold one model after an exact all-reduce.
+ONE_MODEL_ALGORITHMS = ("local", "comdml", "local-deadline")
 # Minibatches per local step of the asynchronous baselines, as close to each paper as one clock allows:
 # AD-PSGD (Lian et al. 2018) and Swift (Bornstein et al. 2023) communicate after every minibatch;
 # DivShare (Biswas et al. 2024) after a local round of a few steps.  0 = one round's work (--local-epochs).
@@ -69,7 +71,10 @@ class RunConfig:
     batch_size: int = 32
     lr: float | None = None  # None: the model's default (MODEL_DEFAULTS)
     warmup_rounds: float | None = None  # linear learning-rate warm-up over this many rounds' steps; None: the model's default
-    lr_schedule: str | None = None  # "constant" or "cosine" (decay over --rounds); None: the model's default
+    lr_schedule: str | None = None  # "constant" or "cosine" (decay over --lr-horizon); None: the model's default
+    lr_horizon: float | None = (
+        None  # rounds (local epochs) the cosine decays over; None: --rounds (a comparison: the base --rounds, for every method)
+    )
     momentum: float = 0.9
     weight_decay: float = 5e-4
     local_epochs: int = 1
@@ -86,6 +91,8 @@ class RunConfig:
     drift_prob: float = 0.2  # chance per round and agent that its speed changes (1: a random walk, a change every round)
     clock: str = "virtual"  # "virtual": rounds timed by the clock from the profile; "wall": by what the actors really took
     emulate: bool = False  # wall clock only: pad compute to the profile's speed and delay transfers by its links (emulation.py)
+    # --- local-deadline (straggler-aware local SGD, FedNova-style averaging)
+    deadline_quantile: float = 0.5  # each round's deadline: this quantile of the agents' full-round compute times
     # --- ComDML
     scheduler: str = "greedy"
     helpers_can_serve: int = 1
@@ -133,7 +140,7 @@ class RunConfig:
     @property
     def one_model(self) -> bool:
         """Every agent ends a round with the same model: local/comdml under exact all-reduce."""
-        return self.algorithm in ("local", "comdml") and self.aggregation == "allreduce"
+        return self.algorithm in ONE_MODEL_ALGORITHMS and self.aggregation == "allreduce"
 
     def is_last(self, row: int, virtual_s: float) -> bool:
         """The run's last round (or row): --rounds done, or --time-budget virtual seconds spent (same-clock comparisons)."""
@@ -181,6 +188,10 @@ class RunConfig:
         """--lr, --warmup-rounds or --lr-schedule in force: the flag if given, else the model's default."""
         value = getattr(self, name)
         return MODEL_DEFAULTS.get(self.model, MODEL_DEFAULTS["cnn"])[name] if value is None else value
+
+    def lr_horizon_rounds(self) -> float:
+        """Rounds (local epochs) the cosine schedule decays over: --lr-horizon, else --rounds."""
+        return float(self.rounds if self.lr_horizon is None else self.lr_horizon)
 
     def optimizer_line(self) -> str:
         """The optimizer settings in force and where they come from (the run's first lines)."""
@@ -235,6 +246,8 @@ class RunConfig:
             _need(self.warmup_rounds >= 0, f"--warmup-rounds must be >= 0 (0 turns warm-up off), got {self.warmup_rounds}.")
         if self.lr_schedule is not None:
             _one_of(self.lr_schedule, LR_SCHEDULES, "--lr-schedule")
+        if self.lr_horizon is not None:
+            _need(self.lr_horizon > 0, f"--lr-horizon must be a positive number of rounds, got {self.lr_horizon}.")
         _need(self.local_epochs > 0, f"--local-epochs must be at least 1, got {self.local_epochs}.")
         n_train = DATASET_TRAIN_SIZES[self.dataset]
         if self.train_samples is not None:
@@ -312,6 +325,15 @@ class RunConfig:
                 f"--step-batches must be a number of minibatches >= 1 (0: one round's work), got {self.step_batches}.",
             )
         _need(0 <= self.slow_link_share <= 1, f"--slow-link-share must be in [0, 1], got {self.slow_link_share}.")
+        _need(
+            0 < self.deadline_quantile <= 1,
+            f"--deadline-quantile must be in (0, 1] (1: the slowest agent's round, i.e. plain local SGD), got {self.deadline_quantile}.",
+        )
+        if self.algorithm == "local-deadline":
+            _need(
+                self.aggregation == "allreduce",
+                "local-deadline averages with the exact all-reduce (FedNova's normalised average): drop --aggregation gossip.",
+            )
 
     def _check_evaluation_and_placement(self) -> None:
         _need(self.eval_every >= 1, f"--eval-every must be at least 1, got {self.eval_every}.")

@@ -26,7 +26,7 @@ from datetime import datetime
 import pandas as pd
 import ray
 
-from comdml_ray.config import SYNC_ALGORITHMS, RunConfig
+from comdml_ray.config import ONE_MODEL_ALGORITHMS, SYNC_ALGORITHMS, RunConfig
 from comdml_ray.learning.data import require_dataset
 from comdml_ray.learning.leakage import report_privacy
 from comdml_ray.results.report import format_summary, read_rounds, time_to_target, write_summary
@@ -47,6 +47,7 @@ def _aggregation_rule(cfg: RunConfig) -> str:
         "adpsgd": f"pairwise on {cfg.topology}",
         "swift": f"last models of {cfg.topology} neighbours",
         "divshare": f"{cfg.fragments} fragments to {cfg.fanout} agents",
+        "local-deadline": f"allreduce, FedNova-normalised (deadline: quantile {cfg.deadline_quantile:g} of the round times)",
     }
     return rules.get(cfg.algorithm, cfg.aggregation)
 
@@ -154,7 +155,7 @@ def _summary(cfg: RunConfig, run: Run, rounds: pd.DataFrame, out: str, startup: 
     evaluated = rounds.dropna(subset=["test_accuracy"])
     wall = float(rounds["round_wall_s"].sum())
     # Async methods evaluate while their steps run (not timed); a run resumed from an older rounds.csv may lack the columns.
-    eval_wall = float(rounds["eval_wall_s"].fillna(0).sum()) if cfg.algorithm in ("local", "comdml") and "eval_wall_s" in rounds else None
+    eval_wall = float(rounds["eval_wall_s"].fillna(0).sum()) if cfg.algorithm in ONE_MODEL_ALGORITHMS and "eval_wall_s" in rounds else None
     return {
         "algorithm": cfg.algorithm,
         "agents": cfg.agents,

@@ -104,7 +104,13 @@ def _what_to_train(p: argparse.ArgumentParser, d: RunConfig) -> None:
     g.add_argument(
         "--lr-schedule",
         default=argparse.SUPPRESS,
-        help=f"{', '.join(LR_SCHEDULES)}: learning rate after the warm-up, cosine decays to 0 at --rounds (default: per model, {_per_model('lr_schedule')})",
+        help=f"{', '.join(LR_SCHEDULES)}: learning rate after the warm-up, cosine decays to 0 at --lr-horizon (default: per model, {_per_model('lr_schedule')})",
+    )
+    g.add_argument(
+        "--lr-horizon",
+        type=float,
+        default=d.lr_horizon,
+        help="rounds (local epochs) the cosine schedule decays over (default: --rounds; in a comparison, the base --rounds for every method)",
     )
     g.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
     g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="SGD weight decay (L2)")
@@ -196,6 +202,12 @@ def _baselines(p: argparse.ArgumentParser, d: RunConfig) -> None:
     g = p.add_argument_group("asynchronous baselines")
     g.add_argument("--fragments", type=int, default=d.fragments, help="DivShare: fragments Omega per model")
     g.add_argument("--fanout", type=int, default=d.fanout, help="DivShare: agents J each fragment is sent to")
+    g.add_argument(
+        "--deadline-quantile",
+        type=float,
+        default=d.deadline_quantile,
+        help="local-deadline: each round's deadline is this quantile of the agents' full-round compute times; slower agents train the batches that fit",
+    )
     g.add_argument(
         "--step-batches",
         type=int,

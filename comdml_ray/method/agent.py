@@ -78,9 +78,11 @@ class Agent:
         self.aux: dict[int, torch.nn.Module] = {}
         self.opt = OptimConfig(float(cfg.optimizer_setting("lr")), cfg.momentum, cfg.weight_decay)
         self.schedule = LrSchedule(
-            self.opt.lr, float(cfg.optimizer_setting("warmup_rounds")), str(cfg.optimizer_setting("lr_schedule")), cfg.rounds
+            self.opt.lr, float(cfg.optimizer_setting("warmup_rounds")), str(cfg.optimizer_setting("lr_schedule")), cfg.lr_horizon_rounds()
         )
-        self.rounds_trained = 0  # local rounds this agent has trained: the schedule's clock (= the round index in synchronous runs)
+        # Local rounds (epochs of its shard) this agent has trained: the schedule's clock (= the round index in synchronous
+        # runs; an asynchronous step of k of a round's B batches moves it by k / B).
+        self.rounds_trained: float = 0
         # Local optimizer state persists across rounds (local momentum, as in local SGD);
         # averaging touches weights and BN statistics only.
         self.full_optim = make_sgd(self.model.parameters(), self.opt)
@@ -116,16 +118,27 @@ class Agent:
             self.prefix_optim[m] = make_sgd(params, self.opt)
         return self.prefix_optim[m]
 
-    def train_alone(self) -> TrainStats:
+    def train_alone(self, limit: int | None = None) -> TrainStats:
+        """One local round on the agent's own model; `limit` (local-deadline): only its first `limit` batches."""
         batches, lrs = self.next_round()
+        if limit is not None:
+            batches, lrs = batches[:limit], lrs[:limit]
         return train_full(self.model, self.x, self.y, batches, self.full_optim, lrs)
 
     def train_step(self, step_batches: int) -> TrainStats:
         """An asynchronous local step: one round's work, or the next `step_batches` minibatches of a
-        stream of seeded epochs (a step may cross an epoch's end; every sample is seen once per epoch)."""
-        if step_batches == batches_per_round(self.num_samples, self.cfg.batch_size, self.cfg.local_epochs):
+        stream of seeded epochs (a step may cross an epoch's end; every sample is seen once per epoch).
+
+        Either way the rates follow the schedule (warm-up, then constant or cosine) on the
+        agent's own clock of epochs trained, as the synchronous methods' do.
+        """
+        per_round = batches_per_round(self.num_samples, self.cfg.batch_size, self.cfg.local_epochs)
+        if step_batches == per_round:
             return self.train_alone()
-        return train_full(self.model, self.x, self.y, self.next_batches(step_batches), self.full_optim)
+        start = self.rounds_trained
+        lrs = [self.schedule.at(start + (i + 1) / per_round) for i in range(step_batches)]
+        self.rounds_trained = start + step_batches / per_round
+        return train_full(self.model, self.x, self.y, self.next_batches(step_batches), self.full_optim, lrs)
 
     def next_batches(self, k: int) -> list[torch.Tensor]:
         """The next k index batches of the agent's stream of seeded shuffled epochs."""

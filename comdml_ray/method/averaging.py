@@ -2,7 +2,8 @@
 
 Owns the arithmetic; the transport between groups is the caller's (`ray.util.collective`
 in `actors.AgentHost.allreduce`, plain calls in `backend.LocalBackend.average`):
-- the model: the exact data-weighted mean sum_k share_k x_k, summed in the one order a
+- the model: the exact data-weighted mean sum_k share_k x_k (local-deadline: FedNova's
+  step-normalised mean, `contribution`), summed in the one order a
   ring all-reduce over the agents uses (chunk c of the flat model, which belongs to agent
   c, is summed x_c + x_{c+1} + ... + x_{c-1}, in float32), so a run's results do not
   depend on how agents are packed into actors.  Agents are numbered contiguously by
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from comdml_ray.learning.training import flatten, unflatten_into
+from comdml_ray.learning.training import flatten, float_keys, unflatten_into
 from comdml_ray.method.store import Shipped
 from comdml_ray.timing.topology import metropolis_hastings
 
@@ -63,6 +64,30 @@ class Averaging:
             self._bounds_of_chunks = np.linspace(0, size, self.cfg.agents + 1).astype(np.int64)
         return self._bounds_of_chunks
 
+    def contribution(self, k: int) -> np.ndarray:
+        """Agent k's term of the all-reduce's sum, float32: its model scaled by its data share p_k.
+
+        local-deadline (FedNova): w_k x_k + (p_k - w_k) x0 on the parameters, with the round's
+        weights w and start model x0 (`comdml_steps.ComdmlSteps._deadline_round`), so the sum
+        is x0 + sum_k w_k (x_k - x0); BatchNorm running statistics are not gradient steps and
+        keep the plain p_k x_k.
+        """
+        share = np.float32(self.setting.shares[k])
+        x = flatten(self.agents[k].model)
+        if self.cfg.algorithm != "local-deadline":
+            return x * share
+        w = np.where(self._parameter_mask(), np.float32(self._nova_weights[k]), share)
+        return w * x + (share - w) * self._round_start
+
+    def _parameter_mask(self) -> np.ndarray:
+        """(size,) True where the flat model holds a trained parameter, False for BatchNorm buffers (computed once)."""
+        if "_is_parameter" not in self.__dict__:
+            model = next(iter(self.agents.values())).model
+            params = dict(model.named_parameters())
+            sd = model.state_dict()
+            self._is_parameter = np.concatenate([np.full(sd[k].numel(), k in params) for k in float_keys(model)])
+        return self._is_parameter
+
     def ring_block(self, owner: int) -> tuple[int, int]:
         """The part of the flat model whose chunks belong to group `owner`'s agents."""
         ids, b = self.setting.groups[owner], self._bounds()
@@ -74,8 +99,7 @@ class Averaging:
         Chunk c's sum runs x_c + x_{c+1} + ... + x_{N-1} + x_0 + ... + x_{c-1}, added one
         agent at a time in float32: here from agent c to this group's last agent.
         """
-        share = self.setting.shares
-        self._scaled = {k: flatten(a.model) * np.float32(share[k]) for k, a in self.agents.items()}
+        self._scaled = {k: self.contribution(k) for k in self.agents}
         b, (lo, hi) = self._bounds(), self.ring_block(self.group_id)
         acc = np.zeros(hi - lo, dtype=np.float32)
         for k in self.ids:  # agent k adds to the chunks c <= k
@@ -107,10 +131,10 @@ class Averaging:
         """
         parts = []
         if model:
-            share, size = self.setting.shares, int(self._bounds()[-1])
+            size = int(self._bounds()[-1])
             x = np.zeros((self._gather_width(), size), dtype=np.float32)
             for i, k in enumerate(self.ids):
-                x[i] = flatten(self.agents[k].model) * np.float32(share[k])  # as ring_start scales
+                x[i] = self.contribution(k)  # as ring_start scales
             parts.append(x.ravel())
         if aux:
             parts.append(self.aux_partial().view(np.float32))

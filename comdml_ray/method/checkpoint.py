@@ -55,7 +55,7 @@ class AgentSnapshot:
     aux: dict[int, dict[str, torch.Tensor]]  # split m -> aux head state_dict
     prefix_optim: dict[int, dict]  # split m -> prefix(m) + aux(m) optimizer state_dict
     step_start: torch.Tensor | None = None  # (P,) event-driven: parameters at the running step's start
-    rounds_trained: int = 0  # the learning-rate schedule's clock (`agent.Agent.next_round`)
+    rounds_trained: float = 0  # the learning-rate schedule's clock in epochs (`agent.Agent.next_round`, `train_step`)
     stream: list[torch.Tensor] | None = None  # event-driven, --step-batches: index batches drawn but not yet trained
 
 
@@ -143,7 +143,7 @@ class Checkpointing:
             a.full_optim.load_state_dict(s.optim)
             a.gen.set_state(s.gen)
             a.sec_estimate = s.sec_estimate
-            a.rounds_trained = int(s.rounds_trained)
+            a.rounds_trained = s.rounds_trained
             a.aux, a.prefix_optim = {}, {}
             for m, head in s.aux.items():
                 a.aux_head(int(m)).load_state_dict(head)  # (re)creates the head, then its weights

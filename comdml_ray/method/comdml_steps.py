@@ -15,6 +15,8 @@ runtime calls it on every group:
 4. `helper_phase(r, back, *inbound)`: helpers train their partners' suffixes on the
    chunks (one optimizer per round); they return, per offloader group in `back`, the
    trained suffixes of that group's agents only (`Shipped`);
+For `local-deadline` (straggler-aware local SGD) `train_phase` is the whole round: each
+agent trains the batches that fit before the round's deadline (`_deadline_round`).
 5. `finish_phase(r, *returned)`: offloaders load their trained suffix; their aux heads
    then wait for the averaging step (`averaging.Averaging`), which averages them per
    split group in the same collective as the models.
@@ -113,12 +115,30 @@ class ComdmlSteps:
         for k in [k for k in self.ids if plan is not None and plan.partner[k] >= 0]:
             out = self._offload(k, rep)
             outs[owner[out.helper]].append(out)
+        limit = self._deadline_round(round_idx) if self.cfg.algorithm == "local-deadline" else None
         for k in self.ids:
             if k not in rep.work:
-                stats = self.agents[k].train_alone()
+                stats = self.agents[k].train_alone(None if limit is None else int(limit[k]))
                 rep.work[k] = AgentWork(k, own_batches=stats.batches)
                 rep.add(k, stats.loss_sum, stats.batches, 0)
         return (rep, *[outs[h] for h in dests]) if dests else rep
+
+    def _deadline_round(self, round_idx: int) -> np.ndarray:
+        """local-deadline: every agent's batches before the round's deadline, and the FedNova weights of the average.
+
+        FedNova (Wang et al. 2020) normalises each agent's update by the steps it took:
+        x <- x0 + tau_eff * sum_k p_k (x_k - x0) / tau_k, tau_eff = sum_k p_k tau_k, so an
+        agent that trained fewer batches is not under-weighted, and one that trained more
+        does not pull the average its way.  Every group computes the same tau from the
+        setting (no message), keeps the round's start model x0 (every agent holds it after
+        the exact all-reduce), and the averaging step sums w_k x_k + (p_k - w_k) x0 with
+        w_k = tau_eff p_k / tau_k (`averaging.Averaging.contribution`).
+        """
+        _, tau = self.setting.deadline_batches(round_idx, self.cfg.deadline_quantile)
+        p = self.setting.shares
+        self._nova_weights = float(np.dot(p, tau)) * p / tau
+        self._round_start = flatten(self.agents[self.ids[0]].model)
+        return tau
 
     def _offload(self, k: int, rep: PhaseReport) -> OffloadOut:
         a = self.agents[k]

@@ -32,6 +32,7 @@ from comdml_ray.config import ConfigError
 METHODS: dict[str, tuple[str, dict]] = {
     "local": ("local", {}),
     "comdml": ("comdml", {}),
+    "local-deadline": ("local-deadline", {}),
     "dpsgd": ("dpsgd", {}),
     "adpsgd": ("adpsgd", {}),
     "swift": ("swift", {}),
@@ -41,7 +42,7 @@ METHODS: dict[str, tuple[str, dict]] = {
     "comdml-greedy": ("comdml", {"scheduler": "greedy"}),
     "comdml-exact": ("comdml", {"scheduler": "exact"}),
 }
-ALL_METHODS = ("local", "comdml", "local-gossip", "comdml-gossip", "dpsgd", "adpsgd", "swift", "divshare")
+ALL_METHODS = ("local", "comdml", "local-deadline", "local-gossip", "comdml-gossip", "dpsgd", "adpsgd", "swift", "divshare")
 PLATEAU_PP = 0.5  # local has plateaued once within this many points of its best
 LONG_RUN_FACTOR = 3  # a long run lasts at least this many times the rounds it took to plateau
 

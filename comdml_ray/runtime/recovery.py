@@ -26,7 +26,7 @@ Owns
   puts every agent back to the last checkpoint (or to the start, without one), cuts
   the result files back to that round and returns where to go on.  The same actor
   dying `MAX_DEATHS_IN_A_ROW` times without a finished round between stops the run.
-Checkpoints are written for `local`, `comdml` and `adpsgd` (whose event loop holds no
+Checkpoints are written for `local`, `comdml`, `local-deadline` and `adpsgd` (whose event loop holds no
 payload in flight: its pairwise averages are single events), not for the others
 (Swift's and DivShare's links carry models and fragments; D-PSGD: not done yet); a
 lost actor there restarts the run from round 0.
@@ -50,7 +50,7 @@ from comdml_ray.runtime.actors import AgentFailure
 from comdml_ray.runtime.faults import RunStopped, agent_span
 from comdml_ray.storage import OutDir, RowFile
 
-CHECKPOINTABLE = ("local", "comdml", "adpsgd")
+CHECKPOINTABLE = ("local", "comdml", "local-deadline", "adpsgd")
 MAX_DEATHS_IN_A_ROW = 3
 LATEST = "checkpoints/latest.json"
 RUNTIME_FIELDS = ("address", "num_cpus", "num_gpus", "progress", "kill_actor")

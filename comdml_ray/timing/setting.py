@@ -7,7 +7,10 @@ the store) with every agent group and with the event loops of the baselines:
 - the link matrices (a link i->j runs at its slower end's bandwidth and pays both
   ends' latency), the `--topology` neighbours, the seconds of the averaging step;
 - the layout's owner map (agent -> actor) and the evaluated agents;
-- `sec_per_batch(r)`: every agent's true seconds per batch in round r (drift included).
+- `sec_per_batch(r)`: every agent's true seconds per batch in round r (drift included);
+- `deadline_batches(r, q)`: local-deadline's round: the deadline (the q-quantile of the
+  agents' full-round compute times, from the speeds they observed last round) and the
+  batches each agent trains before it at its true speed this round.
 No torch, no Ray.
 """
 
@@ -62,6 +65,18 @@ class Setting:
     def sec_per_batch(self, r: int) -> np.ndarray:
         """Every agent's true seconds per full-model batch in round (or epochs-equivalent) r, (N,)."""
         return self.base_sec_per_batch * drift_slowdowns(self.slowdown, r, self.drift, self.seed, self.drift_prob)
+
+    def deadline_batches(self, r: int, quantile: float) -> tuple[float, np.ndarray]:
+        """local-deadline, round r: (deadline in virtual seconds of compute, (N,) batches each agent trains before it).
+
+        The deadline is set before the round from what every agent observed in the last
+        one (as ComDML's planner sees it): the `quantile` of the agents' full-round compute
+        times.  Each agent then trains, at its true speed this round, the batches that end
+        by the deadline: at least one, at most its whole round.
+        """
+        deadline = float(np.quantile(self.batches * self.sec_per_batch(max(r - 1, 0)), quantile))
+        fit = np.floor(deadline / self.sec_per_batch(r) * (1 + 1e-12))
+        return deadline, np.clip(fit, 1, self.batches).astype(np.int64)
 
     def step_seconds(self, k: int, r: int) -> float:
         """Virtual seconds of agent k's asynchronous local step in epochs-equivalent r."""
