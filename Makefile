@@ -38,7 +38,8 @@ clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
 
 # Every table behind README.md and benchmarks/README.md (benchmarks/tables.py; one command per table).
-# `make results ARGS=--reuse-runs` keeps the finished runs under results/tables/ and continues a stopped one.
+# Each runs only what is missing under benchmarks/results/runs/<table>/ (finished runs reused, a stopped one continued),
+# then builds the CSV and plots: with every run committed, a scoring pass of minutes.
 TABLES := headline-iid headline-dirichlet headline-iid-long headline-dirichlet-long sensitivity methods scheduler-iid scheduler-dirichlet
 .PHONY: results $(addprefix results-,$(TABLES))
 

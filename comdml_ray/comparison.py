@@ -5,9 +5,11 @@ and what `comdml_ray.compare` does from Python:
 - `ComparePlan`: what a comparison runs besides the `RunConfig` every run shares
   (methods, settings, seeds, targets, the same-clock factor, reuse, score-only), built
   and checked by `plan_comparison` (a bad choice raises `ConfigError`, one sentence);
-- `run_one_setting`: every method of one seed and setting.  `local` runs --rounds
-  rounds; every other method then runs until it has spent local's virtual time, for
-  at most rounds_factor x --rounds rounds (the same clock);
+- `run_one_setting`: every method of one seed and setting.  Equal time (`--time-budget
+  S`): every method runs until it has spent S virtual seconds (at most --rounds rounds).
+  Otherwise `local` runs --rounds rounds and every other method then runs until it has
+  spent local's virtual time, for at most rounds_factor x --rounds rounds (the same
+  clock), its cosine schedule still over --rounds (`--lr-horizon`), as local's;
 - `run_comparison`: every seed and setting (or, score-only, none: the finished runs
   already there), scored on the one yardstick (`comdml_ray.results.yardstick`), with
   `runs.csv`, `summary.csv` and `comparison-<setting>.png` written to the output folder;
@@ -180,9 +182,11 @@ def run_one_setting(cfg: RunConfig, methods: Sequence[str], out: str, rounds_fac
     for method in methods:
         algo, flags = METHODS[method]
         run_cfg = cfg.replace(algorithm=algo, out=os.path.join(out, method), **flags)
-        if method != "local" and "local" in summaries:
+        if cfg.time_budget_s is None and method != "local" and "local" in summaries:
             # Same clock: run until local's virtual training time is spent (more, shorter rounds).
             run_cfg = run_cfg.replace(rounds=int(cfg.rounds * rounds_factor), time_budget_s=summaries["local"]["virtual_time_s"])
+            if run_cfg.optimizer_setting("lr_schedule") == "cosine" and cfg.lr_horizon is None:
+                run_cfg = run_cfg.replace(lr_horizon=float(cfg.rounds))  # the same schedule as local's, not one stretched over more rounds
         run_cfg.validate()
         log(f"\n=== seed {cfg.seed}, {os.path.basename(out)}: {method} ===")
         done = finished_run(run_cfg) if reuse else None

@@ -66,8 +66,8 @@ def test_main_dispatches_to_the_commands_of_the_benchmark_scripts(capsys):
     assert capsys.readouterr().err == "error: --agents must be a positive number of agents, got 0.\n"
     assert main(["compare", "--algorithms", "local,fedavg"]) == 2 and "choose from" in capsys.readouterr().err
     assert main(["results", "--render", "headline-iid"]) == 0 and capsys.readouterr().out == render("headline-iid") + "\n"
-    assert main(["results", "--reuse-runs", "--render", "headline-iid"]) == 2 and "drop --reuse-runs" in capsys.readouterr().err
-    assert main(["results", "--help"]) == 0 and capsys.readouterr().out.startswith("usage: comdml-ray results [--reuse-runs] NAME")
+    assert main(["results", "--score-only", "--render", "headline-iid"]) == 2 and "drop --score-only" in capsys.readouterr().err
+    assert main(["results", "--help"]) == 0 and capsys.readouterr().out.startswith("usage: comdml-ray results [--score-only] NAME")
 
 
 def test_a_mistyped_flag_is_one_sentence_naming_the_help(capsys):

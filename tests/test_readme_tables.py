@@ -54,12 +54,12 @@ def test_every_results_csv_belongs_to_a_table():
         assert not stray, f"CSVs under benchmarks/results/ that no table command writes: {stray}"
 
 
-def test_reuse_runs_with_a_command_that_runs_nothing_is_refused_in_one_sentence(capsys):
+def test_score_only_with_a_command_that_builds_nothing_is_refused_in_one_sentence(capsys):
     for argv in (
-        ["--reuse-runs", "--render", "headline-iid"],
-        ["--collect", "headline-iid", "x", "--reuse-runs"],
-        ["--reuse-runs", "--write-readmes"],
+        ["--score-only", "--render", "headline-iid"],
+        ["--collect", "headline-iid", "x", "--score-only"],
+        ["--score-only", "--write-readmes"],
     ):
         assert main(argv) == 2
         err = capsys.readouterr().err
-        assert "drop --reuse-runs" in err and err.count("\n") == 1
+        assert "drop --score-only" in err and err.count("\n") == 1

@@ -1,19 +1,21 @@
 """`comdml-ray results`: the tables behind README.md and benchmarks/README.md, one command per table.
 
-    comdml-ray results headline-iid          # run it (minutes to hours), write benchmarks/results/headline-iid.csv
+    comdml-ray results headline-iid          # run what is missing (minutes to hours), write benchmarks/results/headline-iid.csv
+    comdml-ray results --score-only headline-iid   # run nothing: the table from the finished runs
     comdml-ray results --render headline-iid # print the markdown table README.md shows, from the CSV
-    comdml-ray results --collect headline-iid DIR [DIR ...]   # the CSV from runs made piecewise (e.g. one seed at a time)
+    comdml-ray results --collect headline-iid DIR [DIR ...]   # the CSV from runs in other folders
     comdml-ray results --write-readmes       # put every rendered table into its <!-- table: NAME --> block
-    comdml-ray results --reuse-runs headline-iid              # go on where a stopped run of the table left off
 
-Owns `TABLES` (each table is one invocation of `comdml-ray compare`, or of `comdml-ray
-sensitivity`, with its flags), `run_table` (run one; its `runs.csv`, one row
-per seed, setting, method and target, is copied to `benchmarks/results/<table>.csv` with
-the plots), `collect`, `render` (a CSV as the markdown that the READMEs hold between
+Owns `TABLES` (each table is one or more parts, each one invocation of `comdml-ray
+compare`, or of `comdml-ray sensitivity`, with its flags), `run_table` (run what is
+missing of one, every finished run reused; the parts' `runs.csv`, one row per seed,
+setting, method and target, become `benchmarks/results/<table>.csv` with the plots),
+`collect`, `render` (a CSV as the markdown that the READMEs hold between
 `<!-- table: NAME -->` and `<!-- /table -->`; `tests/test_readme_tables.py` checks that
-they match), `write_readme` and `main`.  The tables belong to a source checkout: the CSVs,
-plots and READMEs are read and written in the checkout this package lies in (`ROOT`, as
-with `pip install -e .`), the runs go to results/tables/ under the current folder.
+they match), `write_readme` and `main`.  The tables belong to a source checkout: the runs
+(`benchmarks/results/runs/<table>/<part>/`, of which each run's rounds.csv and
+summary.json are committed), CSVs, plots and READMEs are read and written in the checkout
+this package lies in (`ROOT`, as with `pip install -e .`).
 `benchmarks/tables.py` (and `make results`) is `main`.
 """
 
@@ -31,13 +33,16 @@ PROG = "comdml-ray results"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout: comdml_ray/cli/ is two below it
 BENCHMARKS = os.path.join(ROOT, "benchmarks")
 RESULTS = os.path.join(BENCHMARKS, "results")
+RUNS = os.path.join(RESULTS, "runs")
 READMES = (os.path.join(ROOT, "README.md"), os.path.join(BENCHMARKS, "README.md"))
 
 # 20 agents, paper heterogeneity, 600 training images per agent (the main job's share: 60,000 / 100).
 # Every round is scored on the whole test set (--eval-samples 0): the tables' accuracies and times-to-target are exact.
 BASE = ["--agents", "20", "--train-samples", "12000", "--eval-samples", "0", "--rounds", "30", "--rounds-factor", "1", "--no-progress"]
 SEEDS = ["--seeds", "0", "1", "2"]
+SEEDS5 = ["--seeds", "0", "1", "2", "3", "4"]
 DIRICHLET = ["--partition", "dirichlet", "--alpha", "0.5"]
+HEADLINE_METHODS = ["--algorithms", "local,comdml,local-deadline"]
 
 
 def with_value(args: list[str], flag: str, value: str) -> list[str]:
@@ -46,38 +51,60 @@ def with_value(args: list[str], flag: str, value: str) -> list[str]:
     return [*args[: i + 1], value, *args[i + 2 :]]
 
 
-# The long runs behind item 3's near-converged target: 200 rounds for local (its curve still creeps up at lr 0.2 constant) and ComDML alike.
+def equal_time(budget_s: float) -> list[str]:
+    """Every method runs until it has spent budget_s virtual seconds (--rounds only caps it): the equal-time tables."""
+    return [*with_value(BASE, "--rounds", "1000"), "--time-budget", f"{budget_s:g}"]
+
+
+# Equal-time budgets: about twice ComDML's 30-round virtual time in each setting (compute, IID: 174 s; compute,
+# Dirichlet: 197 s; links: 15 s, from the 30-round runs of the earlier same-work tables).
+BUDGET_S = {"iid": 350.0, "dirichlet": 400.0, "links": 30.0}
+# The long runs behind the near-converged target: the same-work rule (local runs --rounds, the others until they
+# have spent local's virtual time), local 500 rounds (3x a plateau up to round 166).
 LONG = with_value(BASE, "--rounds", "200")
-TABLES: dict[str, tuple[str, list[str]]] = {
-    "headline-iid": ("compare", BASE + SEEDS + ["--partition", "iid"]),
-    # ComDML trails local by up to a point per round under label skew: it gets up to 60 rounds (about half local's time).
-    "headline-dirichlet": ("compare", with_value(BASE, "--rounds-factor", "2") + SEEDS + DIRICHLET),
-    # Item 3's long-run rule: local came within 0.5 pp of its best at rounds 97-111 of 200, so 500 rounds
-    # (3x a plateau up to round 166) for local and ComDML alike.
-    "headline-iid-long": ("compare", with_value(LONG, "--rounds", "500") + SEEDS + ["--partition", "iid"]),
-    # As the 30-round Dirichlet table: ComDML gets up to 400 rounds (it does not reach the target in 200 on any seed).
-    "headline-dirichlet-long": ("compare", with_value(LONG, "--rounds-factor", "2") + SEEDS + DIRICHLET),
-    "methods": ("compare", BASE + SEEDS + ["--setting", "both", "--algorithms", "all"]),
-    "scheduler-iid": ("compare", BASE + SEEDS + ["--partition", "iid", "--algorithms", "local,comdml-greedy,comdml-exact"]),
-    "scheduler-dirichlet": ("compare", BASE + SEEDS + ["--partition", "dirichlet", "--algorithms", "local,comdml-greedy,comdml-exact"]),
-    "sensitivity": (
-        "sensitivity",
-        [
-            "--agents",
-            "20",
-            "--train-samples",
-            "12000",
-            "--eval-samples",
-            "0",
-            "--rounds",
-            "10",
-            "--rounds-factor",
-            "1",
-            "--target",
-            "75",
-            "--no-progress",
-        ],
-    ),
+# Each table is one or more parts (one `comdml-ray compare` or `comdml-ray sensitivity` each); a part's runs lie
+# under benchmarks/results/runs/<table>/<part>/ and the table is built from all of its parts.
+TABLES: dict[str, list[tuple[str, str, list[str]]]] = {
+    "headline-iid": [("compare", "compute", equal_time(BUDGET_S["iid"]) + SEEDS5 + HEADLINE_METHODS + ["--partition", "iid"])],
+    "headline-dirichlet": [("compare", "compute", equal_time(BUDGET_S["dirichlet"]) + SEEDS5 + HEADLINE_METHODS + DIRICHLET)],
+    "headline-iid-long": [("compare", "compute", with_value(LONG, "--rounds", "500") + SEEDS + HEADLINE_METHODS + ["--partition", "iid"])],
+    # ComDML and local-deadline get up to 400 rounds (ComDML does not reach the target in 200 on any seed).
+    "headline-dirichlet-long": [("compare", "compute", with_value(LONG, "--rounds-factor", "2") + SEEDS + HEADLINE_METHODS + DIRICHLET)],
+    "methods": [
+        ("compare", "compute", equal_time(BUDGET_S["iid"]) + SEEDS5 + ["--setting", "compute", "--algorithms", "all"]),
+        ("compare", "links", equal_time(BUDGET_S["links"]) + SEEDS5 + ["--setting", "links", "--algorithms", "all"]),
+    ],
+    "scheduler-iid": [
+        (
+            "compare",
+            "compute",
+            equal_time(BUDGET_S["iid"]) + SEEDS + ["--partition", "iid", "--algorithms", "local,comdml-greedy,comdml-exact"],
+        )
+    ],
+    "scheduler-dirichlet": [
+        ("compare", "compute", equal_time(BUDGET_S["dirichlet"]) + SEEDS + DIRICHLET + ["--algorithms", "local,comdml-greedy,comdml-exact"])
+    ],
+    "sensitivity": [
+        (
+            "sensitivity",
+            "compute",
+            [
+                "--agents",
+                "20",
+                "--train-samples",
+                "12000",
+                "--eval-samples",
+                "0",
+                "--rounds",
+                "10",
+                "--rounds-factor",
+                "1",
+                "--target",
+                "75",
+                "--no-progress",
+            ],
+        )
+    ],
 }
 MARK = "<!-- table: {} -->"
 END = "<!-- /table -->"
@@ -87,23 +114,31 @@ def csv_path(name: str) -> str:
     return os.path.join(RESULTS, f"{name}.csv")
 
 
-def run_table(name: str, out_root: str = os.path.join("results", "tables"), reuse: bool = False) -> str:
-    """Run one table's command and copy its runs.csv (and plots) to benchmarks/results/.
+def part_folder(name: str, part: str) -> str:
+    """Where one part of a table keeps its runs: benchmarks/results/runs/<table>/<part> (committed: each run's rounds.csv and summary.json)."""
+    return os.path.join(RUNS, name, part)
 
-    reuse (`--reuse-runs`): keep the finished runs already in its output folder and continue
-    a stopped one from its checkpoint (compare.py's flag), so a stopped table goes on.
+
+def run_table(name: str, score_only: bool = False) -> str:
+    """Run what is missing of one table (each part's comparison, reusing every finished run), then build its CSV and plots.
+
+    Every part runs with `--reuse-runs` into `part_folder`: a run whose summary.json there
+    has its configuration is not run again, a stopped one goes on from its checkpoint, so
+    the committed runs make a fresh clone's `make results` a scoring pass of minutes, and a
+    long table fills in run by run.  score_only: run nothing, score the finished runs.
     """
-    kind, args = TABLES[name]
-    args = args + (["--reuse-runs"] if reuse else [])
-    out = os.path.join(out_root, name)
-    if kind == "compare":
-        from comdml_ray.cli.compare import main
-    else:
-        from comdml_ray.cli.sensitivity import main
-    rc = main([*args, "--out", out])
-    if rc != 0:
-        raise SystemExit(rc)
-    return collect(name, [out])
+    outs = []
+    for kind, part, args in TABLES[name]:
+        out = part_folder(name, part)
+        if kind == "compare":
+            from comdml_ray.cli.compare import main
+        else:
+            from comdml_ray.cli.sensitivity import main
+        rc = main([*args, "--out", out, "--score-only" if score_only else "--reuse-runs"])
+        if rc != 0:
+            raise SystemExit(rc)
+        outs.append(out)
+    return collect(name, outs)
 
 
 def collect(name: str, dirs: list[str]) -> str:
@@ -112,7 +147,7 @@ def collect(name: str, dirs: list[str]) -> str:
     frames = [pd.read_csv(os.path.join(d, "runs.csv")) for d in dirs]
     runs = pd.concat(frames, ignore_index=True)
     runs.to_csv(csv_path(name), index=False)
-    if TABLES[name][0] == "sensitivity":
+    if TABLES[name][0][0] == "sensitivity":
         from comdml_ray.cli.sensitivity import plot
 
         plot(runs, os.path.join(RESULTS, f"{name}.png"))
@@ -220,7 +255,7 @@ def _s(x: float) -> str:
 
 def render(name: str) -> str:
     runs = pd.read_csv(csv_path(name))
-    return render_sensitivity(runs) if TABLES[name][0] == "sensitivity" else render_compare(runs)
+    return render_sensitivity(runs) if TABLES[name][0][0] == "sensitivity" else render_compare(runs)
 
 
 def readme_blocks(text: str) -> dict[str, str]:
@@ -249,15 +284,17 @@ def write_readme(path: str) -> list[str]:
     return names
 
 
-USAGE = """usage: {prog} [--reuse-runs] NAME
+USAGE = """usage: {prog} [--score-only] NAME
        {prog} --render NAME
        {prog} --collect NAME DIR [DIR ...]
        {prog} --write-readmes
 
-Run one table behind README.md and benchmarks/README.md and write benchmarks/results/NAME.csv
-(--reuse-runs: keep the finished runs in results/tables/NAME and continue a stopped one);
-print its markdown (--render); build its CSV from runs made piecewise (--collect); or put
-every rendered table into the READMEs' <!-- table: NAME --> blocks (--write-readmes).
+Run what is missing of one table behind README.md and benchmarks/README.md (every finished
+run under benchmarks/results/runs/NAME is reused, a stopped one continued) and write
+benchmarks/results/NAME.csv and its plots (--score-only: run nothing, build them from the
+finished runs); print its markdown (--render); build its CSV from other output folders
+(--collect); or put every rendered table into the READMEs' <!-- table: NAME --> blocks
+(--write-readmes).
 
 tables: {tables}"""
 
@@ -274,10 +311,10 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
             file=sys.stderr,
         )
         return 2
-    reuse = "--reuse-runs" in argv
-    argv = [a for a in argv if a != "--reuse-runs"]
-    if reuse and argv and argv[0] in ("--write-readmes", "--render", "--collect"):
-        print(f"error: --reuse-runs applies to running a table, and {argv[0]} runs nothing: drop --reuse-runs.", file=sys.stderr)
+    score_only = "--score-only" in argv
+    argv = [a for a in argv if a != "--score-only"]
+    if score_only and argv and argv[0] in ("--write-readmes", "--render", "--collect"):
+        print(f"error: --score-only applies to building a table, and {argv[0]} builds none: drop --score-only.", file=sys.stderr)
         return 2
     if argv and argv[0] == "--write-readmes":
         for path in READMES:
@@ -285,7 +322,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         return 0
     if not argv or (argv[-1] not in TABLES and argv[0] not in ("--collect",)):
         print(
-            f"error: name a table: {', '.join(TABLES)} (optionally after --reuse-runs or --render, or --collect NAME DIR...).",
+            f"error: name a table: {', '.join(TABLES)} (optionally after --score-only or --render, or --collect NAME DIR...).",
             file=sys.stderr,
         )
         return 2
@@ -297,5 +334,5 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
             return 2
         print(collect(argv[1], argv[2:]))
     else:
-        print(run_table(argv[0], reuse=reuse))
+        print(run_table(argv[0], score_only=score_only))
     return 0
