@@ -85,3 +85,26 @@ def test_band_plot_is_written(tmp_path):
     runs = [curve([1, 2, 3], [0.5, 0.6, 0.7]), curve([1, 2, 3.5], [0.4, 0.65, 0.72])]
     plot_bands({"local": runs}, str(tmp_path / "b.png"), {"75": 0.75})
     assert (tmp_path / "b.png").stat().st_size > 0
+
+
+def test_smoothed_time_to_target_ignores_a_one_evaluation_spike_and_keeps_the_raw_beside():
+    spiky = curve([1, 2, 3, 4, 5, 6], [0.60, 0.81, 0.70, 0.79, 0.80, 0.82])
+    steady = curve([1, 2, 3, 4, 5, 6], [0.60, 0.70, 0.80, 0.80, 0.80, 0.82])
+    summaries = {m: {"wall_time_s": 1.0, "bytes_sent": 1, "config": {"time_budget_s": 4.0}} for m in ("local", "comdml")}
+    r = pd.DataFrame(score_runs(0, "compute", {"local": steady, "comdml": spiky}, summaries, ["80"])).set_index("method")
+    assert r.loc["comdml", "time_to_target_s"] == 2  # raw: the spike at 2 s
+    assert r.loc["comdml", "time_to_target_smoothed_s"] == 6  # mean of (0.79, 0.80, 0.82) is the first >= 0.80
+    assert r.loc["local", "time_to_target_smoothed_s"] == 5  # (0.80, 0.80, 0.80)
+    assert r.loc["comdml", "ratio_vs_local_smoothed"] == pytest.approx(6 / 5)
+    # equal time: accuracy at a quarter, half and all of the 4 s budget
+    assert r.loc["comdml", ["accuracy_at_quarter_budget", "accuracy_at_half_budget", "accuracy_at_budget"]].tolist() == [0.60, 0.81, 0.79]
+
+
+def test_bootstrap_interval_brackets_the_mean_and_widens_with_spread():
+    from comdml_ray.results.yardstick import bootstrap_ci
+
+    lo, hi = bootstrap_ci([0.5, 0.6, 0.7, 0.55, 0.65])
+    assert lo < 0.6 < hi and bootstrap_ci([0.5, 0.6, 0.7, 0.55, 0.65]) == (lo, hi)  # seeded: the same interval every time
+    wide = bootstrap_ci([0.2, 0.6, 1.0, 0.4, 0.8])
+    assert wide[1] - wide[0] > hi - lo
+    assert all(math.isnan(x) for x in bootstrap_ci([0.5]))

@@ -27,7 +27,7 @@ import sys
 
 import pandas as pd
 
-from comdml_ray.results.yardstick import plot_bands
+from comdml_ray.results.yardstick import BUDGET_FRACTIONS, bootstrap_ci, plot_bands
 
 PROG = "comdml-ray results"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout: comdml_ray/cli/ is two below it
@@ -179,34 +179,68 @@ def _pm(values: pd.Series, scale: float = 100.0, digits: int = 1, unit: str = ""
     return text + (f" ({len(v)}/{len(values)})" if len(v) < len(values) else "")
 
 
+def _ci(values: pd.Series, digits: int = 2) -> str:
+    """mean [95% bootstrap interval] of the seeds that have a value (the count when not all do)."""
+    v = values.dropna()
+    if v.empty:
+        return f"not reached (0/{len(values)})"
+    lo, hi = bootstrap_ci(v.tolist())
+    text = f"{v.mean():.{digits}f}" + ("" if math.isnan(lo) else f" [{lo:.{digits}f}, {hi:.{digits}f}]")
+    return text + (f" ({len(v)}/{len(values)})" if len(v) < len(values) else "")
+
+
 def render_compare(runs: pd.DataFrame) -> str:
-    """One row per (setting, method): time to each target, local-best ratio, final accuracy, accuracy at the common time."""
+    """One row per (setting, method): time to each target, local-best ratio with its interval, accuracies; then the comparison sentences.
+
+    Equal-time tables (their CSV has the budget columns) report time to target on the
+    smoothed curve with the raw figure beside it, and accuracy at a quarter, half and all
+    of the budget; the sentences under the table name who is ahead at equal virtual time.
+    """
     targets = list(dict.fromkeys(runs["target"]))
     best = next((t for t in targets if t.startswith("local-best")), targets[-1])
-    head = (
-        ["setting", "method"]
-        + [f"time to {_label(t, runs)} (s)" for t in targets]
-        + [f"x local ({best})", "final acc %", "run ends at (s)", "acc at common time %"]
-    )
+    equal_time = "time_budget_s" in runs and runs["time_budget_s"].notna().all()
+    ttt, ratio = ("time_to_target_smoothed_s", "ratio_vs_local_smoothed") if equal_time else ("time_to_target_s", "ratio_vs_local")
+    head = ["setting", "method"] + [f"time to {_label(t, runs)} (s)" for t in targets] + [f"x local ({best}), 95% CI"]
+    if equal_time:
+        budget = runs.groupby("setting")["time_budget_s"].first()
+        head += [f"acc at {int(100 * share)}% of budget %" for share in BUDGET_FRACTIONS.values()]
+    else:
+        head += ["final acc %", "run ends at (s)", "acc at common time %"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for (setting, method), g in runs.groupby(["setting", "method"], sort=False):
         by_t = {t: g[g["target"] == t] for t in targets}
         one = by_t[targets[0]]
-        cells = [setting, method] + [
-            _pm(by_t[t]["time_to_target_s"], 1, 1 if by_t[t]["time_to_target_s"].max() < 100 else 0) for t in targets
-        ]
-        cells += [
-            _pm(by_t[best]["ratio_vs_local"], 1, 2),
-            _pm(one["final_accuracy"]),
-            _pm(one["virtual_time_s"], 1, 0),
-            _pm(one["accuracy_at_common_time"]),
-        ]
+        cells = [setting, method]
+        for t in targets:
+            cell = _pm(by_t[t][ttt], 1, 1 if by_t[t][ttt].max() < 100 else 0)
+            if equal_time and by_t[t]["time_to_target_s"].notna().any():
+                cell += f" (raw {by_t[t]['time_to_target_s'].mean():.{1 if by_t[t]['time_to_target_s'].max() < 100 else 0}f})"
+            cells.append(cell)
+        cells.append(_ci(by_t[best][ratio]))
+        if equal_time:
+            cells += [_pm(one[f"accuracy_at_{name}"]) for name in BUDGET_FRACTIONS]
+        else:
+            cells += [_pm(one["final_accuracy"]), _pm(one["virtual_time_s"], 1, 0), _pm(one["accuracy_at_common_time"])]
         lines.append("| " + " | ".join(cells) + " |")
     seeds = sorted(runs["seed"].unique())
     lines.append("")
-    lines.append(f"Seeds {', '.join(map(str, seeds))}; mean ± std over the seeds that reached the target (count shown when not all did).")
+    lines.append(
+        f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); mean ± std over the seeds that reached the target (count shown when not all did); "
+        "x local: per-seed ratio to local's time, mean and 95% bootstrap interval over seeds."
+    )
+    if equal_time:
+        lines.append(
+            "Equal time: every method ran until it had spent "
+            + ", ".join(f"{b:g} s ({s})" for s, b in budget.items())
+            + " of virtual time; times to target are on the smoothed curve (the mean of the last 3 evaluations), the raw first crossing beside."
+        )
+        lines += [
+            _equal_time_sentence(runs, setting, best)
+            for setting in budget.index
+            if "comdml" in set(runs[runs["setting"] == setting]["method"])
+        ]
     local = runs[runs["method"] == "local"].drop_duplicates(["setting", "seed"])
-    if len(local):
+    if len(local) and not equal_time:
         plateau = ", ".join(f"{int(r.local_plateau_round)}" for r in local.itertuples())
         long = "met" if local["local_long_enough"].all() else "not met"
         lines.append(
@@ -214,6 +248,33 @@ def render_compare(runs: pd.DataFrame) -> str:
             f"(per seed); the long-run rule (at least 3x that) is {long}."
         )
     return "\n".join(lines)
+
+
+def _equal_time_sentence(runs: pd.DataFrame, setting: str, best_target: str) -> str:
+    """Who is ahead at the end of the equal-time budget, ComDML against the best other method, with bootstrap intervals."""
+    one = runs[(runs["setting"] == setting) & (runs["target"] == best_target)]
+    acc = one.pivot(index="seed", columns="method", values="accuracy_at_budget")
+    rivals = [m for m in acc.columns if not m.startswith("comdml")]
+    if not rivals:
+        return ""
+    rival = max(rivals, key=lambda m: acc[m].mean())
+    diff = (acc["comdml"] - acc[rival]) * 100
+    lo, hi = bootstrap_ci(diff.tolist())
+    ahead = "ComDML is ahead" if lo > 0 else f"{rival} is ahead" if hi < 0 else "neither is ahead beyond the seeds' spread"
+    text = (
+        f"{setting}: at equal virtual time ({one['time_budget_s'].iloc[0]:g} s) the best method other than ComDML is {rival}, "
+        f"{acc[rival].mean() * 100:.1f}% against ComDML's {acc['comdml'].mean() * 100:.1f}% "
+        f"(ComDML minus {rival}: {diff.mean():+.1f} pp, 95% CI [{lo:+.1f}, {hi:+.1f}]): {ahead}"
+    )
+    t = one.pivot(index="seed", columns="method", values="time_to_target_smoothed_s")
+    r = (t["comdml"] / t[rival]).dropna()
+    if len(r):
+        rlo, rhi = bootstrap_ci(r.tolist())
+        interval = "" if math.isnan(rlo) else f", 95% CI [{rlo:.2f}, {rhi:.2f}]"
+        text += (
+            f"; to {_label(best_target, runs)} ComDML takes {r.mean():.2f}x {rival}'s time ({len(r)} seeds where both reach it{interval})"
+        )
+    return text + "."
 
 
 def _label(t: str, runs: pd.DataFrame) -> str:

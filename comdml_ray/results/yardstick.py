@@ -8,9 +8,13 @@ Owns the pure part of `benchmarks/compare.py` (pandas, numpy, matplotlib; no tor
   its run minus D points, computed per seed);
 - `score_runs`: one row per (seed, setting, method, target) from the runs' rounds.csv
   curves: time to the target on the yardstick column `test_accuracy` (mean over the same
-  seeded sample of agents' own models for every method), its ratio to local's, final and
-  best accuracy, accuracy at the common virtual time of the seed's runs, and whether
-  local's run was long enough (at least 3x the rounds local took to plateau);
+  seeded sample of agents' own models for every method), raw (the first evaluation at or
+  above it) and smoothed (`smoothed`: the first at which the mean of the last
+  SMOOTH_EVALS evaluations is), each with its ratio to local's; final and best accuracy;
+  accuracy at the common virtual time of the seed's runs and, in an equal-time run
+  (`--time-budget`), at a quarter, half and all of the budget; and whether local's run
+  was long enough (at least 3x the rounds local took to plateau);
+- `bootstrap_ci`: the percentile bootstrap interval of a mean over seeds;
 - `summarize`: mean and std over seeds, with how many seeds reached each target;
 - `plot_bands`: accuracy against virtual time, the mean over seeds and a +-1 std band per method.
 """
@@ -44,6 +48,8 @@ METHODS: dict[str, tuple[str, dict]] = {
 }
 ALL_METHODS = ("local", "comdml", "local-deadline", "local-gossip", "comdml-gossip", "dpsgd", "adpsgd", "swift", "divshare")
 PLATEAU_PP = 0.5  # local has plateaued once within this many points of its best
+SMOOTH_EVALS = 3  # smoothed time-to-target: the first evaluation at which the mean of the last this-many evaluations reaches the target
+BUDGET_FRACTIONS = {"quarter_budget": 0.25, "half_budget": 0.5, "budget": 1.0}  # equal-time tables: accuracy at these shares of the budget
 LONG_RUN_FACTOR = 3  # a long run lasts at least this many times the rounds it took to plateau
 
 
@@ -99,6 +105,22 @@ def time_to(curve: pd.DataFrame, level: float) -> float:
     return float(hit["virtual_time_s"].iloc[0]) if len(hit) and not math.isnan(level) else math.nan
 
 
+def smoothed(curve: pd.DataFrame) -> pd.DataFrame:
+    """The evaluated rows with test_accuracy replaced by the mean of the last SMOOTH_EVALS evaluations (the first SMOOTH_EVALS-1 dropped)."""
+    d = evaluated(curve)
+    return d.assign(test_accuracy=d["test_accuracy"].rolling(SMOOTH_EVALS).mean()).dropna(subset=["test_accuracy"])
+
+
+def bootstrap_ci(values, level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `values` (seeds resampled with replacement; NaN for fewer than 2 values)."""
+    v = np.asarray([x for x in values if not math.isnan(x)], dtype=float)
+    if len(v) < 2:
+        return math.nan, math.nan
+    means = np.random.default_rng(seed).choice(v, size=(resamples, len(v)), replace=True).mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
 def accuracy_at(curve: pd.DataFrame, t: float) -> float:
     """The last evaluated accuracy at or before virtual time t (NaN if none)."""
     d = evaluated(curve)
@@ -122,9 +144,15 @@ def score_runs(seed: int, setting: str, curves: dict[str, pd.DataFrame], summari
     for label in targets:
         level = target_level(label, local)
         base = time_to(local, level) if local is not None else math.nan
+        base_smooth = time_to(smoothed(local), level) if local is not None else math.nan
         for method, curve in curves.items():
             d, s = evaluated(curve), summaries[method]
-            ttt = time_to(curve, level)
+            ttt, smooth = time_to(curve, level), time_to(smoothed(curve), level)
+            budget = (s.get("config") or {}).get("time_budget_s")
+            at_budget = {
+                f"accuracy_at_{name}": accuracy_at(curve, share * budget) if budget else math.nan
+                for name, share in BUDGET_FRACTIONS.items()
+            }
             rows.append(
                 {
                     "seed": seed,
@@ -134,6 +162,10 @@ def score_runs(seed: int, setting: str, curves: dict[str, pd.DataFrame], summari
                     "target_accuracy": level,
                     "time_to_target_s": ttt,
                     "ratio_vs_local": ttt / base if base > 0 else math.nan,
+                    "time_to_target_smoothed_s": smooth,
+                    "ratio_vs_local_smoothed": smooth / base_smooth if base_smooth > 0 else math.nan,
+                    "time_budget_s": float(budget) if budget else math.nan,
+                    **at_budget,
                     "final_accuracy": float(d["test_accuracy"].iloc[-1]),
                     "best_accuracy": float(d["test_accuracy"].max()),
                     "final_consensus_accuracy": float(d["consensus_accuracy"].iloc[-1]) if "consensus_accuracy" in d else math.nan,
