@@ -25,7 +25,7 @@ ASYNC_STEP_BATCHES = {"adpsgd": 1, "swift": 1, "divshare": 4}
 AGGREGATIONS = ("allreduce", "gossip")
 TOPOLOGIES = ("ring", "torus", "regular", "complete")
 PARTITIONS = ("iid", "dirichlet")
-HETEROGENEITY_PRESETS = ("paper", "uniform", "lognormal")
+HETEROGENEITY_PRESETS = ("paper", "uniform", "lognormal")  # and the parameterised lognormal:SIGMA, two-class:SHARE (timing/profiles.py)
 SCHEDULERS = ("greedy", "exact", "ilp")
 PROFILE_SOURCES = ("flops", "measure")
 PLACEMENTS = ("pack", "spread")
@@ -269,7 +269,19 @@ class RunConfig:
                 0 < self.degree < self.agents and (self.agents * self.degree) % 2 == 0,
                 f"--degree {self.degree} cannot make a regular graph on {self.agents} agents: pick 0 < degree < agents with agents*degree even.",
             )
-        if self.heterogeneity not in HETEROGENEITY_PRESETS:
+        if self.heterogeneity.startswith(("lognormal:", "two-class:")):
+            name, _, value = self.heterogeneity.partition(":")
+            try:
+                v = float(value)
+            except ValueError:
+                v = math.nan
+            ok = v > 0 if name == "lognormal" else 0 <= v <= 1
+            _need(
+                ok,
+                f"--heterogeneity {self.heterogeneity}: give lognormal:SIGMA with SIGMA > 0 (e.g. lognormal:0.5), "
+                "or two-class:SHARE with SHARE in [0, 1] (e.g. two-class:0.25).",
+            )
+        elif self.heterogeneity not in HETEROGENEITY_PRESETS:
             _need(
                 os.path.isfile(self.heterogeneity),
                 f"--heterogeneity '{self.heterogeneity}' is neither a preset ({', '.join(HETEROGENEITY_PRESETS)}) nor an existing CSV file.",

@@ -134,7 +134,8 @@ def _heterogeneity(p: argparse.ArgumentParser, d: RunConfig) -> None:
     g.add_argument(
         "--heterogeneity",
         default=d.heterogeneity,
-        help="preset paper|uniform|lognormal, or a CSV with agent,slowdown,bandwidth_mbps[,latency_ms]",
+        help="preset paper|uniform|lognormal[:SIGMA]|two-class:SHARE (that share of agents in the paper's slowest class, the rest in its fastest), "
+        "or a CSV with agent,slowdown,bandwidth_mbps[,latency_ms]",
     )
     g.add_argument(
         "--profile",

@@ -13,7 +13,12 @@ over ComDML's) and the compute/communication ratio of the setting:
                               / (seconds to send that batch's split-1 activations over the agent's link)
 
 i.e. what an offloader trades: above ~1, shipping activations is cheap next to the
-compute it saves; near or below 1, it is not.  Writes `runs.csv` (one row per point)
+compute it saves; near or below 1, it is not.
+
+With `--fleets` it sweeps fleet compositions instead (each a `--heterogeneity` value,
+e.g. `two-class:0.25` for a quarter of slow agents, `lognormal:1.0` for a wide spread of
+speeds) and also runs `local-deadline` at each: where ComDML's advantage comes from and
+where it goes.  Writes `runs.csv` (one row per point)
 and `sensitivity.png` (reduction against the ratio, log x) in --out.
 """
 
@@ -29,13 +34,13 @@ from comdml_ray.cli.run import build_parser, exit_code_of
 from comdml_ray.config import ConfigError, RunConfig
 from comdml_ray.results.yardstick import finish_log_x_plot, parse_targets, target_level, time_to
 
-OWN_FLAGS = ("no_progress", "gflops", "profiles", "rounds_factor", "target", "reuse_runs")
+OWN_FLAGS = ("no_progress", "gflops", "profiles", "rounds_factor", "target", "reuse_runs", "fleets")
 
 
 PROG = "benchmarks/sensitivity.py"
 
 
-def parse(argv: list[str] | None, prog: str = PROG) -> tuple[RunConfig, list[float], list[str], float, str, bool]:
+def parse(argv: list[str] | None, prog: str = PROG) -> tuple[RunConfig, list[float], list[str], float, str, bool, list[str]]:
     p = build_parser(prog)
     p.add_argument("--gflops", default="10,30,100,300,1000", help="comma-separated --reference-gflops values (profile flops)")
     p.add_argument("--profiles", default="flops,measure", help="flops (one point per --gflops), measure (one point), or both")
@@ -44,6 +49,12 @@ def parse(argv: list[str] | None, prog: str = PROG) -> tuple[RunConfig, list[flo
     )
     p.add_argument("--target", default="80", help="one target as in compare.py --targets (75, 0.8, local-best-0.5)")
     p.add_argument("--reuse-runs", action="store_true", help="as in compare.py: reuse finished runs in --out, continue stopped ones")
+    p.add_argument(
+        "--fleets",
+        default="",
+        help="sweep fleets instead of speeds: comma-separated --heterogeneity values (e.g. two-class:0.25,lognormal:0.5,paper), "
+        "each run with local, comdml and local-deadline at --reference-gflops",
+    )
     a = p.parse_args(argv)
     try:
         gflops = [float(x) for x in a.gflops.split(",") if x.strip()]
@@ -59,7 +70,11 @@ def parse(argv: list[str] | None, prog: str = PROG) -> tuple[RunConfig, list[flo
     (target,) = parse_targets(a.target)
     fields = {k: v for k, v in vars(a).items() if k not in OWN_FLAGS}
     fields["out"] = a.out or os.path.join("results", "sensitivity")
-    return RunConfig(**fields, progress=not a.no_progress), gflops, profiles, a.rounds_factor, target, a.reuse_runs
+    fleets = [x.strip() for x in a.fleets.split(",") if x.strip()]
+    cfg = RunConfig(**fields, progress=not a.no_progress)
+    for fleet in fleets:
+        cfg.replace(heterogeneity=fleet).validate()  # a bad fleet is one sentence before anything runs
+    return cfg, gflops, profiles, a.rounds_factor, target, a.reuse_runs, fleets
 
 
 def compute_comm_ratio(profile_csv: str, cfg: RunConfig) -> float:
@@ -73,13 +88,23 @@ def compute_comm_ratio(profile_csv: str, cfg: RunConfig) -> float:
     return float(np.median([base * a.slowdown / (d1 / a.bandwidth_Bps) for a in agents]))
 
 
-def point(cfg: RunConfig, out: str, rounds_factor: float, target: str, log, reuse: bool = False) -> dict:
+def point(cfg: RunConfig, out: str, rounds_factor: float, target: str, log, reuse: bool = False, fleet: bool = False) -> dict:
+    """One point: local and ComDML (and, for a fleet, local-deadline) on the same clock, trained, and what they took to the target."""
     from comdml_ray.comparison import run_one_setting
 
-    curves, _ = run_one_setting(cfg, ["local", "comdml"], out, rounds_factor, log, reuse)
+    methods = ["local", "comdml", "local-deadline"] if fleet else ["local", "comdml"]
+    curves, _ = run_one_setting(cfg, methods, out, rounds_factor, log, reuse)
     level = target_level(target, curves["local"])
     rounds = {m: float(c["round_virtual_s"].mean()) for m, c in curves.items()}
+    extra = {}
+    if fleet:
+        extra = {
+            "fleet": cfg.heterogeneity,
+            "deadline_time_s": time_to(curves["local-deadline"], level),
+            "deadline_round_advantage": rounds["local"] / rounds["local-deadline"],
+        }
     return {
+        **extra,
         "seed": cfg.seed,
         "profile": cfg.profile,
         "reference_gflops": cfg.reference_gflops if cfg.profile == "flops" else math.nan,
@@ -124,23 +149,38 @@ def plot(runs: pd.DataFrame, path: str) -> None:
 
 
 def sweep(
-    cfg: RunConfig, gflops: list[float], profiles: list[str], rounds_factor: float, target: str, log=print, reuse: bool = False
+    cfg: RunConfig,
+    gflops: list[float],
+    profiles: list[str],
+    rounds_factor: float,
+    target: str,
+    log=print,
+    reuse: bool = False,
+    fleets: list[str] | None = None,
 ) -> pd.DataFrame:
+    """Every point of the sweep (speeds and profiles, or fleets), each point's row written to runs.csv as soon as it is measured."""
     from comdml_ray.experiment import stop_ray
 
-    configs = [cfg.replace(profile="flops", reference_gflops=g) for g in gflops] if "flops" in profiles else []
-    configs += [cfg.replace(profile="measure")] if "measure" in profiles else []
+    if fleets:
+        configs = [cfg.replace(heterogeneity=f) for f in fleets]
+    else:
+        configs = [cfg.replace(profile="flops", reference_gflops=g) for g in gflops] if "flops" in profiles else []
+        configs += [cfg.replace(profile="measure")] if "measure" in profiles else []
     rows = []
     try:
         for c in configs:
-            where = os.path.join(cfg.out, "measure" if c.profile == "measure" else f"gflops{c.reference_gflops:g}")
-            rows.append(point(c.validate(), where, rounds_factor, target, log, reuse))
+            if fleets:
+                where = os.path.join(cfg.out, c.heterogeneity.replace(":", "-"))
+            else:
+                where = os.path.join(cfg.out, "measure" if c.profile == "measure" else f"gflops{c.reference_gflops:g}")
+            rows.append(point(c.validate(), where, rounds_factor, target, log, reuse, fleet=bool(fleets)))
             pd.DataFrame(rows).to_csv(os.path.join(cfg.out, "runs.csv"), index=False)  # every point as soon as it is measured
     finally:
         stop_ray(cfg)
     runs = pd.DataFrame(rows)
     runs.to_csv(os.path.join(cfg.out, "runs.csv"), index=False)
-    plot(runs, os.path.join(cfg.out, "sensitivity.png"))
+    if not fleets:
+        plot(runs, os.path.join(cfg.out, "sensitivity.png"))
     log(runs.to_string(index=False))
     return runs
 
@@ -149,8 +189,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     def job() -> None:
         from comdml_ray.storage import OutDir
 
-        cfg, gflops, profiles, factor, target, reuse = parse(argv, prog)
+        cfg, gflops, profiles, factor, target, reuse, fleets = parse(argv, prog)
         OutDir(cfg.out).check_writable()
-        sweep(cfg, gflops, profiles, factor, target, reuse=reuse)
+        sweep(cfg, gflops, profiles, factor, target, reuse=reuse, fleets=fleets)
 
     return exit_code_of(job)

@@ -43,6 +43,7 @@ SEEDS = ["--seeds", "0", "1", "2"]
 SEEDS5 = ["--seeds", "0", "1", "2", "3", "4"]
 DIRICHLET = ["--partition", "dirichlet", "--alpha", "0.5"]
 HEADLINE_METHODS = ["--algorithms", "local,comdml,local-deadline"]
+SENSITIVITY = ["--agents", "20", "--train-samples", "12000", "--eval-samples", "0", "--no-progress"]
 
 
 def with_value(args: list[str], flag: str, value: str) -> list[str]:
@@ -84,24 +85,31 @@ TABLES: dict[str, list[tuple[str, str, list[str]]]] = {
     "scheduler-dirichlet": [
         ("compare", "compute", equal_time(BUDGET_S["dirichlet"]) + SEEDS + DIRICHLET + ["--algorithms", "local,comdml-greedy,comdml-exact"])
     ],
+    # Trained local and ComDML at each speed (500 and 700 GFLOPS bracket the planner's predicted crossover).
     "sensitivity": [
+        (
+            "sensitivity",
+            "compute",
+            [*SENSITIVITY, "--rounds", "10", "--rounds-factor", "1", "--target", "75", "--gflops", "10,30,100,300,500,700,1000"],
+        )
+    ],
+    # Fleet composition: the share of slow agents (the paper's slowest class among its fastest) and the spread of speeds.
+    "fleet": [
         (
             "sensitivity",
             "compute",
             [
                 "--agents",
-                "20",
-                "--train-samples",
-                "12000",
-                "--eval-samples",
-                "0",
+                "100",
                 "--rounds",
-                "10",
+                "20",
                 "--rounds-factor",
-                "1",
+                "4",
                 "--target",
-                "75",
+                "80",
                 "--no-progress",
+                "--fleets",
+                "two-class:0.1,two-class:0.25,two-class:0.5,two-class:0.75,paper,lognormal:0.5,lognormal:1.0",
             ],
         )
     ],
@@ -134,7 +142,7 @@ def run_table(name: str, score_only: bool = False) -> str:
             from comdml_ray.cli.compare import main
         else:
             from comdml_ray.cli.sensitivity import main
-        rc = main([*args, "--out", out, "--score-only" if score_only else "--reuse-runs"])
+        rc = main([*args, "--out", out, "--score-only" if score_only and kind == "compare" else "--reuse-runs"])
         if rc != 0:
             raise SystemExit(rc)
         outs.append(out)
@@ -307,7 +315,51 @@ def render_sensitivity(runs: pd.DataFrame) -> str:
         )
     lines.append("")
     lines.append(f"Target: {runs['target'].iloc[0]} ({100 * runs['target_accuracy'].mean():.1f}% on average), seed {runs['seed'].iloc[0]}.")
+    if len(runs[runs["profile"] == "flops"]) > 1:
+        lines.append(_crossover(runs))
     return "\n".join(lines)
+
+
+def render_fleet(runs: pd.DataFrame) -> str:
+    """The fleet-composition table: per fleet, each method's round length and time to the target against local's."""
+    head = [
+        "fleet",
+        "local time to target (s)",
+        "ComDML round advantage",
+        "ComDML time / local's",
+        "local-deadline round advantage",
+        "local-deadline time / local's",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for r in runs.itertuples():
+        lines.append(
+            f"| {r.fleet} | {_s(r.local_time_s)} | {r.round_advantage:.2f}x | {_ratio(r.comdml_time_s, r.local_time_s)} | "
+            f"{r.deadline_round_advantage:.2f}x | {_ratio(r.deadline_time_s, r.local_time_s)} |"
+        )
+    lines.append("")
+    lines.append(
+        f"{int(runs['local_rounds'].iloc[0])} rounds of local, the others on the same clock; target {runs['target'].iloc[0]} "
+        f"({100 * runs['target_accuracy'].mean():.1f}%), seed {runs['seed'].iloc[0]}, one run per fleet. two-class:S: a share S of the "
+        "agents in the paper's slowest class, the rest in its fastest; lognormal:SIGMA: log-normal speeds of that spread."
+    )
+    return "\n".join(lines)
+
+
+def _ratio(a: float, b: float) -> str:
+    return "not reached" if math.isnan(a) or math.isnan(b) or not b else f"{a / b:.2f}"
+
+
+def _crossover(runs: pd.DataFrame) -> str:
+    """Where the trained reduction changes sign between two trained speeds (log-linear between them), or that it does not."""
+    pts = runs[runs["profile"] == "flops"].sort_values("reference_gflops")
+    red = 1 - pts["comdml_time_s"] / pts["local_time_s"]
+    g = pts["reference_gflops"].tolist()
+    for i in range(len(g) - 1):
+        a, b = red.iloc[i], red.iloc[i + 1]
+        if not (math.isnan(a) or math.isnan(b)) and a > 0 >= b:
+            x = math.exp(math.log(g[i]) + (math.log(g[i + 1]) - math.log(g[i])) * a / (a - b))
+            return f"Trained crossover: ComDML stops paying off between {g[i]:g} and {g[i + 1]:g} GFLOPS (about {x:.0f}, log-linear between the two trained points)."
+    return f"Trained crossover: none between {g[0]:g} and {g[-1]:g} GFLOPS (ComDML's reduction keeps its sign over the trained points)."
 
 
 def _s(x: float) -> str:
@@ -316,6 +368,8 @@ def _s(x: float) -> str:
 
 def render(name: str) -> str:
     runs = pd.read_csv(csv_path(name))
+    if "fleet" in runs:
+        return render_fleet(runs)
     return render_sensitivity(runs) if TABLES[name][0][0] == "sensitivity" else render_compare(runs)
 
 

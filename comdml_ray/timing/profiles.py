@@ -1,6 +1,6 @@
 """Heterogeneity: each agent's compute slowdown and network link (docs/method.md §3.1 and §7.1).
 
-Owns `AgentProfile`, the presets (`paper`, `uniform`, `lognormal`), loading a CSV,
+Owns `AgentProfile`, the presets (`paper`, `uniform`, `lognormal[:SIGMA]`, `two-class:SHARE`), loading a CSV,
 and `drift_slowdowns`, the seeded model of agents speeding up and slowing down
 between rounds (`--drift`).  No torch, no Ray.
 
@@ -9,7 +9,10 @@ Presets
   [16, 22, 54, 72, 256] / 4 and bandwidth [100, 50, 50, 50, 10] MB/s.
 - uniform: every agent slowdown 1, 100 MB/s (no heterogeneity: ComDML forms no pairs).
 - lognormal: slowdown = exp(N(0, 0.8)) rescaled so the fastest is 1; bandwidth
-  10..100 MB/s log-uniform; seeded.
+  10..100 MB/s log-uniform; seeded.  `lognormal:SIGMA`: the same with spread SIGMA.
+- two-class:SHARE: that share of the agents (seeded pick) in the paper's slowest class
+  (slowdown 64, 10 MB/s), the rest in its fastest (4, 100 MB/s): the fleet-composition
+  table's share of slow agents.
 Latency is 1 ms per link end for every preset (project choice: the paper gives none).
 `slow_link_share` (DivShare's setting) divides the bandwidth of that share of agents by 5.
 
@@ -28,6 +31,7 @@ from comdml_ray.config import ConfigError
 
 PAPER_SLOWDOWN = (16 / 4, 22 / 4, 54 / 4, 72 / 4, 256 / 4)
 PAPER_BANDWIDTH_MBPS = (100.0, 50.0, 50.0, 50.0, 10.0)
+LOGNORMAL_SIGMA = 0.8  # `lognormal`'s spread of log-slowdowns; `lognormal:SIGMA` sets another
 DEFAULT_LATENCY_S = 1e-3
 MB = 1e6
 
@@ -59,9 +63,19 @@ def make_profiles(source: str, num_agents: int, seed: int = 0, slow_link_share: 
         slow = np.ones(num_agents)
         bw = np.full(num_agents, 100 * MB)
         lat = np.full(num_agents, DEFAULT_LATENCY_S)
-    elif source == "lognormal":
+    elif source.startswith("two-class:"):
+        # A share of the agents in the paper's slowest class (slowdown 64, 10 MB/s), the rest in its fastest (4, 100 MB/s).
+        share = float(source.split(":", 1)[1])
+        slow_ids = np.random.default_rng(seed + 7_907).choice(num_agents, size=round(share * num_agents), replace=False)
+        k = np.zeros(num_agents, dtype=int)
+        k[slow_ids] = len(PAPER_SLOWDOWN) - 1
+        slow = np.asarray(PAPER_SLOWDOWN)[k]
+        bw = np.asarray(PAPER_BANDWIDTH_MBPS)[k] * MB
+        lat = np.full(num_agents, DEFAULT_LATENCY_S)
+    elif source == "lognormal" or source.startswith("lognormal:"):
+        sigma = float(source.split(":", 1)[1]) if ":" in source else LOGNORMAL_SIGMA
         rng = np.random.default_rng(seed + 7_919)
-        slow = np.exp(rng.normal(0.0, 0.8, num_agents))
+        slow = np.exp(rng.normal(0.0, sigma, num_agents))
         slow = slow / slow.min()
         bw = np.exp(rng.uniform(np.log(10.0), np.log(100.0), num_agents)) * MB
         lat = np.full(num_agents, DEFAULT_LATENCY_S)

@@ -1,0 +1,49 @@
+"""Fleet-composition presets (two-class:SHARE, lognormal:SIGMA) and the sensitivity tables' rendered sentences (pure, no Ray)."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from comdml_ray.cli.tables import _crossover, render_fleet
+from comdml_ray.config import ConfigError, RunConfig
+from comdml_ray.timing.profiles import PAPER_SLOWDOWN, make_profiles
+
+
+def test_two_class_puts_that_share_in_the_slowest_class():
+    for share in (0.1, 0.25, 0.75):
+        slow = np.array([p.slowdown for p in make_profiles(f"two-class:{share}", 100, seed=3)])
+        assert (slow == PAPER_SLOWDOWN[-1]).sum() == round(100 * share) and set(slow) == {PAPER_SLOWDOWN[0], PAPER_SLOWDOWN[-1]}
+    assert [p.slowdown for p in make_profiles("two-class:0.25", 20, 1)] == [p.slowdown for p in make_profiles("two-class:0.25", 20, 1)]
+
+
+def test_lognormal_sigma_sets_the_spread():
+    narrow = np.log([p.slowdown for p in make_profiles("lognormal:0.5", 400, 0)])
+    wide = np.log([p.slowdown for p in make_profiles("lognormal:1.0", 400, 0)])
+    assert np.std(wide) == pytest.approx(2 * np.std(narrow), rel=1e-9)  # the same draws, scaled
+    assert [p.slowdown for p in make_profiles("lognormal", 50, 2)] == [p.slowdown for p in make_profiles("lognormal:0.8", 50, 2)]
+
+
+@pytest.mark.parametrize("bad", ["two-class:1.5", "two-class:x", "lognormal:0", "lognormal:-1"])
+def test_bad_fleet_values_are_one_sentence(bad):
+    with pytest.raises(ConfigError, match="lognormal:SIGMA"):
+        RunConfig(heterogeneity=bad).validate()
+
+
+def test_fleet_table_and_trained_crossover_sentences_come_from_the_rows():
+    rows = pd.DataFrame(
+        [
+            {"fleet": "two-class:0.1", "seed": 0, "target": "80", "target_accuracy": 0.8, "local_time_s": 400.0, "comdml_time_s": 100.0,
+             "round_advantage": 4.0, "deadline_time_s": 200.0, "deadline_round_advantage": 3.0, "local_rounds": 20},
+            {"fleet": "paper", "seed": 0, "target": "80", "target_accuracy": 0.8, "local_time_s": 300.0, "comdml_time_s": math.nan,
+             "round_advantage": 2.0, "deadline_time_s": 150.0, "deadline_round_advantage": 2.5, "local_rounds": 20},
+        ]
+    )  # fmt: skip
+    text = render_fleet(rows)
+    assert "| two-class:0.1 | 400.0 | 4.00x | 0.25 | 3.00x | 0.50 |" in text and "| paper | 300.0 | 2.00x | not reached |" in text
+    sens = pd.DataFrame(
+        {"profile": "flops", "reference_gflops": [100.0, 300.0, 1000.0], "local_time_s": [20.0, 8.0, 3.0], "comdml_time_s": [6.0, 4.0, 3.3]}
+    )
+    # reduction 0.7, 0.5, -0.1: crosses between 300 and 1000, 5/6 of the way in log space
+    assert "between 300 and 1000 GFLOPS (about 818" in _crossover(sens)
