@@ -12,7 +12,8 @@ missing of one, every finished run reused; the parts' `runs.csv`, one row per se
 setting, method and target, become `benchmarks/results/<table>.csv` with the plots),
 `collect`, `render` (a CSV as the markdown that the READMEs hold between
 `<!-- table: NAME -->` and `<!-- /table -->`; `tests/test_readme_tables.py` checks that
-they match), `write_readme` and `main`.  The tables belong to a source checkout: the runs
+they match), `write_readme` (the tables, and the results sentences of `cli/claims.py`)
+and `main`.  The tables belong to a source checkout: the runs
 (`benchmarks/results/runs/<table>/<part>/`, of which each run's rounds.csv and
 summary.json are committed), CSVs, plots and READMEs are read and written in the checkout
 this package lies in (`ROOT`, as with `pip install -e .`).
@@ -385,7 +386,9 @@ def readme_blocks(text: str) -> dict[str, str]:
 
 
 def write_readme(path: str) -> list[str]:
-    """Replace every table block of a README with what its CSV renders to; returns the names updated."""
+    """Replace every table and claims block of a README with what its CSVs render to; returns the names updated."""
+    from comdml_ray.cli import claims
+
     with open(path) as f:
         text = f.read()
     names = list(readme_blocks(text))
@@ -394,6 +397,12 @@ def write_readme(path: str) -> list[str]:
         start = text.index(mark) + len(mark)
         end = text.index(END, start)
         text = text[:start] + "\n" + render(name) + "\n" + text[end:]
+    for name in claims.claim_blocks(text):
+        mark = claims.MARK.format(name)
+        start = text.index(mark) + len(mark)
+        end = text.index(claims.END, start)
+        text = text[:start] + "\n" + claims.render_claim(name, RESULTS) + "\n" + text[end:]
+        names.append(name)
     with open(path, "w") as f:
         f.write(text)
     return names

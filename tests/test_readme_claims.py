@@ -1,0 +1,54 @@
+"""README.md's results sentences are rendered from the committed CSVs, and its results section states no other figure.
+
+Every `<!-- claims: NAME -->` block must be what `comdml_ray/cli/claims.py` renders from
+benchmarks/results/*.csv (`comdml-ray results --write-readmes` writes them).  Outside the
+rendered tables and claims, the README's "Results" section may name set-up facts (agents,
+images, rounds, seeds, GFLOPS) but no result: a number there would not follow its CSV.
+"""
+
+import os
+import re
+
+from comdml_ray.cli.claims import CLAIMS, claim_blocks, render_claim
+from comdml_ray.cli.tables import END, MARK, RESULTS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = os.path.join(ROOT, "README.md")
+SETUP = r"(agents?|images|rounds?|seeds?|GFLOPS|nodes?|cores?)\b"
+
+
+def readme() -> str:
+    with open(README) as f:
+        return f.read()
+
+
+def test_every_claims_block_is_what_its_csvs_render_to():
+    shown = claim_blocks(readme())
+    assert set(shown) == set(CLAIMS), "every results sentence set is shown in README.md"
+    for name, block in shown.items():
+        assert block == render_claim(name, RESULTS), (
+            f"README.md's {name} sentences differ from their CSVs: run `comdml-ray results --write-readmes`"
+        )
+
+
+def stray_figures(section: str) -> list[str]:
+    """Numbers in a results section outside rendered blocks, code, links and images, that are not set-up facts."""
+    text = re.sub(r"<!-- table: [\w-]+ -->.*?" + re.escape(END), "", section, flags=re.S)
+    text = re.sub(r"<!-- claims: [\w-]+ -->.*?<!-- /claims -->", "", text, flags=re.S)
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    text = re.sub(r"!?\[[^\]]*\]\([^)]*\)", "", text)  # links and images
+    text = re.sub(r"`[^`]*`", "", text)
+    return [m.group(0).strip() for m in re.finditer(r"\d[\d,.]*\s*(\S+)?", text) if not re.match(SETUP, m.group(1) or "")]
+
+
+def test_the_results_section_has_no_figure_outside_the_rendered_blocks():
+    text = readme()
+    start = text.index("## Results")
+    section = text[start : text.index("\n## ", start + 1)]
+    assert MARK.format("headline-iid-long") in section
+    assert stray_figures(section) == []
+
+
+def test_a_stray_figure_is_caught():
+    assert stray_figures("ComDML reaches 80% in 52 s (20 agents, 3 seeds).") == ["80%", "52 s"]
+    assert stray_figures("<!-- claims: x -->\n- 0.34x\n<!-- /claims -->\n20 agents, `make results`") == []
