@@ -33,7 +33,7 @@ def test_targets_parse_percent_fraction_and_local_best():
             parse_targets(bad)
     local = curve([10, 20, 30], [0.70, 0.82, 0.81])
     assert target_level("75", local) == 0.75 and target_level("0.8", local) == 0.8
-    assert np.isclose(target_level("local-best-0.5", local), 0.815)
+    assert np.isclose(target_level("local-best-0.5", local), (0.70 + 0.82 + 0.81) / 3 - 0.005)  # the smoothed best
     with pytest.raises(ConfigError, match="fedavg"):
         parse_methods("local,fedavg")
     assert parse_methods("comdml-gossip,local") == ["local", "comdml-gossip"]
@@ -108,3 +108,13 @@ def test_bootstrap_interval_brackets_the_mean_and_widens_with_spread():
     wide = bootstrap_ci([0.2, 0.6, 1.0, 0.4, 0.8])
     assert wide[1] - wide[0] > hi - lo
     assert all(math.isnan(x) for x in bootstrap_ci([0.5]))
+
+
+def test_local_best_is_read_on_the_smoothed_curve_so_local_reaches_it():
+    local = curve([1, 2, 3, 4, 5], [0.70, 0.78, 0.80, 0.86, 0.82])  # a one-evaluation peak at 86%
+    level = target_level("local-best-0.5", local)
+    assert level == pytest.approx((0.80 + 0.86 + 0.82) / 3 - 0.005)  # the smoothed best, not the spike
+    summaries = {"local": {"wall_time_s": 1.0, "bytes_sent": 1}}
+    (row,) = score_runs(0, "compute", {"local": local}, summaries, ["local-best-0.5"])
+    assert row["time_to_target_smoothed_s"] == 5 and row["ratio_vs_local_smoothed"] == 1
+    assert target_level("local-best-0.5", curve([1, 2], [0.5, 0.6])) == pytest.approx(0.595)  # too short to smooth: the raw best

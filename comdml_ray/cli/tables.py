@@ -226,8 +226,8 @@ def render_compare(runs: pd.DataFrame) -> str:
                 cell += f" (raw {by_t[t]['time_to_target_s'].mean():.{1 if by_t[t]['time_to_target_s'].max() < 100 else 0}f})"
             cells.append(cell)
         cells.append(_ci(by_t[best][ratio]))
-        if equal_time:
-            cells += [_pm(one[f"accuracy_at_{name}"]) for name in BUDGET_FRACTIONS]
+        if equal_time:  # "-": no evaluation yet by that time (a method's first round ends later)
+            cells += [_pm(one[f"accuracy_at_{name}"]) if one[f"accuracy_at_{name}"].notna().any() else "-" for name in BUDGET_FRACTIONS]
         else:
             cells += [_pm(one["final_accuracy"]), _pm(one["virtual_time_s"], 1, 0), _pm(one["accuracy_at_common_time"])]
         lines.append("| " + " | ".join(cells) + " |")

@@ -5,7 +5,7 @@ Owns the pure part of `benchmarks/compare.py` (pandas, numpy, matplotlib; no tor
   variant (`local-gossip` / `comdml-gossip`: Metropolis-Hastings gossip on the baselines'
   `--topology` instead of the exact all-reduce; `comdml-greedy` / `comdml-exact`: the scheduler);
 - `parse_targets`: fixed accuracy levels and `local-best-D` (local's best accuracy over
-  its run minus D points, computed per seed);
+  its run, on its smoothed curve, minus D points, computed per seed);
 - `score_runs`: one row per (seed, setting, method, target) from the runs' rounds.csv
   curves: time to the target on the yardstick column `test_accuracy` (mean over the same
   seeded sample of agents' own models for every method), raw (the first evaluation at or
@@ -89,7 +89,11 @@ def target_level(label: str, local_curve: pd.DataFrame | None) -> float:
     if label.startswith("local-best-"):
         if local_curve is None:
             return math.nan
-        return float(local_curve["test_accuracy"].max()) - float(label[len("local-best-") :]) / 100
+        # local's best on its smoothed curve (so local reaches its own target on the curve times are read from);
+        # a run with fewer evaluations than the smoothing window takes its raw best
+        s = smoothed(local_curve)
+        best = (s if len(s) else evaluated(local_curve))["test_accuracy"].max()
+        return float(best) - float(label[len("local-best-") :]) / 100
     v = float(label)
     return v / 100 if v > 1 else v
 
