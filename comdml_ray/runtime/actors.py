@@ -43,6 +43,7 @@ from comdml_ray.method.agent import AgentGroup, AgentInfo
 from comdml_ray.runtime.backend import Backend
 from comdml_ray.runtime.cluster import failure_message
 from comdml_ray.runtime.telemetry import ActorTelemetry
+from comdml_ray.timing.emulation import now, offset_clock, wait_until
 
 GATHER_LIMIT_BYTES = 64 << 20  # the fleet's models (N x model floats) up to this are all-reduced by one allgather
 
@@ -388,17 +389,19 @@ class WallHost(AgentHost):
 
     @ray.method(concurrency_group="inbox")
     def inbox(self, message: Any) -> None:
+        """A peer's message: stamped with its arrival on this node's clock, then fetched by the round's fetching thread."""
+        message.arrived = now()
         self.inbox_q.put(message)
 
+    def offset_clock(self, seconds: float) -> None:
+        """Fault injection: this process's clock (`emulation.now`) runs `seconds` off the other nodes'."""
+        offset_clock(seconds)
+
     def allreduce(self, model: bool, aux: bool, how: str, *after) -> None:
-        """The collective; under --emulate it then lasts at least the clock's aux-head and model exchange seconds."""
-        import time
-
-        from comdml_ray.timing.emulation import wait_until
-
-        entry = time.time()
+        """The collective; under --emulate (links included) it then lasts at least the clock's aux-head and model exchange seconds."""
+        entry = now()
         super().allreduce(model, aux, how, *after)
-        if self._args[2].emulate:
+        if self._args[2].emulate_links:
             wait_until(entry + self.averaging_pad_s())
 
 
