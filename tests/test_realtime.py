@@ -18,6 +18,7 @@ import ray
 from benchmarks.run import main
 from comdml_ray.config import RunConfig
 from comdml_ray.experiment import run_experiment
+from comdml_ray.runtime.rounds import wall_round
 from comdml_ray.runtime.run import Run
 from comdml_ray.storage import OutDir
 from tests.conftest import quiet
@@ -71,7 +72,7 @@ OFFSET_RUN = {"agents": 3, "rounds": 2, "train_samples": 360, "reference_gflops"
 
 
 def test_clocks_minutes_apart_change_no_round(tmp_path):
-    """The offloader's clock 5 minutes ahead, the helpers' 5 minutes behind: the same rounds, durations alike.
+    """The offloader's clock 5 minutes ahead, the helpers' 5 minutes behind: the same rounds, durations alike; and the ring's mean is exact.
 
     One run of two rounds, then the same two rounds again from the same start (the agents
     rebuilt, seeded) with the actors' clocks offset.  Were an arrival or a round's end read
@@ -93,6 +94,15 @@ def test_clocks_minutes_apart_change_no_round(tmp_path):
         ray.get([run.hosts[g].offset_clock.remote(s) for g, s in {2: 300.0, 0: -300.0, 1: -300.0}.items()])
         skew = [run.run_round(r) for r in range(cfg.rounds)]
         p1, a1 = pd.read_csv(tmp_path / "run" / "plan.csv"), pd.read_csv(tmp_path / "run" / "agents.csv")
+        # the wall clock's all-reduce (a ring of 2(N-1) hops, as the clock charges it) is the exact weighted mean
+        be = run.backend
+        be.fetch(wall_round(be, cfg.rounds, comdml=True)[0])  # one more round's training: the models differ
+        before = np.stack(be.fetch([be.flat_model(run.owner[k], k) for k in range(3)])).astype(np.float64)
+        assert not np.allclose(before[0], before[2])
+        be.fetch(run.aggregate())
+        after = np.stack(be.fetch([be.flat_model(run.owner[k], k) for k in range(3)]))
+        sizes = run.setting.num_samples
+        assert np.abs(after - (sizes / sizes.sum()) @ before).max() < 1e-6
     finally:
         run.shutdown()
     for x, y in zip(same, skew, strict=True):  # the deterministic columns: the same plan, work and models
