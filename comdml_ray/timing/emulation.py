@@ -74,7 +74,7 @@ class Pacer:
     def done(self, target_s: float) -> None:
         """One work item has just finished; sleep until it has lasted target_s (emulation only).
 
-        Work between items (putting a chunk in the store, sending its ref) counts in the next item.
+        Work between items on the training thread (handing a chunk to the sending thread) counts in the next item.
         """
         t = now()
         real = t - self.item_from
