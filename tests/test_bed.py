@@ -10,7 +10,9 @@ every round.  It is the regression test of both failures (the gloo group bound t
 loopback and never connected across nodes; the actors wrote their checkpoint files
 into a path that exists only on the driver's node): rows, summary and checkpoints
 are on the head's disk and on no other; its deterministic columns equal the run on
-one host; `--resume` from that folder (a driver with `--address HEAD:6379`) too.  Last, `down` (and an interrupted
+one host; `--resume` from that folder (a driver with `--address HEAD:6379`) too.  Then
+ComDML on the wall clock over the shaped links (`--emulate compute`, one agent per node):
+its activations cross the tc links.  Last, `down` (and an interrupted
 or failed `up`) leaves nothing: no namespace, veth, qdisc, mount or process.
 Needs root and iproute2 (CI runs as root); elsewhere the module skips saying why.
 """
@@ -191,7 +193,8 @@ def test_a_comdml_wall_round_over_the_shaped_links(bed):
     the tc links (the counters see at least the bytes offloaded), the helpers measure those
     links, and each round's wall time is the driver's own measurement.
     """
-    bed.path("head", "/tmp/one_slow.csv").write_text("agent,slowdown,bandwidth_mbps\n0,1,125\n1,1,125\n2,6,125\n")
+    for n in bed.state.nodes:  # every node reads the preset (each has its own /tmp)
+        bed.path(n.name, "/tmp/one_slow.csv").write_text("agent,slowdown,bandwidth_mbps\n0,1,125\n1,1,125\n2,6,125\n")
     args = ["--agents", "3", "--rounds", "2", "--algorithm", "comdml", "--reference-gflops", "0.5", "--train-samples", "360"]
     argv = [PYTHON, RUN_PY, *args, *WALL, "--heterogeneity", "/tmp/one_slow.csv", "--eval-every", "100", "--no-progress"]
     before = bed.link_counters()
