@@ -90,7 +90,9 @@ class RunConfig:
     drift: float = 0.0  # log-normal sigma of a change of an agent's slowdown (0 = static)
     drift_prob: float = 0.2  # chance per round and agent that its speed changes (1: a random walk, a change every round)
     clock: str = "virtual"  # "virtual": rounds timed by the clock from the profile; "wall": by what the actors really took
-    emulate: bool = False  # wall clock only: pad compute to the profile's speed and delay transfers by its links (emulation.py)
+    # wall clock only (emulation.py): True ("--emulate"): pad compute to the profile's speed and delay transfers by its links;
+    # "compute": pad compute only, the links are the cluster's own (a test bed's shaped links); False: neither
+    emulate: bool | str = False
     # --- local-deadline (straggler-aware local SGD, FedNova-style averaging)
     deadline_quantile: float = 0.5  # each round's deadline: this quantile of the agents' full-round compute times
     # --- ComDML
@@ -298,8 +300,22 @@ class RunConfig:
         )
         self._check_wall_clock()
 
+    @property
+    def emulate_compute(self) -> bool:
+        """--emulate or --emulate compute: every agent's compute padded to its profile's speed."""
+        return bool(self.emulate)
+
+    @property
+    def emulate_links(self) -> bool:
+        """--emulate alone: transfers also delayed by the profile's links (else the links are the cluster's own)."""
+        return self.emulate is True or self.emulate == "all"
+
     def _check_wall_clock(self) -> None:
         _one_of(self.clock, CLOCKS, "--clock")
+        _need(
+            self.emulate in (False, True, "all", "compute"),
+            f"--emulate takes 'compute' (pace compute only, the links are the cluster's) or nothing (compute and links), got '{self.emulate}'.",
+        )
         _need(
             not self.emulate or self.clock == "wall",
             "--emulate needs --clock wall (it shapes real time; the virtual clock already follows the profile).",

@@ -10,7 +10,9 @@ every round.  It is the regression test of both failures (the gloo group bound t
 loopback and never connected across nodes; the actors wrote their checkpoint files
 into a path that exists only on the driver's node): rows, summary and checkpoints
 are on the head's disk and on no other; its deterministic columns equal the run on
-one host; `--resume` from that folder (a driver with `--address HEAD:6379`) too.  Last, `down` (and an interrupted
+one host; `--resume` from that folder (a driver with `--address HEAD:6379`) too.  Then
+ComDML on the wall clock over the shaped links (`--emulate compute`, one agent per node):
+its activations cross the tc links.  Last, `down` (and an interrupted
 or failed `up`) leaves nothing: no namespace, veth, qdisc, mount or process.
 Needs root and iproute2 (CI runs as root); elsewhere the module skips saying why.
 """
@@ -177,6 +179,38 @@ def same_deterministic_columns(got: pd.DataFrame, want: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(
         got[DETERMINISTIC_COLUMNS].reset_index(drop=True), want[DETERMINISTIC_COLUMNS].reset_index(drop=True), check_exact=True
     )
+
+
+# ----------------------------------------------------------------------------- the wall clock over real links
+
+WALL = ["--clock", "wall", "--emulate", "compute", "--agents-per-actor", "1", "--cpus-per-agent", "1", "--placement", "spread"]
+
+
+def test_a_comdml_wall_round_over_the_shaped_links(bed):
+    """`--emulate compute`: compute paced to the profile, the activations over the nodes' real (tbf) links.
+
+    Three agents, one per node, one of them 6x slower: it offloads, its chunks travel over
+    the tc links (the counters see at least the bytes offloaded), the helpers measure those
+    links, and each round's wall time is the driver's own measurement.
+    """
+    for n in bed.state.nodes:  # every node reads the preset (each has its own /tmp)
+        bed.path(n.name, "/tmp/one_slow.csv").write_text("agent,slowdown,bandwidth_mbps\n0,1,125\n1,1,125\n2,6,125\n")
+    args = ["--agents", "3", "--rounds", "2", "--algorithm", "comdml", "--reference-gflops", "0.5", "--train-samples", "360"]
+    argv = [PYTHON, RUN_PY, *args, *WALL, "--heterogeneity", "/tmp/one_slow.csv", "--eval-every", "100", "--no-progress"]
+    before = bed.link_counters()
+    r = bed.run("head", [*argv, "--address", bed.gcs_address, "--out", "/tmp/wall"], timeout=600)
+    after = bed.link_counters()
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    out = bed.path("head", "/tmp/wall")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["clock"] == "wall" and summary["emulate"] == "compute" and summary["actors"] == 3
+    rounds = pd.read_csv(out / "rounds.csv")
+    assert len(rounds) == 2 and (rounds["pairs"] == 1).all()
+    sent = sum(after[n]["tc_sent_bytes"] - before[n]["tc_sent_bytes"] for n in after)
+    assert sent >= rounds["bytes_offloaded"].sum()  # the activations crossed the shaped links
+    # the compute is paced: a round lasts at least most of what the clock charges for the work done
+    assert (rounds["round_wall_s"] > 0.5 * rounds["round_virtual_s"]).all()
+    assert pd.read_csv(out / "plan.csv")["observed_finish_s"].notna().all()
 
 
 # ----------------------------------------------------------------------------- nothing left

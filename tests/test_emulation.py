@@ -11,7 +11,7 @@ import numpy as np
 from comdml_ray.learning.costmodel import SplitProfile
 from comdml_ray.method.comdml_steps import problem_from_states
 from comdml_ray.method.messages import AgentState
-from comdml_ray.timing.emulation import LinkMeter, Links, Pacer
+from comdml_ray.timing.emulation import LinkMeter, Links, Pacer, now, offset_clock, wait_until
 
 
 def test_pacer_pads_each_item_to_its_target_and_does_not_bank_idle_time():
@@ -46,25 +46,40 @@ def test_without_emulation_nothing_sleeps():
     for _ in range(100):
         p.done(1.0)
     assert time.monotonic() - t0 < 0.5
-    assert links.send(1, 1e9) <= time.time()
+    assert links.send(1, 1e9) == 0.0  # a real link: usable once fetched
 
 
 def test_links_delay_by_size_and_latency_and_queue_on_one_link():
     links = Links(emulate=True, bandwidth={1: 1e6, 2: 1e6}, latency={1: 0.01, 2: 0.01})
-    now = time.time()
-    a = links.send(1, 100_000)  # 0.1 s + 10 ms
+    a = links.send(1, 100_000)  # 0.1 s + 10 ms after its sending
     b = links.send(1, 100_000)  # queued behind a on the same link
     c = links.send(2, 100_000)  # another link: not queued
-    assert abs((a - now) - 0.11) < 0.02
-    assert abs((b - now) - 0.21) < 0.02
-    assert abs((c - now) - 0.11) < 0.02
+    assert abs(a - 0.11) < 0.02
+    assert abs(b - 0.21) < 0.02
+    assert abs(c - 0.11) < 0.02
+
+
+def test_the_one_clock_is_this_nodes_own_and_an_offset_moves_every_reading():
+    t0, m0 = now(), time.monotonic()
+    offset_clock(300.0)
+    try:
+        assert 299.0 < (now() - time.monotonic()) - (t0 - m0) < 301.0
+        t = now()
+        wait_until(t + 0.02)  # deadlines are read on the same (offset) clock: no 300 s wait, no skipped wait
+        assert 0.02 - 1e-3 <= now() - t < 5.0
+        p = Pacer(emulate=True)  # made after the offset: durations are unchanged
+        p.resume()
+        p.done(0.02)
+        assert 0.02 - 1e-3 <= p.work_s < 5.0
+    finally:
+        offset_clock(0.0)
 
 
 def test_link_meter_measures_throughput_of_a_stream():
     m = LinkMeter()
     t = 1000.0
     for i in range(4):  # 1 MB every 0.5 s, sent back to back: 2 MB/s
-        m.delivered(3, 1e6, sent_at=t, usable_at=t + 0.5 * (i + 1))
+        m.delivered(3, 1e6, began=t, usable_at=t + 0.5 * (i + 1))
     assert abs(m.throughput()[3] - 2e6) < 1e3
 
 

@@ -6,15 +6,21 @@ round lasts as long as a slow agent's epoch; in a ComDML round the slow agents
 offload to the fast ones, whose helpers train the suffixes as the chunks arrive.
 Behaviour tests with wide margins (ComDML's round under 0.75x local's, where the
 clocks say ~0.35x), not timing benchmarks: benchmarks/realtime.py measures.
-Also: the wall-clock flags refuse what they cannot run, in one sentence.
+Also: no clock is compared across nodes (two actors' clocks set minutes apart change
+nothing), and the wall-clock flags refuse what they cannot run, in one sentence.
 """
 
+import numpy as np
 import pandas as pd
 import pytest
+import ray
 
 from benchmarks.run import main
 from comdml_ray.config import RunConfig
 from comdml_ray.experiment import run_experiment
+from comdml_ray.runtime.rounds import wall_round
+from comdml_ray.runtime.run import Run
+from comdml_ray.storage import OutDir
 from tests.conftest import quiet
 
 WALL = {
@@ -62,6 +68,58 @@ def test_comdml_round_is_shorter_in_wall_time_than_local(tmp_path):
     assert min(spb[2], spb[3]) > 3 * max(spb[0], spb[1])
 
 
+OFFSET_RUN = {"agents": 3, "rounds": 2, "train_samples": 360, "reference_gflops": 0.5, "eval_every": 100}
+
+
+def test_clocks_minutes_apart_change_no_round(tmp_path):
+    """The offloader's clock 5 minutes ahead, the helpers' 5 minutes behind: the same rounds, durations alike; and the ring's mean is exact.
+
+    One run of two rounds, then the same two rounds again from the same start (the agents
+    rebuilt, seeded) with the actors' clocks offset.  Were an arrival or a round's end read
+    against another node's clock, a message would wait 5 minutes (or not at all) and
+    `whole_s` would be off by 300 s.  Slow emulated devices (0.5 GFLOPS): every batch is
+    mostly padding, so the measured speeds, and the plans made from them, are the
+    profile's whatever else runs on the machine.
+    """
+    csv = tmp_path / "one_slow.csv"
+    csv.write_text("agent,slowdown,bandwidth_mbps\n0,1,100\n1,1,100\n2,6,100\n")
+    cfg = RunConfig(**(WALL | OFFSET_RUN), algorithm="comdml", heterogeneity=str(csv)).validate()
+    out = OutDir(str(tmp_path / "run")).check_writable()
+    run = Run(cfg, log=quiet, out_dir=out)
+    try:
+        same = [run.run_round(r) for r in range(cfg.rounds)]
+        p0 = pd.read_csv(tmp_path / "run" / "plan.csv")
+        run.reset_agents()  # as before round 0, warm-up included
+        ray.get(run.reducer.rewind.remote(None))
+        ray.get([run.hosts[g].offset_clock.remote(s) for g, s in {2: 300.0, 0: -300.0, 1: -300.0}.items()])
+        skew = [run.run_round(r) for r in range(cfg.rounds)]
+        p1, a1 = pd.read_csv(tmp_path / "run" / "plan.csv"), pd.read_csv(tmp_path / "run" / "agents.csv")
+        # the wall clock's all-reduce (a ring of 2(N-1) hops, as the clock charges it) is the exact weighted mean
+        be = run.backend
+        be.fetch(wall_round(be, cfg.rounds, comdml=True)[0])  # one more round's training: the models differ
+        before = np.stack(be.fetch([be.flat_model(run.owner[k], k) for k in range(3)])).astype(np.float64)
+        assert not np.allclose(before[0], before[2])
+        be.fetch(run.aggregate())
+        after = np.stack(be.fetch([be.flat_model(run.owner[k], k) for k in range(3)]))
+        sizes = run.setting.num_samples
+        assert np.abs(after - (sizes / sizes.sum()) @ before).max() < 1e-6
+    finally:
+        run.shutdown()
+    for x, y in zip(same, skew, strict=True):  # the deterministic columns: the same plan, work and models
+        assert x.pairs == y.pairs == 1
+        assert (x.bytes_offloaded, x.bytes_sent, x.round_virtual_s) == (y.bytes_offloaded, y.bytes_sent, y.round_virtual_s)
+        assert x.train_loss == y.train_loss
+        # durations: wide margins (a loaded machine), far below the 300 s a cross-node comparison would add or remove
+        assert 0.5 * x.round_virtual_s < y.round_wall_s < 3 * x.round_wall_s + 20
+    assert same[-1].test_accuracy == skew[-1].test_accuracy
+    cols = ["round", "agent", "partner", "split"]
+    assert (p0[cols].values == p1[cols].values).all()
+    wall = np.array([skew[r].round_wall_s for r in a1["round"]])
+    assert ((a1["whole_s"] > 0) & (a1["whole_s"] <= wall + 1e-6)).all()
+    spb = a1[a1["round"] == 1].set_index("agent")["observed_sec_per_batch"]
+    assert spb[2] > 4 * max(spb[0], spb[1])  # online profiling measured the offset nodes' speeds
+
+
 @pytest.mark.parametrize(
     "argv,fragment",
     [
@@ -69,6 +127,7 @@ def test_comdml_round_is_shorter_in_wall_time_than_local(tmp_path):
         (["--emulate", "--agents", "4"], "--emulate needs --clock wall"),
         (["--clock", "wall", "--agents", "4", "--agents-per-actor", "1", "--algorithm", "swift"], "local and comdml only"),
         (["--clock", "sundial", "--agents", "4"], "unknown --clock"),
+        (["--clock", "wall", "--agents", "4", "--agents-per-actor", "1", "--emulate", "links"], "--emulate takes 'compute'"),
     ],
 )
 def test_wall_clock_flags_refuse_what_they_cannot_run(argv, fragment, capsys, tmp_path):

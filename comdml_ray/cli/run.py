@@ -165,8 +165,12 @@ def _heterogeneity(p: argparse.ArgumentParser, d: RunConfig) -> None:
     )
     g.add_argument(
         "--emulate",
-        action="store_true",
-        help="with --clock wall: pad each agent's compute (sleep) to its profile's speed and delay transfers by its links",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="compute",
+        help="with --clock wall: pad each agent's compute (sleep) to its profile's speed and delay transfers by its links;"
+        " '--emulate compute' pads compute only and leaves the links to the cluster (a test bed's shaped links)",
     )
 
 

@@ -59,8 +59,8 @@ class Transfer:
     split: int  # split point m
     box: list[Any]  # [ObjectRef]: nested, so Ray hands the ref over instead of the value
     nbytes: int
-    sent_at: float  # wall time
-    usable_at: float  # wall time: emulated link delay (== sent_at without --emulate)
+    delay_s: float = 0.0  # the sender's emulated link delay, seconds from its sending (0: the link is real)
+    arrived: float = 0.0  # when it reached the receiver, on the receiver's clock (`emulation.now()`, set by its inbox)
     batches: int = 0  # batches in a chunk
     last: bool = False  # the offloader's last chunk of the round
 

@@ -1,11 +1,12 @@
 """The wall-clock round (`--clock wall`): one agent per actor, offloader and helper overlapped, peer to peer; mixed into AgentGroup.
 
 Owns what an agent does in a round timed by the wall clock (docs/method.md §3.7):
-- `wall_round(r, t0)`, one call per actor per round, no driver barrier inside:
+- `wall_round(r)`, one call per actor per round, no driver barrier inside:
   * an offloader i ships its suffix weights to its helper j, trains prefix + aux head
-    and puts every chunk of activations into the object store as soon as it is made,
-    sending the ref straight to j (`Transfer`, through the host's `send`, never the
-    driver); it then waits for j's trained suffix and loads it;
+    and hands every chunk of activations, as soon as it is made, to its sending thread,
+    which puts it into the object store and sends the ref straight to j (`Transfer`,
+    through the host's `send`, never the driver): training never waits on a send; it
+    then waits for j's trained suffix and loads it;
   * a helper j trains, one batch at a time, its offloaders' suffix batches whenever a
     chunk has arrived and its own batches otherwise: it waits only when it has no
     batch of its own left and no chunk is usable yet.  When an offloader's last batch
@@ -13,6 +14,14 @@ Owns what an agent does in a round timed by the wall clock (docs/method.md §3.7
   * anyone else trains its own model.
   The call returns when this agent's model is whole (an offloader: suffix loaded; a
   helper: its own and its offloaders' work done); the averaging then runs.
+- the receiving side, a fetching thread: every message is fetched (`store.get`, the
+  transfer itself on real links) as soon as its ref arrives, while the training
+  thread computes; the training thread only takes payloads already here (prefetch).
+  A message is usable at the moment it reached this node plus the sender's emulated
+  link delay (`--emulate`), or once fetched, whichever is later;
+- clocks: every time is `emulation.now()`, this node's own clock; a message carries a
+  delay (a duration), never a time stamp, and `PhaseReport.whole_s` is measured from
+  this call's start on this node (the driver adds its own planning seconds);
 - `warm_up()`: round 0's speed estimate, a few timed batches on a throwaway copy;
 - online profiling: after each round the agent's device seconds per full-model batch
   (`Pacer.work_s`; prefix and suffix batches counted at rho_s, rho_f) and the observed throughput of
@@ -20,7 +29,7 @@ Owns what an agent does in a round timed by the wall clock (docs/method.md §3.7
   `publish_states` announces for the next plan;
 - `averaging_pad_s()`: under --emulate, the seconds the averaging step lasts for this
   agent (its aux-head ring, then the model ring), as the virtual clock charges them.
-Compute is paced and transfers delayed by `emulation` under --emulate.  The host
+Compute is paced (`--emulate` or `--emulate compute`) and transfers delayed (`--emulate`) by `emulation`.  The host
 supplies `send(agent, Transfer)` and the queue `inbox_q` its inbox method fills.
 """
 
@@ -29,7 +38,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import queue
-import time
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -50,7 +59,7 @@ from comdml_ray.learning.training import (
 )
 from comdml_ray.method.messages import PhaseReport, Transfer
 from comdml_ray.timing.clock import AgentWork, aux_exchange
-from comdml_ray.timing.emulation import LinkMeter, Links, Pacer, wait_until
+from comdml_ray.timing.emulation import LinkMeter, Links, Pacer, now, wait_until
 
 OBSERVED_EMA = 0.7  # weight of the newest observation in an agent's estimates (speed, links) under the wall clock
 WARMUP_BATCHES = 3  # timed batches of round 0's warm-up (after one untimed)
@@ -92,7 +101,7 @@ class WallSteps:
         opt = make_sgd(model.parameters(), a.opt)
         idx = minibatches(a.num_samples, self.cfg.batch_size, 1, torch.Generator().manual_seed(self.cfg.seed + 31 * k + 7))
         train_full(model, a.x, a.y, idx[:1], opt)  # first batch: allocator and kernel warm-up, not timed
-        pacer, c = Pacer(self.cfg.emulate), float(self.setting.sec_per_batch(0)[k])
+        pacer, c = Pacer(self.cfg.emulate_compute), float(self.setting.sec_per_batch(0)[k])
         timed = on_device(idx[1 : 1 + WARMUP_BATCHES], a.x.device)
         self._settle()
         pacer.resume()
@@ -103,12 +112,14 @@ class WallSteps:
         a.sec_estimate = pacer.work_s / max(len(timed), 1)
         return a.sec_estimate
 
-    def wall_round(self, r: int, t0: float) -> PhaseReport:
-        """This agent's whole round on the wall clock; returns when its model is whole (t0: the driver's round start)."""
+    def wall_round(self, r: int) -> PhaseReport:
+        """This agent's whole round on the wall clock; returns when its model is whole (`whole_s`: from this call's start)."""
+        start = now()
         k = self._only_agent()
         a = self.agents[k]
-        rep, pacer = PhaseReport(), Pacer(self.cfg.emulate)
-        self._pending: list = []  # heap of (usable_at, n, Transfer) received but not yet usable
+        self._start_threads()
+        rep, pacer = PhaseReport(), Pacer(self.cfg.emulate_compute)
+        self._pending: list = []  # heap of (usable at, n, Transfer, payload, delivery began) fetched, not yet usable
         self._meter = LinkMeter()
         c = float(self.setting.sec_per_batch(r)[k])
         plan = self.plan if self.cfg.algorithm == "comdml" else None
@@ -118,7 +129,9 @@ class WallSteps:
         else:
             helped = [] if plan is None else [int(i) for i in np.flatnonzero(plan.partner == k)]
             equiv = self._own_and_help(r, k, helped, pacer, c, rep)
-        rep.whole_s[k] = time.time() - t0
+        self._send_q.join()  # every message of this round handed to Ray before the model counts as whole
+        self._raise_send_error()
+        rep.whole_s[k] = now() - start
         observed = pacer.work_s / max(equiv, 1e-9)
         rep.observed_spb[k] = observed
         a.sec_estimate = observed if a.sec_estimate is None else OBSERVED_EMA * observed + (1 - OBSERVED_EMA) * a.sec_estimate
@@ -146,7 +159,7 @@ class WallSteps:
         links = self._links(k)
         batches = a.round_batches()
         suffix = flatten(a.model, a.model.suffix_keys(m))
-        self._ship(Transfer("suffix", r, k, k, m, [], suffix.nbytes, 0, 0, batches=len(batches)), j, suffix, links)
+        self._ship(Transfer("suffix", r, k, k, m, [], suffix.nbytes, batches=len(batches)), j, suffix, links)
         stats, act, done = TrainStats(), 0, 0
         for chunk in train_prefix(
             a.model.prefix(m), a.aux_head(m), a.x, a.y, batches, a.prefix_optimizer(m), self.cfg.chunk_batches, stats, a.encoder
@@ -156,10 +169,10 @@ class WallSteps:
             done = stats.batches
             nbytes = sum(b.nbytes for b in chunk)
             act += nbytes
-            self._ship(Transfer("chunk", r, k, k, m, [], nbytes, 0, 0, batches=len(chunk), last=done == len(batches)), j, chunk, links)
+            self._ship(Transfer("chunk", r, k, k, m, [], nbytes, batches=len(chunk), last=done == len(batches)), j, chunk, links)
         self.aux_used[k] = m
-        back = self._next_usable(lambda t: t.kind == "back", f"agent {j}'s trained suffix")
-        unflatten_into(a.model, self.store.get(back.box[0]), a.model.suffix_keys(m))
+        _, back = self._next_usable(lambda t: t.kind == "back", f"agent {j}'s trained suffix")
+        unflatten_into(a.model, back, a.model.suffix_keys(m))
         rep.work[k] = AgentWork(k, prefix_batches=stats.batches, partner=j, split_row=row, bytes_offloaded=act)
         rep.add(k, stats.loss_sum, stats.batches, suffix.nbytes + act)
         return stats.batches * rho
@@ -200,14 +213,11 @@ class WallSteps:
         return equiv
 
     def _activate_usable(self, k: int, jobs: dict[int, _Help]) -> None:
-        """Open every received message whose emulated arrival time has passed."""
-        while self._pending and self._pending[0][0] <= time.time():
-            t = heapq.heappop(self._pending)[2]
+        """Open every fetched message whose arrival (emulated or real) has passed."""
+        while self._pending and self._pending[0][0] <= now():
+            usable, _, t, value, began = heapq.heappop(self._pending)
             h = jobs[t.offloader]
-            t_get = time.time()
-            value = self.store.get(t.box[0])
-            # emulated: the link delivered it at usable_at; real: the fetch is the observable transfer
-            self._meter.delivered(t.src, t.nbytes, t.sent_at, t.usable_at if self.cfg.emulate else t.sent_at + time.time() - t_get)
+            self._meter.delivered(t.src, t.nbytes, began, usable)
             if t.kind == "suffix":
                 a = self.agents[k]
                 h.split, h.total = t.split, t.batches
@@ -220,7 +230,7 @@ class WallSteps:
 
     def _return_suffix(self, r: int, k: int, h: _Help, links: Links, rep: PhaseReport, work: AgentWork) -> None:
         flat = flatten(h.holder, h.holder.suffix_keys(h.split))
-        self._ship(Transfer("back", r, k, h.offloader, h.split, [], flat.nbytes, 0, 0), h.offloader, flat, links)
+        self._ship(Transfer("back", r, k, h.offloader, h.split, [], flat.nbytes), h.offloader, flat, links)
         work.suffix_batches[h.offloader] = h.trainer.stats.batches
         rep.add(k, h.trainer.stats.loss_sum, h.trainer.stats.batches, flat.nbytes)
 
@@ -228,50 +238,96 @@ class WallSteps:
     def _links(self, k: int) -> Links:
         st = self.setting
         return Links(
-            self.cfg.emulate, {j: float(st.link_bw[k, j]) for j in range(st.n)}, {j: float(st.link_lat[k, j]) for j in range(st.n)}
+            self.cfg.emulate_links, {j: float(st.link_bw[k, j]) for j in range(st.n)}, {j: float(st.link_lat[k, j]) for j in range(st.n)}
         )
 
+    def _start_threads(self) -> None:
+        """This process's sending and fetching threads (once): transfers run beside training, never on its thread."""
+        if getattr(self, "_send_q", None) is not None:
+            return
+        self._send_q: queue.Queue = queue.Queue()
+        self._ready_q: queue.Queue = queue.Queue()
+        self._send_errors: list[BaseException] = []
+        threading.Thread(target=self._send_loop, name="wall-send", daemon=True).start()
+        threading.Thread(target=self._fetch_loop, name="wall-fetch", daemon=True).start()
+
     def _ship(self, t: Transfer, dst: int, payload, links: Links) -> None:
-        """Put payload in the store and send its ref to agent dst, stamped with when dst may use it."""
-        t.box = [self.store.put(payload)]
-        t.sent_at = time.time()
-        t.usable_at = links.send(dst, t.nbytes)
-        self.send(dst, t)
+        """Hand payload to the sending thread: it goes into the store and its ref to agent dst, with dst's emulated link delay."""
+        self._raise_send_error()
+        self._send_q.put((t, dst, payload, links))
+
+    def _send_loop(self) -> None:
+        while True:
+            t, dst, payload, links = self._send_q.get()
+            try:
+                t.box = [self.store.put(payload)]
+                t.delay_s = links.send(dst, t.nbytes)  # counted from now, on this node's clock
+                self.send(dst, t)
+            except Exception as e:  # raised on the training thread at its next send or at the round's end
+                self._send_errors.append(e)
+            finally:
+                self._send_q.task_done()
+
+    def _raise_send_error(self) -> None:
+        if self._send_errors:
+            raise self._send_errors.pop(0)
+
+    def _fetch_loop(self) -> None:
+        """Fetch every message's payload as soon as its ref arrives (`inbox_q`, stamped on arrival with this node's clock).
+
+        Usable at the arrival plus the sender's emulated link delay, or once fetched if
+        later; the link's delivery began at the arrival (emulated) or when the fetch
+        started (real: the fetch is the transfer).  A failed fetch is raised on the
+        training thread.
+        """
+        while True:
+            t = self.inbox_q.get()
+            began = now()
+            try:
+                value, err = self.store.get(t.box[0]), None
+            except Exception as e:  # a lost sender's object: the training thread raises it
+                value, err = None, e
+            got = now()
+            began = t.arrived if self.cfg.emulate_links else began
+            self._ready_q.put((max(t.arrived + t.delay_s, got), t, value, began, err))
 
     def _collect(self, timeout: float) -> None:
-        """Move inbox messages into the pending heap (waiting at most timeout seconds for the first)."""
+        """Move fetched messages into the pending heap (waiting at most timeout seconds for the first)."""
         counter = getattr(self, "_counter", None) or itertools.count()
         self._counter = counter
         try:
-            t = self.inbox_q.get(timeout=timeout) if timeout > 0 else self.inbox_q.get_nowait()
+            item = self._ready_q.get(timeout=timeout) if timeout > 0 else self._ready_q.get_nowait()
             while True:
-                heapq.heappush(self._pending, (t.usable_at, next(counter), t))
-                t = self.inbox_q.get_nowait()
+                usable, t, value, began, err = item
+                if err is not None:
+                    raise err
+                heapq.heappush(self._pending, (usable, next(counter), t, value, began))
+                item = self._ready_q.get_nowait()
         except queue.Empty:
             pass
 
     def _wait_for_pending(self, what: str) -> None:
         """Block until the earliest pending message is usable (a new message may come first and be earlier)."""
-        deadline = time.time() + WAIT_LIMIT_S
+        deadline = now() + WAIT_LIMIT_S
         while True:
-            now = time.time()
-            if self._pending and self._pending[0][0] <= now:
+            t = now()
+            if self._pending and self._pending[0][0] <= t:
                 return
-            if not self._pending and now > deadline:
+            if not self._pending and t > deadline:
                 raise TimeoutError(f"agent {self.ids[0]} waited {WAIT_LIMIT_S:.0f} s for {what}; a peer stopped.")
-            self._collect(max(self._pending[0][0] - now, 1e-3) if self._pending else 5.0)
+            self._collect(max(self._pending[0][0] - t, 1e-3) if self._pending else 5.0)
 
-    def _next_usable(self, match, what: str) -> Transfer:
-        """Wait for the message `match` accepts and for its emulated arrival; return it."""
+    def _next_usable(self, match, what: str) -> tuple[Transfer, object]:
+        """Wait for the message `match` accepts and for its arrival; return it and its payload."""
         while True:
-            for i, (_, _, t) in enumerate(self._pending):
+            for i, (usable, _, t, value, _began) in enumerate(self._pending):
                 if match(t):
                     self._pending.pop(i)
                     heapq.heapify(self._pending)
-                    wait_until(t.usable_at)
-                    return t
+                    wait_until(usable)
+                    return t, value
             self._collect(0.0)
-            if not any(match(t) for _, _, t in self._pending):
+            if not any(match(p[2]) for p in self._pending):
                 self._wait_for_pending(what)
 
     def averaging_pad_s(self) -> float:

@@ -43,6 +43,7 @@ from comdml_ray.method.agent import AgentGroup, AgentInfo
 from comdml_ray.runtime.backend import Backend
 from comdml_ray.runtime.cluster import failure_message
 from comdml_ray.runtime.telemetry import ActorTelemetry
+from comdml_ray.timing.emulation import now, offset_clock, wait_until
 
 GATHER_LIMIT_BYTES = 64 << 20  # the fleet's models (N x model floats) up to this are all-reduced by one allgather
 
@@ -255,19 +256,47 @@ class AgentHost(AgentGroup):
         if world > 1 and (how == "gather" or (how == "auto" and self._gather_fits())):
             return self._gathered(model, aux)
         if model:
-            acc = self.ring_start()
+            acc, sent_last = self.ring_start(), None
             for h in range(world):  # the block received at hop h started in group g-1-h; the last one is our own
                 owner = (g - 1 - h) % world
                 if world > 1:
+                    sent_last = acc  # at the last hop: group g+1's block, going home
                     acc = self._ring_hop(acc, owner)
                 acc = self.ring_add(acc, owner)
             lo, hi = self.ring_block(g)
             full = np.zeros(int(self._bounds()[-1]), dtype=np.float32)
             full[lo:hi] = acc
-            self.ring_finish(self._sum(full) if world > 1 else full)  # blocks are disjoint: the sum gathers them
+            if world > 1 and self._gather_by_hops():
+                self.ring_finish(self._ring_gather(full, sent_last))
+            else:
+                self.ring_finish(self._sum(full) if world > 1 else full)  # blocks are disjoint: the sum gathers them
         if aux:
             part = self.aux_partial()
             self.apply_aux(self._sum(part) if world > 1 else part)
+
+    def _gather_by_hops(self) -> bool:
+        """Gather the ring's summed blocks by hops round the ring instead of one collective sum (`WallHost`)."""
+        return False
+
+    def _ring_gather(self, full: np.ndarray, sent_last: np.ndarray) -> np.ndarray:
+        """The ring's gather half, when every group holds one agent: world - 2 hops of one block each.
+
+        The block group g sent at the reduction's last hop was group g+1's, already summed
+        (group g+1 adds nothing to its own block when it holds one agent): g holds its own
+        block and g+1's.  Each hop then passes on the block received last (at hop s, group
+        g-s's), so with the reduction's world hops every group sends 2(world - 1) blocks:
+        the ring the clock charges.  The sums are the same bits as `_sum`'s.
+        """
+        g, world = self.group_id, self.collective[1]
+        lo, hi = self.ring_block((g + 1) % world)
+        full[lo:hi] = sent_last
+        cur = full[slice(*self.ring_block(g))]
+        for s in range(1, world - 1):
+            owner = (g - s) % world
+            cur = self._ring_hop(np.ascontiguousarray(cur), owner)
+            lo, hi = self.ring_block(owner)
+            full[lo:hi] = cur
+        return full
 
     def _gather_fits(self) -> bool:
         return self.cfg.agents * int(self._bounds()[-1]) * 4 <= GATHER_LIMIT_BYTES
@@ -388,17 +417,26 @@ class WallHost(AgentHost):
 
     @ray.method(concurrency_group="inbox")
     def inbox(self, message: Any) -> None:
+        """A peer's message: stamped with its arrival on this node's clock, then fetched by the round's fetching thread."""
+        message.arrived = now()
         self.inbox_q.put(message)
 
+    def _gather_by_hops(self) -> bool:
+        return all(len(ids) == 1 for ids in self.setting.groups)
+
+    def offset_clock(self, seconds: float) -> None:
+        """Fault injection: this process's clock (`emulation.now`) runs `seconds` off the other nodes'."""
+        offset_clock(seconds)
+
     def allreduce(self, model: bool, aux: bool, how: str, *after) -> None:
-        """The collective; under --emulate it then lasts at least the clock's aux-head and model exchange seconds."""
-        import time
+        """The collective; under --emulate (links included) it then lasts at least the clock's aux-head and model exchange seconds.
 
-        from comdml_ray.timing.emulation import wait_until
-
-        entry = time.time()
-        super().allreduce(model, aux, how, *after)
-        if self._args[2].emulate:
+        The model moves as the clock charges it: a ring of 2(N-1) hops of one block each
+        (`_ring_gather`), not one allgather of N models ("auto"; COMDML_ALLREDUCE still forces one).
+        """
+        entry = now()
+        super().allreduce(model, aux, "ring" if how == "auto" else how, *after)
+        if self._args[2].emulate_links:
             wait_until(entry + self.averaging_pad_s())
 
 

@@ -99,9 +99,9 @@ class Backend:
     def warm_up(self, g: int) -> Handle[float]:
         return self._call(g, AgentGroup.warm_up)
 
-    def wall_round(self, g: int, r: int, t0: float) -> Handle[PhaseReport]:
+    def wall_round(self, g: int, r: int) -> Handle[PhaseReport]:
         """The group's whole overlapped round; its peers' messages reach it directly (`actors.WallHost`)."""
-        return self._call(g, AgentGroup.wall_round, r, t0)
+        return self._call(g, AgentGroup.wall_round, r)
 
     def gossip_put(self, g: int) -> Handle[dict[int, Shipped]]:
         return self._call(g, AgentGroup.gossip_put)

@@ -70,18 +70,22 @@ class RoundReducer:
                 f.start(before_round)
 
     def reduce(
-        self, r: int, round_start: float, plan: Any, *reports: PhaseReport, round_end: float | None = None
+        self, r: int, round_start: float, plan: Any, *reports: PhaseReport, wall: tuple[float, float] | None = None
     ) -> tuple[RoundRow | list[dict], ...]:
-        """(the round's row, actor 0's agents' metric rows, actor 1's, ...): call with num_returns = 1 + actors."""
+        """(the round's row, actor 0's agents' metric rows, actor 1's, ...): call with num_returns = 1 + actors.
+
+        `wall` (--clock wall): the round's seconds and the seconds before the agents' calls
+        started, both measured by the driver on its own clock.
+        """
         row, agent_rows, plan_rows = sync_round_rows(r, self.setting, self.splits, self.aggregation, list(reports), plan)
         if not self.opened:
             self.opened = True
             self.rewind(self.keep_before)
-        # the driver's round start (and, on the wall clock, its end): same node, same clock
-        wall = (round_end if round_end is not None else time.time()) - round_start
+        # the driver's round start (same node, same clock), or on the wall clock the driver's own measurement
+        secs = wall[0] if wall is not None else time.time() - round_start
         for a in agent_rows:
-            a.wall_time_s = wall
-        xa, xp = self._observed(list(reports), wall) if self.wall else ({}, {})
+            a.wall_time_s = secs
+        xa, xp = self._observed(list(reports), secs, wall[1] if wall is not None else 0.0) if self.wall else ({}, {})
         self.files["agents.csv"].append(dataclasses.asdict(a) | xa.get(a.agent, {}) for a in agent_rows)
         self.files["plan.csv"].append(dataclasses.asdict(p) | xp.get(p.agent, {}) for p in plan_rows)
         by_group: dict[int, list[dict]] = {}
@@ -90,14 +94,16 @@ class RoundReducer:
             by_group.setdefault(self.owner[a["agent"]], []).append(a)
         return (row, *(by_group.get(g, []) for g in range(self.setting.num_groups)))
 
-    def _observed(self, reports: list[PhaseReport], wall: float) -> tuple[dict, dict]:
+    def _observed(self, reports: list[PhaseReport], wall: float, lead: float) -> tuple[dict, dict]:
         """--clock wall: per agent, when its model was whole, its device seconds per batch, and its observed finish.
 
-        The observed finish is comparable with the plan's predicted one: the time until
-        the model was whole plus the averaging step as it really lasted (the round's
-        end, called after the averaging, minus the last agent's whole time).
+        `whole_s` counts from the round's start: the driver's `lead` seconds (planning, the
+        calls) plus the agent's own seconds from its call's start to its model whole.  The
+        observed finish is comparable with the plan's predicted one: the time until the
+        model was whole plus the averaging step as it really lasted (the round's seconds
+        minus the last agent's whole time).
         """
-        whole = {k: v for rep in reports for k, v in rep.whole_s.items()}
+        whole = {k: lead + v for rep in reports for k, v in rep.whole_s.items()}
         spb = {k: v for rep in reports for k, v in rep.observed_spb.items()}
         avg = wall - max(whole.values(), default=0.0)
         agents = {k: {"whole_s": whole.get(k), "observed_sec_per_batch": spb.get(k)} for k in whole}

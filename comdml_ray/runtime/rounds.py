@@ -5,7 +5,7 @@ Owns
   gathered into one object, a plan on every group, digests compared, then the train,
   helper and finish phases with each ref routed only where it is needed.  Returns the
   handles of the groups' reports and of the plan (None for local), and the digests;
-- `wall_round(be, r, comdml, t0)`: the same for `--clock wall`: one overlapped call per
+- `wall_round(be, r, comdml)`: the same for `--clock wall`: one overlapped call per
   group after the plan (offloaders and helpers message each other, no barrier);
 - `average(be, setting, aggregation, aux)`: start the averaging step (one collective,
   or one gossip step plus an aux-only collective) and return what to wait for.
@@ -58,7 +58,7 @@ def _plan(be: Backend, r: int, fetch) -> tuple[list[list[Any]], list[PlanDigest]
     return planned, digests
 
 
-def wall_round(be: Backend, r: int, comdml: bool, t0: float, fetch=None) -> tuple[list[Any], Any]:
+def wall_round(be: Backend, r: int, comdml: bool, fetch=None) -> tuple[list[Any], Any]:
     """Start round r on the wall clock (`wall_steps`): for ComDML the same plan, then one overlapped call per group.
 
     No barrier between offloaders and helpers: they message each other; each call
@@ -69,7 +69,7 @@ def wall_round(be: Backend, r: int, comdml: bool, t0: float, fetch=None) -> tupl
     if comdml:
         planned, _ = _plan(be, r, fetch)
         plan = planned[0][1]
-    return [be.wall_round(g, r, t0) for g in range(be.num_groups)], plan
+    return [be.wall_round(g, r) for g in range(be.num_groups)], plan
 
 
 def average(be: Backend, st: Setting, aggregation: str, aux: bool, fetch=None, after: list | tuple = ()) -> list[Any]:

@@ -46,6 +46,7 @@ from comdml_ray.runtime.reducer import RoundReducerActor
 from comdml_ray.runtime.rounds import average, train_round, wall_round
 from comdml_ray.runtime.telemetry import with_idle_share
 from comdml_ray.storage import OutDir
+from comdml_ray.timing.emulation import now
 from comdml_ray.timing.setting import Setting
 
 
@@ -246,8 +247,9 @@ class Run(RunRecovery):
         self.inject_faults(r)
         comdml = self.cfg.algorithm == "comdml"
         if self.cfg.clock == "wall":
-            row = self._wall_round(r, start, comdml)
-            t_end = time.perf_counter()
+            t_start = now()  # the round's wall time: the driver's own clock, start to end of the averaging
+            row = self._wall_round(r, start, t_start, comdml)
+            wall_s = now() - t_start
         else:
             reports, plan = train_round(be, r, comdml=comdml, fetch=self._fetch)
             reduced = self._reduce(r, start, plan, reports)
@@ -266,26 +268,29 @@ class Run(RunRecovery):
             be.record_metrics(0, [], row.test_accuracy)
         row.round_wall_s = time.perf_counter() - t0
         if self.cfg.clock == "wall":
-            row.round_wall_s, row.eval_wall_s = t_end - t0, time.perf_counter() - t_end
+            row.round_wall_s, row.eval_wall_s = wall_s, row.round_wall_s - wall_s
         row.driver_calls, row.driver_bytes = be.calls - calls0, self.received
         row.driver_cpu_s = time.process_time() - cpu0
         return row
 
-    def _wall_round(self, r: int, start: float, comdml: bool) -> RoundRow:
+    def _wall_round(self, r: int, start: float, t_start: float, comdml: bool) -> RoundRow:
         """--clock wall: the overlapped round, the averaging as soon as every model is whole, then the rows.
 
         The collective waits for the reports themselves (a dead actor cancels it), not for
-        the reducer, which is called after it with the round's end.
+        the reducer, which is called after it with the round's seconds.  Every duration is
+        read on one clock: the round's and the planning's on the driver's (`t_start`), each
+        agent's `whole_s` on its own node from its call's start; the reducer adds the two.
         """
-        reports, plan = wall_round(self.backend, r, comdml, start, fetch=self._fetch)
+        reports, plan = wall_round(self.backend, r, comdml, fetch=self._fetch)
+        lead_s = now() - t_start  # planning and the calls that start the round, before any agent's clock starts
         self._fetch(self.aggregate(after=reports))
-        end = time.time()
-        return self._fetch([self._reduce(r, start, plan, reports, round_end=end)])[0]
+        wall_s = now() - t_start
+        return self._fetch([self._reduce(r, start, plan, reports, wall=(wall_s, lead_s))])[0]
 
-    def _reduce(self, r: int, start: float, plan, reports: list, round_end: float | None = None):
+    def _reduce(self, r: int, start: float, plan, reports: list, wall: tuple[float, float] | None = None):
         """The reducer's call for round r; forwards each actor its agents' metric rows (refs: the driver does not fetch them). Returns the row's ref."""
         be = self.backend
-        row, *metrics = self.reducer.reduce.options(num_returns=1 + be.num_groups).remote(r, start, plan, *reports, round_end=round_end)
+        row, *metrics = self.reducer.reduce.options(num_returns=1 + be.num_groups).remote(r, start, plan, *reports, wall=wall)
         for g, rows in enumerate(metrics):
             be.record_metrics(g, rows, None)
         return row

@@ -15,10 +15,19 @@ Owns
 - `Links`: one agent's outbound links.  A transfer of B bytes to j becomes usable at
   j at B / bandwidth_ij + latency_ij after it starts, and transfers on one link queue
   behind each other (one NIC per link end, as the clock assumes).  The sender stamps
-  each message with that time (`usable_at`, the node's wall clock); the receiver
-  waits until then (`wait_until`).  Without `--emulate` a message is usable at once;
+  each message with that delay counted from the moment it is sent (`delay_s`, a
+  duration on the sender's clock); the receiver adds it to the moment the message
+  reached it (its own clock) and waits until then.  Only links paced by emulation
+  delay (`--emulate`, links included); otherwise the delay is 0 and the link is
+  whatever the cluster's link is (the receiver's fetch of the payload);
 - `LinkMeter`: the receiver's observed throughput of each inbound link (bytes over
-  the time the link was busy delivering them), for online profiling.
+  the time the link was busy delivering them, both ends of that time read here), for
+  online profiling;
+- `now()`: the one clock a wall-clock round reads: this node's monotonic clock.  Every
+  duration and deadline of a wall round is a difference of two readings on one node;
+  no reading is ever compared with another node's.  `offset_clock` shifts this node's
+  readings (fault injection: a test gives one node a clock minutes off and checks that
+  the rounds do not change).
 No Ray, no torch.
 """
 
@@ -26,10 +35,22 @@ from __future__ import annotations
 
 import time
 
+_CLOCK = {"offset_s": 0.0}  # this process's clock offset (`offset_clock`); 0 unless a fault is injected
 
-def wait_until(t_wall: float) -> None:
-    """Sleep until the node's wall clock reaches t_wall (no-op if it has)."""
-    dt = t_wall - time.time()
+
+def now() -> float:
+    """This node's clock in seconds: monotonic, so only differences of two readings on this node mean anything."""
+    return time.monotonic() + _CLOCK["offset_s"]
+
+
+def offset_clock(seconds: float) -> None:
+    """Shift every later `now()` in this process by `seconds` (fault injection: clocks that disagree across nodes)."""
+    _CLOCK["offset_s"] = float(seconds)
+
+
+def wait_until(t: float) -> None:
+    """Sleep until `now()` reaches t (no-op if it has)."""
+    dt = t - now()
     if dt > 0:
         time.sleep(dt)
 
@@ -39,54 +60,54 @@ class Pacer:
 
     def __init__(self, emulate: bool):
         self.emulate = emulate
-        self.mark = time.monotonic()  # when the device is next free (emulated), or when the last item ended
+        self.mark = now()  # when the device is next free (emulated), or when the last item ended
         self.item_from = self.mark  # when the current work item started (the previous one's end, or a resume)
         self.work_s = 0.0  # device seconds of the items done: each max(real, target) under emulation, real without
         self.overrun_s = 0.0  # seconds the real work took beyond its targets (emulation could not slow it down)
 
     def resume(self) -> None:
         """The device starts work after a wait (or at the round's start): no banked time."""
-        now = time.monotonic()
-        self.mark = max(self.mark, now)
-        self.item_from = now
+        t = now()
+        self.mark = max(self.mark, t)
+        self.item_from = t
 
     def done(self, target_s: float) -> None:
         """One work item has just finished; sleep until it has lasted target_s (emulation only).
 
-        Work between items (putting a chunk in the store, sending its ref) counts in the next item.
+        Work between items on the training thread (handing a chunk to the sending thread) counts in the next item.
         """
-        now = time.monotonic()
-        real = now - self.item_from
+        t = now()
+        real = t - self.item_from
         if not self.emulate:
             self.work_s += real
-            self.mark = self.item_from = now
+            self.mark = self.item_from = t
             return
         self.work_s += max(real, target_s)
         self.mark += target_s
-        if self.mark > now:
-            time.sleep(self.mark - now)
+        if self.mark > t:
+            time.sleep(self.mark - t)
         else:
-            self.overrun_s += now - self.mark
-        self.item_from = time.monotonic()
+            self.overrun_s += t - self.mark
+        self.item_from = now()
 
 
 class Links:
-    """The sender's side of its links: when each transfer becomes usable at its destination."""
+    """The sender's side of its links: how long after its sending each transfer becomes usable at its destination."""
 
     def __init__(self, emulate: bool, bandwidth: dict[int, float] | None = None, latency: dict[int, float] | None = None):
         self.emulate = emulate
         self.bw = bandwidth or {}
         self.lat = latency or {}
-        self.free: dict[int, float] = {}  # wall time each outbound link finishes its queued transfers
+        self.free: dict[int, float] = {}  # `now()` at which each outbound link finishes its queued transfers
 
     def send(self, j: int, nbytes: float) -> float:
-        """Start sending nbytes to j now; the wall time at which j may use them."""
-        now = time.time()
+        """Start sending nbytes to j now; seconds from now until j may use them (0 when links are not emulated)."""
+        t = now()
         if not self.emulate:
-            return now
-        start = max(now, self.free.get(j, 0.0))
+            return 0.0
+        start = max(t, self.free.get(j, t))
         self.free[j] = start + nbytes / self.bw[j]
-        return self.free[j] + self.lat[j]
+        return self.free[j] + self.lat[j] - t
 
 
 class LinkMeter:
@@ -97,9 +118,9 @@ class LinkMeter:
         self.secs: dict[int, float] = {}
         self.last: dict[int, float] = {}
 
-    def delivered(self, src: int, nbytes: float, sent_at: float, usable_at: float) -> None:
-        """A message from src sent at sent_at (wall) was usable here at usable_at (wall)."""
-        begin = max(sent_at, self.last.get(src, sent_at))  # queued behind the previous message on that link
+    def delivered(self, src: int, nbytes: float, began: float, usable_at: float) -> None:
+        """A message from src whose delivery began here at `began` was usable at `usable_at` (both `now()` on this node)."""
+        begin = max(began, self.last.get(src, began))  # queued behind the previous message on that link
         self.bytes[src] = self.bytes.get(src, 0.0) + nbytes
         self.secs[src] = self.secs.get(src, 0.0) + max(usable_at - begin, 1e-6)
         self.last[src] = max(usable_at, self.last.get(src, usable_at))
