@@ -59,7 +59,7 @@ class Averaging:
     def _bounds(self) -> np.ndarray:
         """Chunk c of the flat model belongs to agent c: [bounds[c], bounds[c+1]) (the model's size never changes: computed once)."""
         if "_bounds_of_chunks" not in self.__dict__:
-            size = flatten(next(iter(self.agents.values())).model).size
+            size = next(iter(self.agents.values())).flat().size
             self._bounds_of_chunks = np.linspace(0, size, self.cfg.agents + 1).astype(np.int64)
         return self._bounds_of_chunks
 
@@ -75,7 +75,7 @@ class Averaging:
         agent at a time in float32: here from agent c to this group's last agent.
         """
         share = self.setting.shares
-        self._scaled = {k: flatten(a.model) * np.float32(share[k]) for k, a in self.agents.items()}
+        self._scaled = {k: a.flat() * np.float32(share[k]) for k, a in self.agents.items()}
         b, (lo, hi) = self._bounds(), self.ring_block(self.group_id)
         acc = np.zeros(hi - lo, dtype=np.float32)
         for k in self.ids:  # agent k adds to the chunks c <= k
@@ -110,7 +110,7 @@ class Averaging:
             share, size = self.setting.shares, int(self._bounds()[-1])
             x = np.zeros((self._gather_width(), size), dtype=np.float32)
             for i, k in enumerate(self.ids):
-                x[i] = flatten(self.agents[k].model) * np.float32(share[k])  # as ring_start scales
+                x[i] = self.agents[k].flat() * np.float32(share[k])  # as ring_start scales
             parts.append(x.ravel())
         if aux:
             parts.append(self.aux_partial().view(np.float32))
@@ -136,9 +136,9 @@ class Averaging:
             self.apply_aux(total)
 
     def ring_finish(self, full: np.ndarray) -> None:
-        """Every agent takes the summed model (the exact data-weighted mean, to float32 rounding)."""
+        """Every agent takes the summed model (the exact data-weighted mean, to float32 rounding): one vector, held once."""
         for a in self.agents.values():
-            unflatten_into(a.model, full)
+            a.set_weights(full)
         self._scaled = {}
 
     # ------------------------------------------------------------------ aux heads: a float64 sum per split group
@@ -167,7 +167,7 @@ class Averaging:
 
     # ------------------------------------------------------------------ gossip
     def gossip_put(self) -> dict[int, Shipped]:
-        return {k: Shipped.of(self.store, flatten(a.model)) for k, a in self.agents.items()}
+        return {k: Shipped.of(self.store, a.flat()) for k, a in self.agents.items()}
 
     def gossip_mix(self, models: dict[int, Any]) -> None:
         """x_i <- sum_j W_ij x_j over i's neighbours and itself (Metropolis-Hastings weights)."""
@@ -179,4 +179,4 @@ class Averaging:
             js = [k, *nbrs[k]]
             vecs = self.store.get([models[j].ref for j in js])
             mixed = np.tensordot(w[k, js], np.stack(vecs).astype(np.float64), axes=1)
-            unflatten_into(a.model, mixed.astype(np.float32))
+            a.set_weights(mixed.astype(np.float32))

@@ -48,10 +48,12 @@ def plan_digest(plan: Plan) -> str:
 
 def problem_from_states(states: list[AgentState], prof: SplitProfile, exchange_s: np.ndarray, helpers_can_serve: int) -> OffloadProblem:
     profiles = [AgentProfile(s.agent, 1.0, s.bandwidth_Bps, s.latency_s) for s in states]
-    bw, lat = link_matrices(profiles)
-    for s in states:  # online profiling (wall clock): observed throughput of links used before, both directions
-        for src, bps in s.links:
-            bw[src, s.agent] = bw[s.agent, src] = bps
+    bw, lat = link_matrices(profiles)  # computed where the solver reads them, never N x N in memory
+    if any(s.links for s in states):  # online profiling (wall clock): observed throughput of links used before, both directions
+        bw = np.asarray(bw)
+        for s in states:
+            for src, bps in s.links:
+                bw[src, s.agent] = bw[s.agent, src] = bps
     return OffloadProblem(
         batches=np.array([s.batches for s in states], dtype=float),
         sec_per_batch=np.array([s.sec_per_batch for s in states]),
@@ -112,10 +114,12 @@ class ComdmlSteps:
         owner = self.setting.owner
         for k in [k for k in self.ids if plan is not None and plan.partner[k] >= 0]:
             out = self._offload(k, rep)
+            self.agents[k].park()  # back to flat state: one live module at a time
             outs[owner[out.helper]].append(out)
         for k in self.ids:
             if k not in rep.work:
                 stats = self.agents[k].train_alone()
+                self.agents[k].park()
                 rep.work[k] = AgentWork(k, own_batches=stats.batches)
                 rep.add(k, stats.loss_sum, stats.batches, 0)
         return (rep, *[outs[h] for h in dests]) if dests else rep
@@ -166,3 +170,4 @@ class ComdmlSteps:
             for k, shipped in d.items():
                 a = self.agents[k]
                 unflatten_into(a.model, shipped.open(self.store), a.model.suffix_keys(self.aux_used[k]))
+                a.park()
