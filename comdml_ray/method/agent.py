@@ -18,6 +18,7 @@ in an actor) and copies only its agents' shards.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -41,7 +42,6 @@ from comdml_ray.learning.training import (
     make_sgd,
     minibatches,
     train_full,
-    unflatten_into,
 )
 from comdml_ray.method.async_steps import AsyncSteps
 from comdml_ray.method.averaging import Averaging
@@ -66,6 +66,12 @@ def _int_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: t.detach().clone() for n, t in model.state_dict().items() if not t.is_floating_point()}
 
 
+def _entries(model: torch.nn.Module) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+    """The model's state tensors (the live ones, not copies): floating in state_dict order (`training.flatten`'s), and the others by name."""
+    sd = model.state_dict(keep_vars=True)
+    return [t for t in sd.values() if t.is_floating_point()], {n: t for n, t in sd.items() if not t.is_floating_point()}
+
+
 class ModulePool:
     """The live modules of one model kind in this process: agents between rounds hold flat state and borrow one to train.
 
@@ -84,6 +90,7 @@ class ModulePool:
         self.initial_int_state = _int_state(self.template)
         self.free: list[SplitModel] = []
         self.created = 0
+        self._entries: dict[int, tuple[list[torch.Tensor], dict[str, torch.Tensor]]] = {}  # id(module) -> its state tensors
 
     @classmethod
     def of(cls, model: str, data_meta: tuple[int, int, int], device: torch.device, seed: int) -> ModulePool:
@@ -96,7 +103,34 @@ class ModulePool:
         if self.free:
             return self.free.pop()
         self.created += 1
-        return copy.deepcopy(self.template)  # no RNG drawn: the weights are overwritten anyway
+        module = copy.deepcopy(self.template)  # no RNG drawn: the weights are overwritten anyway
+        self._entries[id(module)] = _entries(module)
+        return module
+
+    def flat(self, module: SplitModel) -> np.ndarray:
+        """`training.flatten(module)`, from the module's state tensors listed once (state_dict() is slow at 10,000 agents)."""
+        floats = self._entries[id(module)][0]
+        return torch.cat([t.detach().reshape(-1).to(torch.float32) for t in floats]).cpu().numpy()
+
+    def load(self, module: SplitModel, vec: np.ndarray, int_state: dict[str, torch.Tensor]) -> None:
+        """`training.unflatten_into(module, vec)` and the non-floating entries, into the listed tensors."""
+        floats, ints = self._entries[id(module)]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")  # only read
+            t = torch.from_numpy(np.ascontiguousarray(vec, dtype=np.float32)).to(floats[0].device)
+        off = 0
+        with torch.no_grad():
+            for x in floats:
+                n = x.numel()
+                x.copy_(t[off : off + n].view_as(x))
+                off += n
+            for n, x in int_state.items():
+                ints[n].copy_(x)
+        if off != t.numel():
+            raise ValueError(f"flat vector has {t.numel()} values, the model holds {off}")
+
+    def int_state(self, module: SplitModel) -> dict[str, torch.Tensor]:
+        return {n: t.detach().clone() for n, t in self._entries[id(module)][1].items()}
 
     def give(self, module: SplitModel) -> None:
         for p in module.parameters():
@@ -144,12 +178,7 @@ class Agent:
         """The agent's live module: taken from the pool and loaded from the flat state on first use (see `park`)."""
         if self._live is None:
             live = self.pool.take()
-            unflatten_into(live, self.weights)
-            if self.int_state:
-                sd = live.state_dict()
-                with torch.no_grad():
-                    for n, t in self.int_state.items():
-                        sd[n].copy_(t)
+            self.pool.load(live, self.weights, self.int_state)
             self._live = live
             self._bind_optimizers()
         return self._live
@@ -163,7 +192,7 @@ class Agent:
 
     def flat(self) -> np.ndarray:
         """The model's floating state as one flat float32 vector (the stored one when not live: do not write into it)."""
-        return flatten(self._live) if self._live is not None else self.weights
+        return self.pool.flat(self._live) if self._live is not None else self.weights
 
     def park(self) -> None:
         """Back to flat state: weights (kept as the same object when unchanged, so a shared model stays shared),
@@ -171,21 +200,21 @@ class Agent:
         live = self._live
         if live is None:
             return
-        w = flatten(live)
+        w = self.pool.flat(live)
         if not (w.shape == self.weights.shape and np.array_equal(w.view(np.uint32), np.asarray(self.weights).view(np.uint32))):
             self.weights = w
-        self.int_state = _int_state(live)
+        self.int_state = self.pool.int_state(live)
         self._live = None
         self.pool.give(live)
 
     def int_entries(self) -> dict[str, torch.Tensor]:
         """The non-floating model entries (BatchNorm's batch counters), copied."""
-        return _int_state(self._live) if self._live is not None else {n: t.clone() for n, t in self.int_state.items()}
+        return self.pool.int_state(self._live) if self._live is not None else {n: t.clone() for n, t in self.int_state.items()}
 
     def set_weights(self, vec: np.ndarray) -> None:
         """The model's floating state becomes `vec` (held, not copied: agents given one vector share it)."""
         if self._live is not None:
-            self.int_state = _int_state(self._live)
+            self.int_state = self.pool.int_state(self._live)
             self.pool.give(self._live)
             self._live = None
         self.weights = vec
