@@ -71,8 +71,15 @@ class MemoryWatch:
     A local Ray started by the driver (GCS, raylet, dashboard, the agent actors and
     their share of the object store's shared memory) lives in that tree, so the peak
     is the run's own footprint, unaffected by other programs on the machine.  With
-    --address only the driver is counted.  Sampled once a second.
+    --address only the driver is counted.  Sampled once a second, or less often when a
+    sample is costly: the kernel walks every page of a process to sum its PSS (at 10,000
+    agents ~0.1 s a sample, which at once a second was most of the driver's CPU and a
+    tenth of a core taken from the actors), so the watch waits `COST_FACTOR` times what
+    the last sample took, at most `MAX_INTERVAL_S`.
     """
+
+    COST_FACTOR = 25.0  # at most ~4% of one core
+    MAX_INTERVAL_S = 5.0
 
     def __init__(self, interval_s: float = 1.0) -> None:
         self.interval_s = interval_s
@@ -92,8 +99,10 @@ class MemoryWatch:
 
     def _loop(self) -> None:
         while True:
+            t0 = time.thread_time()
             self.peak = max(self.peak, self.sample())
-            if self._stop.wait(self.interval_s):
+            cost = time.thread_time() - t0
+            if self._stop.wait(min(max(self.interval_s, self.COST_FACTOR * cost), self.MAX_INTERVAL_S)):
                 return
 
     def stop(self) -> float:
