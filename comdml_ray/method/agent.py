@@ -265,6 +265,11 @@ class Agent:
         batches, stream[:] = stream[:k], stream[k:]
         return batches
 
+    def suffix_holder(self) -> SplitModel:
+        """A module of the pool to hold a partner's suffix (give it back after): only the suffix's floating entries are
+        written and read; building a fresh model for every offload was a sixth of a 10,000-agent helper phase."""
+        return self.pool.take()
+
     def blank_model(self) -> SplitModel:
         """A model of the same architecture to hold a partner's suffix (weights overwritten)."""
         return build_model(self.cfg.model, *self.data_meta).to(self.device)

@@ -149,7 +149,7 @@ class ComdmlSteps:
         owner = self.setting.owner
         for off in (o for lst in inbound for o in lst):
             helper = self.agents[off.helper]
-            holder = helper.blank_model()
+            holder = helper.suffix_holder()
             unflatten_into(holder, off.suffix.open(self.store), holder.suffix_keys(off.split))
             refs = off.chunk_refs
             lrs = helper.schedule.for_batches(round_idx, len(refs) * self.cfg.chunk_batches)  # the offloader's round's rates
@@ -159,6 +159,7 @@ class ComdmlSteps:
                     self.store.prefetch([refs[i + 1]])  # fetch the next chunk while training on this one
                 trainer.train_chunk(self.store.get(ref))  # one copy to the device per chunk
             trained = Shipped.of(self.store, flatten(holder, holder.suffix_keys(off.split)))
+            helper.pool.give(holder)
             returns[owner[off.offloader]][off.offloader] = trained
             rep.work.setdefault(off.helper, AgentWork(off.helper)).suffix_batches[off.offloader] = trainer.stats.batches
             rep.add(off.helper, trainer.stats.loss_sum, trainer.stats.batches, trained.nbytes)
