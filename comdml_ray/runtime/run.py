@@ -259,8 +259,11 @@ class Run(RunRecovery):
             t_end = time.perf_counter()
         else:
             reports, plan = train_round(be, r, comdml=comdml, fetch=self._fetch)
-            reduced = self._reduce(r, start, plan, reports)
-            acks = self.aggregate(after=[reduced])  # starts only once every actor's reports are in
+            reduced, metrics = self._reduce_call(r, start, plan, reports)
+            # The collective waits for the reports (a lost actor cancels it), not for the reducer, which runs beside it;
+            # the actors record their agents' metrics after it (an actor runs its calls in the order they were made).
+            acks = self.aggregate(after=reports)
+            self._forward_metrics(metrics)
             row = self._fetch([reduced, *acks])[0]
         be.calls += 1
         row.virtual_time_s = virtual_before + row.round_virtual_s
@@ -293,11 +296,20 @@ class Run(RunRecovery):
 
     def _reduce(self, r: int, start: float, plan, reports: list, round_end: float | None = None):
         """The reducer's call for round r; forwards each actor its agents' metric rows (refs: the driver does not fetch them). Returns the row's ref."""
-        be = self.backend
-        row, *metrics = self.reducer.reduce.options(num_returns=1 + be.num_groups).remote(r, start, plan, *reports, round_end=round_end)
-        for g, rows in enumerate(metrics):
-            be.record_metrics(g, rows, None)
+        row, metrics = self._reduce_call(r, start, plan, reports, round_end)
+        self._forward_metrics(metrics)
         return row
+
+    def _reduce_call(self, r: int, start: float, plan, reports: list, round_end: float | None = None) -> tuple:
+        """(the ref of round r's row, the refs of each actor's metric rows): the reducer's call, started."""
+        row, *metrics = self.reducer.reduce.options(num_returns=1 + self.backend.num_groups).remote(
+            r, start, plan, *reports, round_end=round_end
+        )
+        return row, metrics
+
+    def _forward_metrics(self, metrics: list) -> None:
+        for g, rows in enumerate(metrics):
+            self.backend.record_metrics(g, rows, None)
 
     def _fetch(self, handles: list) -> list:
         values = self.backend.fetch(handles)
