@@ -2,7 +2,13 @@
 
 Owns
 - `Agent`: one agent's shard, model, auxiliary heads, seeded generator, profile and
-  speed estimate, and its own local training;
+  speed estimate, and its own local training.  Between uses its model is compact
+  state: the floating entries as one flat float32 vector (the very object every agent
+  of the group holds after an exact all-reduce), the BatchNorm counters, and the
+  optimizers' momentum; `Agent.model` borrows a live module and loads that state in,
+  `park` writes it back and returns the module;
+- `ModulePool`: the live modules of one model kind and device in this process (an
+  actor trains one at a time), and the initial weights every agent starts from;
 - `AgentGroup`: the agents one process hosts, run in turn (one agent per actor by
   default; several with `--agents-per-actor`): set-up, the split profile, evaluation,
   and, through its mixins, every step a round calls:
