@@ -9,8 +9,11 @@ Owns
   killed run leaves every finished row on disk; `start(keep_before=r)` cuts an
   existing file back to its rows of rounds before r (resume, recovery).  On a local
   filesystem it keeps one stream open and flushes it; on an object store (S3, GCS:
-  objects are immutable, a stream is only uploaded when closed) it rewrites the object
-  with all rows at every flush (result files are small: a few hundred bytes a row).
+  objects are immutable, a stream is only uploaded when closed) every flush is one
+  more part object, `NAME.parts/part-NNNNNN.csv` with its own header, so a round
+  uploads its own rows only (at 10,000 agents agents.csv grows by ~0.7 MB a round;
+  rewriting it whole made the uploads grow with the rounds); `read_rows` reads the
+  file or its parts back as one table's bytes.
 No torch, no Ray.
 """
 
@@ -117,35 +120,55 @@ def _cell(v):
     return v
 
 
+def parts_folder(name: str) -> str:
+    """Where a RowFile on an object store puts its parts."""
+    return f"{name}.parts"
+
+
+def read_rows(out: OutDir, name: str) -> bytes | None:
+    """A RowFile's CSV as one table's bytes: the file, or its parts in order under one header; None when neither is there."""
+    if out.exists(name):
+        return out.read_bytes(name)
+    parts = [p for p in out.listdir(parts_folder(name)) if p.endswith(".csv")]
+    if not parts:
+        return None
+    chunks = [out.read_bytes(f"{parts_folder(name)}/{p}") for p in parts]
+    return chunks[0] + b"".join(c.split(b"\n", 1)[1] if b"\n" in c else b"" for c in chunks[1:])
+
+
 class RowFile:
     """A CSV in the output folder that grows row by row, flushed; see the module docstring."""
 
     def __init__(self, out: OutDir, name: str, columns: Sequence[str]):
         self.out, self.name, self.columns = out, name, list(columns)
         self._stream = None  # local: the open output stream
-        self._text: list[str] = []  # object store: every line so far
+        self._parts = 0  # object store: part objects written
         self.rows_written = 0
 
     def start(self, keep_before: int | None = None) -> RowFile:
         """Open the file: new, or (keep_before=r) keeping the existing rows of rounds before r."""
         self.close()
-        lines = [self._line(self.columns)]
-        if keep_before is not None and self.out.exists(self.name):
-            reader = csv.reader(io.StringIO(self.out.read_text(self.name)))
-            header = next(reader, None)
-            if header is not None:
-                at = header.index("round")
+        header = self._line(self.columns)
+        lines = []
+        existing = read_rows(self.out, self.name) if keep_before is not None else None
+        if existing is not None:
+            reader = csv.reader(io.StringIO(existing.decode()))
+            head = next(reader, None)
+            if head is not None:
+                at = head.index("round")
                 kept = [row for row in reader if row and int(row[at]) < keep_before]
-                by_name = [dict(zip(header, row, strict=False)) for row in kept]
-                lines += [self._line([d.get(c, "") for c in self.columns]) for d in by_name]
-        self.rows_written = len(lines) - 1
+                by_name = [dict(zip(head, row, strict=False)) for row in kept]
+                lines = [self._line([d.get(c, "") for c in self.columns]) for d in by_name]
+        self.rows_written = len(lines)
         if self.out.is_local:
             self._stream = self.out.fs.open_output_stream(self.out.path(self.name))
-            self._stream.write("".join(lines).encode())
+            self._stream.write((header + "".join(lines)).encode())
             self._stream.flush()
         else:
-            self._text = lines
-            self.out.write_text(self.name, "".join(lines))
+            self.delete()
+            self.out.makedirs(parts_folder(self.name))  # a no-op on S3 and GCS; filesystems with folders need it
+            self._parts = 0
+            self._write_part(header + "".join(lines))  # the rows kept (or none): part 0, so the header is there from the start
         return self
 
     def append(self, rows: Iterable[dict]) -> None:
@@ -158,8 +181,17 @@ class RowFile:
             self._stream.write("".join(new).encode())
             self._stream.flush()
         else:
-            self._text += new
-            self.out.write_text(self.name, "".join(self._text))
+            self._write_part(self._line(self.columns) + "".join(new))
+
+    def _write_part(self, text: str) -> None:
+        self.out.write_text(f"{parts_folder(self.name)}/part-{self._parts:06d}.csv", text)
+        self._parts += 1
+
+    def delete(self) -> None:
+        """Remove the file (or its parts) from the output folder."""
+        self.close()
+        self.out.delete(self.name)
+        self.out.delete(parts_folder(self.name))
 
     def close(self) -> None:
         if self._stream is not None:

@@ -15,10 +15,11 @@ from .exact import exact as _exact
 from .exact import lower_bound
 from .greedy import greedy as _greedy
 from .plan import Plan, evaluate_plan, no_offload_plan
-from .problem import OffloadProblem, SplitTable
+from .problem import AgentLinks, OffloadProblem, SplitTable
 
 __all__ = [
     "METHODS",
+    "AgentLinks",
     "OffloadProblem",
     "Plan",
     "SplitTable",

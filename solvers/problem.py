@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "AgentLinks",
     "OffloadProblem",
     "SplitTable",
 ]
@@ -34,11 +35,62 @@ def _vector(name: str, value: object, n: int | None, dtype: type = np.float64) -
     return arr
 
 
+class AgentLinks:
+    """An (N, N) link matrix made from per-agent figures, computed where it is read and never stored.
+
+    Entry [i, j] is min(v_i, v_j) (`kind` "min": a link runs at its slower end's
+    bandwidth) or v_i + v_j ("add": both ends' latency): the same floats as
+    np.minimum.outer / np.add.outer, bit for bit, without the 8 N^2 bytes (800 MB at
+    10,000 agents).  Indexing: [i, j] with ints or arrays broadcast as numpy's fancy
+    indexing does; [i] is row i; np.asarray gives the dense matrix.
+    """
+
+    def __init__(self, values: np.ndarray, kind: str) -> None:
+        if kind not in ("min", "add"):
+            raise ValueError(f"AgentLinks kind {kind!r} is not min or add; pass min for bandwidth, add for latency.")
+        self.values = np.asarray(values, dtype=np.float64)
+        self.kind = kind
+        self._op = np.minimum if kind == "min" else np.add
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        n = self.values.shape[0]
+        return (n, n)
+
+    def __getitem__(self, idx):
+        v = self.values
+        if isinstance(idx, tuple):
+            i, j = idx
+            return self._op(v[i], v[j])
+        vi = v[idx]
+        return self._op.outer(vi, v) if np.ndim(vi) else self._op(vi, v)
+
+    def __array__(self, dtype=None, copy=None):
+        out = self._op.outer(self.values, self.values)
+        return out if dtype is None else out.astype(dtype)
+
+    def __reduce__(self):
+        return AgentLinks, (self.values, self.kind)
+
+
 _ROW_CHUNK = 512  # rows per pass over an (N, N) matrix: bounds temporaries at 10k agents
 
 
-def _offdiag_ok(mat: np.ndarray, test: str) -> bool:
+def _links(mat: object, kind: str) -> np.ndarray | AgentLinks:
+    """A link matrix as float64: AgentLinks as they are (never made dense), anything else as an array."""
+    if isinstance(mat, AgentLinks):
+        if mat.kind != kind:
+            raise ValueError(f"AgentLinks of kind {mat.kind} given where {kind} links are needed; pass min for bandwidth, add for latency.")
+        return mat
+    return np.asarray(mat, dtype=np.float64)
+
+
+def _offdiag_ok(mat: np.ndarray | AgentLinks, test: str) -> bool:
     """True when every off-diagonal entry passes `test` (the diagonal is ignored)."""
+    if isinstance(mat, AgentLinks):
+        # every off-diagonal entry is the min or the sum of two agents' values: checking the values
+        # is enough (and stricter only for an infinite value, which no real link has)
+        return mat.shape[0] < 2 or _values_ok(mat.values, test)
     n = mat.shape[0]
     for lo in range(0, n, _ROW_CHUNK):
         blk = mat[lo : lo + _ROW_CHUNK]
@@ -55,8 +107,18 @@ def _offdiag_ok(mat: np.ndarray, test: str) -> bool:
     return True
 
 
-def _colmax_offdiag(mat: np.ndarray) -> np.ndarray:
+def _values_ok(v: np.ndarray, test: str) -> bool:
+    if test == "finite":
+        return bool(np.all(np.isfinite(v)))
+    if test == "positive":
+        return bool(np.all(v > 0))
+    return bool(np.all(v >= 0))
+
+
+def _colmax_offdiag(mat: np.ndarray | AgentLinks) -> np.ndarray:
     """(N,) max over i != j of mat[i, j], in row chunks (no (N, N) copy)."""
+    if isinstance(mat, AgentLinks) and mat.shape[0] > 1:
+        mat = np.asarray(mat)  # only without inbound_bandwidth, which every caller of AgentLinks passes
     n = mat.shape[0]
     if n == 1:
         return np.ones(1)  # a lone agent never helps; any positive value will do
@@ -147,8 +209,7 @@ class OffloadProblem:
             raise ValueError("sec_per_batch must be > 0 for every agent; pass each agent's measured seconds per full-model batch.")
         if not isinstance(self.splits, SplitTable):
             raise ValueError("splits must be a SplitTable; build one with SplitTable(split_ids, rho_s, rho_f, bytes_per_batch).")
-        bw = np.asarray(self.bandwidth, dtype=np.float64)
-        lat = np.asarray(self.latency, dtype=np.float64)
+        bw, lat = _links(self.bandwidth, "min"), _links(self.latency, "add")
         for name, mat in (("bandwidth", bw), ("latency", lat)):
             if mat.shape != (n, n):
                 raise ValueError(f"{name} has shape {mat.shape} but there are {n} agents; pass an ({n}, {n}) matrix of links i->j.")
@@ -201,8 +262,8 @@ class OffloadProblem:
         return cls(
             batches=batches,
             sec_per_batch=sec_per_batch,
-            bandwidth=np.minimum.outer(bw, bw),
-            latency=np.add.outer(lat, lat),
+            bandwidth=AgentLinks(bw, "min"),
+            latency=AgentLinks(lat, "add"),
             splits=splits,
             overhead_s=overhead_s,
             inbound_bandwidth=bw,

@@ -1,5 +1,6 @@
 """The agents' logic without Ray (LocalBackend): plan agreement, split training, the all-reduce's halves, gossip."""
 
+import copy
 from types import SimpleNamespace
 
 import numpy as np
@@ -38,13 +39,13 @@ def one_offload_round():
     row = g.split_profile.split_ids.index(2)
     g.plan = SimpleNamespace(partner=np.array([-1, 0, -1] + [-1] * 197), split=np.array([-1, row, -1] + [-1] * 197))
     holders = []
-    blank = g.agents[0].blank_model
+    lend = g.agents[0].suffix_holder
 
     def spy():
-        holders.append(blank())
+        holders.append(lend())
         return holders[-1]
 
-    g.agents[0].blank_model = spy
+    g.agents[0].suffix_holder = spy
     return g, be.store, holders
 
 
@@ -62,6 +63,7 @@ def test_offload_round_prefix_isolated_and_model_reassembled():
     suffix_before = flatten(slow.model, slow.model.suffix_keys(m))
 
     b, returns = g.helper_phase(0, [0], outs)
+    holder = copy.deepcopy(holders[0])  # the helper's module as it trained (the pool lends it out again)
     # the helper's training never touched the offloader's model: no gradient flows back
     assert np.array_equal(flatten(slow.model, slow.model.prefix_keys(m)), prefix_after_own_training)
     assert np.array_equal(flatten(slow.model, slow.model.suffix_keys(m)), suffix_before)
@@ -75,7 +77,7 @@ def test_offload_round_prefix_isolated_and_model_reassembled():
     # the assembled model evaluates exactly like the offloader's prefix followed by the helper's suffix
     x = slow.x[:64]
     slow.model.eval()
-    holder = holders[0].eval()
+    holder.eval()
     with torch.no_grad():
         assert torch.allclose(slow.model(x), holder.suffix(m)(slow.model.prefix(m)(x)), atol=1e-6)
 

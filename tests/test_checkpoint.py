@@ -77,6 +77,29 @@ def test_rowfile_appends_flushed_rows_and_cuts_back(tmp_path):
         assert df["round"].tolist() == [0, 1, 2] and df["loss"].tolist() == [0.1, 1 / 3, 0.25]
 
 
+def test_rowfile_on_an_object_store_uploads_each_flush_once():
+    """On an object store (pyarrow's in-memory mock:// filesystem) a flush is one more part, read back as one table."""
+    from comdml_ray.results.report import read_csv
+
+    out = OutDir("mock:///bucket/run").check_writable()
+    f = RowFile(out, "agents.csv", ["round", "agent", "loss"]).start()
+    assert read_csv(out, "agents.csv").columns.tolist() == ["round", "agent", "loss"]  # the header from the start
+    for r in range(3):
+        f.append([{"round": r, "agent": k, "loss": r + k / 10} for k in range(4)])
+    parts = out.listdir("agents.csv.parts")
+    assert len(parts) == 4 and not out.exists("agents.csv")  # the header part, then one part per flush, none rewritten
+    sizes = [len(out.read_bytes(f"agents.csv.parts/{p}")) for p in parts[1:]]
+    assert max(sizes) - min(sizes) <= 4  # each flush uploads its own rows only
+    df = read_csv(out, "agents.csv")
+    assert df["round"].tolist() == [r for r in range(3) for _ in range(4)] and df["loss"].iloc[-1] == 2.3
+    again = RowFile(out, "agents.csv", ["round", "agent", "loss"]).start(keep_before=2)  # resume at round 2
+    again.append([{"round": 2, "agent": 0, "loss": 9.0}])
+    df = read_csv(out, "agents.csv")
+    assert df["round"].tolist() == [0] * 4 + [1] * 4 + [2] and df["loss"].iloc[-1] == 9.0
+    again.delete()
+    assert read_csv(out, "agents.csv").empty
+
+
 def test_unwritable_out_is_one_sentence():
     from comdml_ray.config import ConfigError
 

@@ -176,6 +176,27 @@ def test_layout_packs_only_when_the_cluster_is_short():
     assert len(lay.groups) == 10
 
 
+def test_memory_model_knows_every_models_size():
+    """layout.MODEL_FLOATS (the memory estimate's model sizes, kept torch-free) are the built models' floating state."""
+    from comdml_ray.learning.models import build_model
+    from comdml_ray.learning.training import flatten
+    from comdml_ray.runtime.layout import DATASET_CLASSES, MODEL_FLOATS
+
+    sizes = {"fashion-mnist": 28, "cifar10": 32, "cifar100": 32, "cinic10": 32}
+    for (model, channels, classes), floats in MODEL_FLOATS.items():
+        assert flatten(build_model(model, channels, sizes["cifar10" if channels == 3 else "fashion-mnist"], classes)).size == floats
+    assert {(m, *DATASET_CLASSES[d]) for m in ("cnn", "resnet56", "resnet110") for d in sizes} <= set(MODEL_FLOATS)
+
+
+def test_ten_thousand_agents_fit_where_their_compact_state_does():
+    from comdml_ray.runtime.run import plan_layout
+
+    box = {"CPU": 2, "memory": 16 * 2**30}  # a 24 GB machine's Ray memory resource
+    for algorithm in ("local", "comdml"):
+        lay = plan_layout(RunConfig(agents=10_000, algorithm=algorithm).validate(), box)
+        assert [len(g) for g in lay.groups] == [5000, 5000]
+
+
 def test_layout_refuses_what_memory_cannot_hold():
     from comdml_ray.runtime.run import plan_layout
 

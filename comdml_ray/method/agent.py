@@ -2,7 +2,13 @@
 
 Owns
 - `Agent`: one agent's shard, model, auxiliary heads, seeded generator, profile and
-  speed estimate, and its own local training;
+  speed estimate, and its own local training.  Between uses its model is compact
+  state: the floating entries as one flat float32 vector (the very object every agent
+  of the group holds after an exact all-reduce), the BatchNorm counters, and the
+  optimizers' momentum; `Agent.model` borrows a live module and loads that state in,
+  `park` writes it back and returns the module;
+- `ModulePool`: the live modules of one model kind and device in this process (an
+  actor trains one at a time), and the initial weights every agent starts from;
 - `AgentGroup`: the agents one process hosts, run in turn (one agent per actor by
   default; several with `--agents-per-actor`): set-up, the split profile, evaluation,
   and, through its mixins, every step a round calls:
@@ -17,8 +23,11 @@ in an actor) and copies only its agents' shards.
 
 from __future__ import annotations
 
+import copy
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -58,6 +67,83 @@ class AgentInfo:
     profile: AgentProfile
 
 
+def _int_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's non-floating state entries (BatchNorm's batch counters), copied."""
+    return {n: t.detach().clone() for n, t in model.state_dict().items() if not t.is_floating_point()}
+
+
+def _entries(model: torch.nn.Module) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+    """The model's state tensors (the live ones, not copies): floating in state_dict order (`training.flatten`'s), and the others by name."""
+    sd = model.state_dict(keep_vars=True)
+    return [t for t in sd.values() if t.is_floating_point()], {n: t for n, t in sd.items() if not t.is_floating_point()}
+
+
+class ModulePool:
+    """The live modules of one model kind in this process: agents between rounds hold flat state and borrow one to train.
+
+    Also the initial weights every agent starts from (the run's seed): built once, with
+    the global RNG state that building it leaves (each agent's set-up used to seed and
+    build its own model; restoring that state keeps every later draw the same).
+    """
+
+    _pools: ClassVar[dict[tuple, ModulePool]] = {}
+
+    def __init__(self, model: str, data_meta: tuple[int, int, int], device: torch.device, seed: int):
+        torch.manual_seed(seed)
+        self.template: SplitModel = build_model(model, *data_meta).to(device)
+        self.rng_after_build = torch.get_rng_state()
+        self.initial_weights = flatten(self.template)
+        self.initial_int_state = _int_state(self.template)
+        self.free: list[SplitModel] = []
+        self.created = 0
+        self._entries: dict[int, tuple[list[torch.Tensor], dict[str, torch.Tensor]]] = {}  # id(module) -> its state tensors
+
+    @classmethod
+    def of(cls, model: str, data_meta: tuple[int, int, int], device: torch.device, seed: int) -> ModulePool:
+        key = (model, tuple(data_meta), str(device), seed)
+        if key not in cls._pools:
+            cls._pools[key] = cls(model, data_meta, device, seed)
+        return cls._pools[key]
+
+    def take(self) -> SplitModel:
+        if self.free:
+            return self.free.pop()
+        self.created += 1
+        module = copy.deepcopy(self.template)  # no RNG drawn: the weights are overwritten anyway
+        self._entries[id(module)] = _entries(module)
+        return module
+
+    def flat(self, module: SplitModel) -> np.ndarray:
+        """`training.flatten(module)`, from the module's state tensors listed once (state_dict() is slow at 10,000 agents)."""
+        floats = self._entries[id(module)][0]
+        return torch.cat([t.detach().reshape(-1).to(torch.float32) for t in floats]).cpu().numpy()
+
+    def load(self, module: SplitModel, vec: np.ndarray, int_state: dict[str, torch.Tensor]) -> None:
+        """`training.unflatten_into(module, vec)` and the non-floating entries, into the listed tensors."""
+        floats, ints = self._entries[id(module)]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")  # only read
+            t = torch.from_numpy(np.ascontiguousarray(vec, dtype=np.float32)).to(floats[0].device)
+        off = 0
+        with torch.no_grad():
+            for x in floats:
+                n = x.numel()
+                x.copy_(t[off : off + n].view_as(x))
+                off += n
+            for n, x in int_state.items():
+                ints[n].copy_(x)
+        if off != t.numel():
+            raise ValueError(f"flat vector has {t.numel()} values, the model holds {off}")
+
+    def int_state(self, module: SplitModel) -> dict[str, torch.Tensor]:
+        return {n: t.detach().clone() for n, t in self._entries[id(module)][1].items()}
+
+    def give(self, module: SplitModel) -> None:
+        for p in module.parameters():
+            p.grad = None
+        self.free.append(module)
+
+
 class Agent:
     """One agent: its data shard, model, aux heads and seeded randomness (seed + agent id)."""
 
@@ -69,9 +155,12 @@ class Agent:
         self.profile = profile
         self.device = device
         self.data_meta = (data.channels, data.image_size, data.num_classes)
-        # Every agent starts from the same weights (seeded by the run's seed), as decentralized SGD assumes.
-        torch.manual_seed(cfg.seed)
-        self.model: SplitModel = build_model(cfg.model, *self.data_meta).to(device)
+        # Every agent starts from the same weights (seeded by the run's seed), as decentralized SGD assumes:
+        # built once per process (`ModulePool`), held by every agent as one flat vector until it trains.
+        self.pool = ModulePool.of(cfg.model, self.data_meta, device, cfg.seed)
+        self.weights, self.int_state = self.pool.initial_weights, self.pool.initial_int_state
+        torch.set_rng_state(self.pool.rng_after_build)  # the global RNG as building this agent's model left it
+        self._live: SplitModel | None = None
         self.x = to_tensor(data.train_x[indices], data.mean, data.std).to(device)  # (n, C, H, W)
         self.y = torch.from_numpy(data.train_y[indices].astype(np.int64)).to(device)  # (n,)
         self.gen = torch.Generator().manual_seed(cfg.seed + agent_id)
@@ -84,12 +173,59 @@ class Agent:
         # runs; an asynchronous step of k of a round's B batches moves it by k / B).
         self.rounds_trained: float = 0
         # Local optimizer state persists across rounds (local momentum, as in local SGD);
-        # averaging touches weights and BN statistics only.
-        self.full_optim = make_sgd(self.model.parameters(), self.opt)
+        # averaging touches weights and BN statistics only.  Its parameters are the live module's (bound in `model`).
+        self.full_optim = make_sgd(self.pool.template.parameters(), self.opt)
         self.prefix_optim: dict[int, SGD] = {}
         self.sec_estimate: float | None = None
         self.link_estimate: dict[int, float] = {}  # wall clock: sender -> observed bytes/s of that inbound link (EWMA)
         self.encoder = SmashedEncoder(SmashedSpec.from_config(cfg), seed=cfg.seed + agent_id)  # what leaves: --smashed-*
+
+    # ------------------------------------------------------------------ compact state
+    @property
+    def model(self) -> SplitModel:
+        """The agent's live module: taken from the pool and loaded from the flat state on first use (see `park`)."""
+        if self._live is None:
+            live = self.pool.take()
+            self.pool.load(live, self.weights, self.int_state)
+            self._live = live
+            self._bind_optimizers()
+        return self._live
+
+    def _bind_optimizers(self) -> None:
+        """Point the optimizers (momentum kept here) at the live module's parameters, in their creation order."""
+        live = self._live
+        self.full_optim.params[:] = list(live.parameters())
+        for m, opt in self.prefix_optim.items():
+            opt.params[:] = list(live.prefix(m).parameters()) + list(self.aux[m].parameters())
+
+    def flat(self) -> np.ndarray:
+        """The model's floating state as one flat float32 vector (the stored one when not live: do not write into it)."""
+        return self.pool.flat(self._live) if self._live is not None else self.weights
+
+    def park(self) -> None:
+        """Back to flat state: weights (kept as the same object when unchanged, so a shared model stays shared),
+        BatchNorm counters; the module goes back to the pool, its gradients dropped (every step clears them first)."""
+        live = self._live
+        if live is None:
+            return
+        w = self.pool.flat(live)
+        if not (w.shape == self.weights.shape and np.array_equal(w.view(np.uint32), np.asarray(self.weights).view(np.uint32))):
+            self.weights = w
+        self.int_state = self.pool.int_state(live)
+        self._live = None
+        self.pool.give(live)
+
+    def int_entries(self) -> dict[str, torch.Tensor]:
+        """The non-floating model entries (BatchNorm's batch counters), copied."""
+        return self.pool.int_state(self._live) if self._live is not None else {n: t.clone() for n, t in self.int_state.items()}
+
+    def set_weights(self, vec: np.ndarray) -> None:
+        """The model's floating state becomes `vec` (held, not copied: agents given one vector share it)."""
+        if self._live is not None:
+            self.int_state = self.pool.int_state(self._live)
+            self.pool.give(self._live)
+            self._live = None
+        self.weights = vec
 
     @property
     def num_samples(self) -> int:
@@ -108,14 +244,14 @@ class Agent:
     def aux_head(self, m: int) -> torch.nn.Module:
         if m not in self.aux:
             torch.manual_seed(self.cfg.seed + 1_000 * m)  # same initial aux head for a split on every agent
-            self.aux[m] = self.model.make_aux_head(m).to(self.device)
+            self.aux[m] = self.pool.template.make_aux_head(m).to(self.device)
         return self.aux[m]
 
     def prefix_optimizer(self, m: int) -> SGD:
         """The offloader's optimizer for prefix(m) + aux(m), kept across the rounds it uses split m."""
         if m not in self.prefix_optim:
             params = list(self.model.prefix(m).parameters()) + list(self.aux_head(m).parameters())
-            self.prefix_optim[m] = make_sgd(params, self.opt)
+            self.prefix_optim[m] = make_sgd(params, self.opt)  # rebound to each live module (`_bind_optimizers`)
         return self.prefix_optim[m]
 
     def train_alone(self, limit: int | None = None) -> TrainStats:
@@ -147,6 +283,11 @@ class Agent:
             stream.extend(minibatches(self.num_samples, self.cfg.batch_size, 1, self.gen))
         batches, stream[:] = stream[:k], stream[k:]
         return batches
+
+    def suffix_holder(self) -> SplitModel:
+        """A module of the pool to hold a partner's suffix (give it back after): only the suffix's floating entries are
+        written and read; building a fresh model for every offload was a sixth of a 10,000-agent helper phase."""
+        return self.pool.take()
 
     def blank_model(self) -> SplitModel:
         """A model of the same architecture to hold a partner's suffix (weights overwritten)."""
@@ -204,7 +345,11 @@ class AgentGroup(ComdmlSteps, WallSteps, Averaging, AsyncSteps, Checkpointing):
         part (p, P): only every P-th of those images from the p-th, so P groups holding one model share the work.
         """
         test = self._test_set(images, part)
-        return {k: evaluate(self.agents[k].model, *test)[0] for k in agent_ids if k in self.agents}
+        out = {}
+        for k in (k for k in agent_ids if k in self.agents):
+            out[k] = evaluate(self.agents[k].model, *test)[0]
+            self.agents[k].park()
+        return out
 
     def _test_set(self, images: int | None, part: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """The test images of an evaluation, as tensors: the whole test set, or the run's fixed subset (`test_subset`)."""
@@ -218,7 +363,7 @@ class AgentGroup(ComdmlSteps, WallSteps, Averaging, AsyncSteps, Checkpointing):
         return self._test[1], self._test[2]
 
     def flat_model(self, agent_id: int) -> np.ndarray:
-        return flatten(self.agents[agent_id].model)
+        return self.agents[agent_id].flat().copy()
 
 
 def test_subset(n_test: int, images: int | None, seed: int) -> np.ndarray:

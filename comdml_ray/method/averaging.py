@@ -60,7 +60,7 @@ class Averaging:
     def _bounds(self) -> np.ndarray:
         """Chunk c of the flat model belongs to agent c: [bounds[c], bounds[c+1]) (the model's size never changes: computed once)."""
         if "_bounds_of_chunks" not in self.__dict__:
-            size = flatten(next(iter(self.agents.values())).model).size
+            size = next(iter(self.agents.values())).flat().size
             self._bounds_of_chunks = np.linspace(0, size, self.cfg.agents + 1).astype(np.int64)
         return self._bounds_of_chunks
 
@@ -73,7 +73,7 @@ class Averaging:
         keep the plain p_k x_k.
         """
         share = np.float32(self.setting.shares[k])
-        x = flatten(self.agents[k].model)
+        x = self.agents[k].flat()  # the stored vector, or the live module's: read only
         if self.cfg.algorithm != "local-deadline":
             return x * share
         w = np.where(self._parameter_mask(), np.float32(self._nova_weights[k]), share)
@@ -82,7 +82,7 @@ class Averaging:
     def _parameter_mask(self) -> np.ndarray:
         """(size,) True where the flat model holds a trained parameter, False for BatchNorm buffers (computed once)."""
         if "_is_parameter" not in self.__dict__:
-            model = next(iter(self.agents.values())).model
+            model = next(iter(self.agents.values())).pool.template  # the model's layout, no agent's module borrowed
             params = dict(model.named_parameters())
             sd = model.state_dict()
             self._is_parameter = np.concatenate([np.full(sd[k].numel(), k in params) for k in float_keys(model)])
@@ -160,9 +160,9 @@ class Averaging:
             self.apply_aux(total)
 
     def ring_finish(self, full: np.ndarray) -> None:
-        """Every agent takes the summed model (the exact data-weighted mean, to float32 rounding)."""
+        """Every agent takes the summed model (the exact data-weighted mean, to float32 rounding): one vector, held once."""
         for a in self.agents.values():
-            unflatten_into(a.model, full)
+            a.set_weights(full)
         self._scaled = {}
 
     # ------------------------------------------------------------------ aux heads: a float64 sum per split group
@@ -191,7 +191,7 @@ class Averaging:
 
     # ------------------------------------------------------------------ gossip
     def gossip_put(self) -> dict[int, Shipped]:
-        return {k: Shipped.of(self.store, flatten(a.model)) for k, a in self.agents.items()}
+        return {k: Shipped.of(self.store, a.flat()) for k, a in self.agents.items()}
 
     def gossip_mix(self, models: dict[int, Any]) -> None:
         """x_i <- sum_j W_ij x_j over i's neighbours and itself (Metropolis-Hastings weights)."""
@@ -203,4 +203,4 @@ class Averaging:
             js = [k, *nbrs[k]]
             vecs = self.store.get([models[j].ref for j in js])
             mixed = np.tensordot(w[k, js], np.stack(vecs).astype(np.float64), axes=1)
-            unflatten_into(a.model, mixed.astype(np.float32))
+            a.set_weights(mixed.astype(np.float32))

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 
 import torch
 
-from comdml_ray.learning.training import flatten, float_keys, unflatten_into
 from comdml_ray.storage import OutDir
 
 SHARED_MODEL_FILE = "model.pt"
@@ -105,12 +104,10 @@ class Checkpointing:
         starts = self.__dict__.get("_async_starts", {})
         snaps = {}
         for k, a in self.agents.items():
-            sd = a.model.state_dict()
-            floating = set(float_keys(a.model))
             snaps[k] = AgentSnapshot(
                 agent=k,
-                floats=None if shared else torch.from_numpy(flatten(a.model)),
-                buffers={n: t.detach().clone() for n, t in sd.items() if n not in floating},
+                floats=None if shared else torch.from_numpy(a.flat().copy()),
+                buffers=a.int_entries(),
                 optim=copy.deepcopy(a.full_optim.state_dict()),  # deep copies: training goes on after a snapshot
                 gen=a.gen.get_state(),
                 sec_estimate=None if a.sec_estimate is None else float(a.sec_estimate),
@@ -122,7 +119,7 @@ class Checkpointing:
             )
         model = None
         if shared and self.group_id == 0:
-            model = torch.from_numpy(flatten(next(iter(self.agents.values())).model))
+            model = torch.from_numpy(next(iter(self.agents.values())).flat().copy())
         return GroupSnapshot(self.group_id, snaps, torch.get_rng_state(), model)
 
     def load_state_dict(self, snap: GroupSnapshot, shared_model: torch.Tensor | None = None) -> None:
@@ -135,11 +132,8 @@ class Checkpointing:
             floats = s.floats if s.floats is not None else shared_model
             if floats is None:
                 raise ValueError(f"checkpoint of agent {k} has no model: the shared model file is missing")
-            unflatten_into(a.model, floats.numpy())
-            sd = a.model.state_dict()
-            with torch.no_grad():
-                for n, t in s.buffers.items():
-                    sd[n].copy_(t)
+            a.set_weights(floats.numpy())  # one vector for every agent of a shared model
+            a.int_state = a.int_entries() | {n: t.detach().clone() for n, t in s.buffers.items()}
             a.full_optim.load_state_dict(s.optim)
             a.gen.set_state(s.gen)
             a.sec_estimate = s.sec_estimate
@@ -155,6 +149,7 @@ class Checkpointing:
                 a._stream = [b.clone() for b in s.stream]
             else:
                 a.__dict__.pop("_stream", None)
+            a.park()
         self._async_starts = starts
         self.aux_used = {}
         torch.set_rng_state(snap.torch_rng)  # last: building aux heads above reseeds the global RNG

@@ -50,10 +50,12 @@ def plan_digest(plan: Plan) -> str:
 
 def problem_from_states(states: list[AgentState], prof: SplitProfile, exchange_s: np.ndarray, helpers_can_serve: int) -> OffloadProblem:
     profiles = [AgentProfile(s.agent, 1.0, s.bandwidth_Bps, s.latency_s) for s in states]
-    bw, lat = link_matrices(profiles)
-    for s in states:  # online profiling (wall clock): observed throughput of links used before, both directions
-        for src, bps in s.links:
-            bw[src, s.agent] = bw[s.agent, src] = bps
+    bw, lat = link_matrices(profiles)  # computed where the solver reads them, never N x N in memory
+    if any(s.links for s in states):  # online profiling (wall clock): observed throughput of links used before, both directions
+        bw = np.asarray(bw)
+        for s in states:
+            for src, bps in s.links:
+                bw[src, s.agent] = bw[s.agent, src] = bps
     return OffloadProblem(
         batches=np.array([s.batches for s in states], dtype=float),
         sec_per_batch=np.array([s.sec_per_batch for s in states]),
@@ -114,11 +116,13 @@ class ComdmlSteps:
         owner = self.setting.owner
         for k in [k for k in self.ids if plan is not None and plan.partner[k] >= 0]:
             out = self._offload(k, rep)
+            self.agents[k].park()  # back to flat state: one live module at a time
             outs[owner[out.helper]].append(out)
         limit = self._deadline_round(round_idx) if self.cfg.algorithm == "local-deadline" else None
         for k in self.ids:
             if k not in rep.work:
                 stats = self.agents[k].train_alone(None if limit is None else int(limit[k]))
+                self.agents[k].park()
                 rep.work[k] = AgentWork(k, own_batches=stats.batches)
                 rep.add(k, stats.loss_sum, stats.batches, 0)
         return (rep, *[outs[h] for h in dests]) if dests else rep
@@ -137,7 +141,7 @@ class ComdmlSteps:
         _, tau = self.setting.deadline_batches(round_idx, self.cfg.deadline_quantile)
         p = self.setting.shares
         self._nova_weights = float(np.dot(p, tau)) * p / tau
-        self._round_start = flatten(self.agents[self.ids[0]].model)
+        self._round_start = self.agents[self.ids[0]].flat().copy()
         return tau
 
     def _offload(self, k: int, rep: PhaseReport) -> OffloadOut:
@@ -165,7 +169,7 @@ class ComdmlSteps:
         owner = self.setting.owner
         for off in (o for lst in inbound for o in lst):
             helper = self.agents[off.helper]
-            holder = helper.blank_model()
+            holder = helper.suffix_holder()
             unflatten_into(holder, off.suffix.open(self.store), holder.suffix_keys(off.split))
             refs = off.chunk_refs
             lrs = helper.schedule.for_batches(round_idx, len(refs) * self.cfg.chunk_batches)  # the offloader's round's rates
@@ -175,6 +179,7 @@ class ComdmlSteps:
                     self.store.prefetch([refs[i + 1]])  # fetch the next chunk while training on this one
                 trainer.train_chunk(self.store.get(ref))  # one copy to the device per chunk
             trained = Shipped.of(self.store, flatten(holder, holder.suffix_keys(off.split)))
+            helper.pool.give(holder)
             returns[owner[off.offloader]][off.offloader] = trained
             rep.work.setdefault(off.helper, AgentWork(off.helper)).suffix_batches[off.offloader] = trainer.stats.batches
             rep.add(off.helper, trainer.stats.loss_sum, trainer.stats.batches, trained.nbytes)
@@ -186,3 +191,4 @@ class ComdmlSteps:
             for k, shipped in d.items():
                 a = self.agents[k]
                 unflatten_into(a.model, shipped.open(self.store), a.model.suffix_keys(self.aux_used[k]))
+                a.park()

@@ -27,7 +27,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from comdml_ray.storage import OutDir
+from comdml_ray.storage import OutDir, read_rows
 
 ROUND_COLUMNS = [
     "round",
@@ -85,9 +85,10 @@ def time_to_target(rounds: pd.DataFrame, target: float | None, clock: str = "vir
 
 def read_csv(out: OutDir, name: str, columns: list[str] | None = None) -> pd.DataFrame:
     """One CSV of the output folder as written so far (an empty frame with `columns` if it is not there yet); empty cells are NaN."""
-    if not out.exists(name):
+    data = read_rows(out, name)  # the file, or an object store's parts as one table
+    if data is None:
         return pd.DataFrame(columns=columns)
-    return pd.read_csv(io.BytesIO(out.read_bytes(name)), keep_default_na=False, na_values=[""])
+    return pd.read_csv(io.BytesIO(data), keep_default_na=False, na_values=[""])
 
 
 def read_rounds(out: OutDir) -> pd.DataFrame:

@@ -129,7 +129,7 @@ class RoundReducer:
             f.close()
         plan = self.files["plan.csv"]
         if plan.rows_written == 0:
-            plan.out.delete("plan.csv")
+            plan.delete()
 
 
 RoundReducerActor = ray.remote(num_cpus=0)(RoundReducer)

@@ -72,8 +72,15 @@ class MemoryWatch:
     A local Ray started by the driver (GCS, raylet, dashboard, the agent actors and
     their share of the object store's shared memory) lives in that tree, so the peak
     is the run's own footprint, unaffected by other programs on the machine.  With
-    --address only the driver is counted.  Sampled once a second.
+    --address only the driver is counted.  Sampled once a second, or less often when a
+    sample is costly: the kernel walks every page of a process to sum its PSS (at 10,000
+    agents ~0.1 s a sample, which at once a second was most of the driver's CPU and a
+    tenth of a core taken from the actors), so the watch waits `COST_FACTOR` times what
+    the last sample took, at most `MAX_INTERVAL_S`.
     """
+
+    COST_FACTOR = 25.0  # at most ~4% of one core
+    MAX_INTERVAL_S = 5.0
 
     def __init__(self, interval_s: float = 1.0) -> None:
         self.interval_s = interval_s
@@ -93,8 +100,10 @@ class MemoryWatch:
 
     def _loop(self) -> None:
         while True:
+            t0 = time.thread_time()
             self.peak = max(self.peak, self.sample())
-            if self._stop.wait(self.interval_s):
+            cost = time.thread_time() - t0
+            if self._stop.wait(min(max(self.interval_s, self.COST_FACTOR * cost), self.MAX_INTERVAL_S)):
                 return
 
     def stop(self) -> float:
@@ -252,8 +261,11 @@ class Run(RunRecovery):
             wall_s = now() - t_start
         else:
             reports, plan = train_round(be, r, comdml=comdml, fetch=self._fetch)
-            reduced = self._reduce(r, start, plan, reports)
-            acks = self.aggregate(after=[reduced])  # starts only once every actor's reports are in
+            reduced, metrics = self._reduce_call(r, start, plan, reports)
+            # The collective waits for the reports (a lost actor cancels it), not for the reducer, which runs beside it;
+            # the actors record their agents' metrics after it (an actor runs its calls in the order they were made).
+            acks = self.aggregate(after=reports)
+            self._forward_metrics(metrics)
             row = self._fetch([reduced, *acks])[0]
         be.calls += 1
         row.virtual_time_s = virtual_before + row.round_virtual_s
@@ -289,11 +301,18 @@ class Run(RunRecovery):
 
     def _reduce(self, r: int, start: float, plan, reports: list, wall: tuple[float, float] | None = None):
         """The reducer's call for round r; forwards each actor its agents' metric rows (refs: the driver does not fetch them). Returns the row's ref."""
-        be = self.backend
-        row, *metrics = self.reducer.reduce.options(num_returns=1 + be.num_groups).remote(r, start, plan, *reports, wall=wall)
-        for g, rows in enumerate(metrics):
-            be.record_metrics(g, rows, None)
+        row, metrics = self._reduce_call(r, start, plan, reports, wall)
+        self._forward_metrics(metrics)
         return row
+
+    def _reduce_call(self, r: int, start: float, plan, reports: list, wall: tuple[float, float] | None = None) -> tuple:
+        """(the ref of round r's row, the refs of each actor's metric rows): the reducer's call, started."""
+        row, *metrics = self.reducer.reduce.options(num_returns=1 + self.backend.num_groups).remote(r, start, plan, *reports, wall=wall)
+        return row, metrics
+
+    def _forward_metrics(self, metrics: list) -> None:
+        for g, rows in enumerate(metrics):
+            self.backend.record_metrics(g, rows, None)
 
     def _fetch(self, handles: list) -> list:
         values = self.backend.fetch(handles)

@@ -24,6 +24,7 @@ from comdml_ray.config import RunConfig
 from comdml_ray.timing.clock import exchange_seconds
 from comdml_ray.timing.profiles import drift_slowdowns, link_matrices, make_profiles
 from comdml_ray.timing.topology import neighbours
+from solvers import AgentLinks
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,8 @@ class Setting:
     model_bytes: int
     agent_bw: np.ndarray  # (N,) bytes/s of each agent's own link
     agent_lat: np.ndarray  # (N,) s
-    link_bw: np.ndarray  # (N, N) bytes/s
-    link_lat: np.ndarray  # (N, N) s
+    link_bw: AgentLinks | np.ndarray  # (N, N) bytes/s, computed where read (`profiles.link_matrices`)
+    link_lat: AgentLinks | np.ndarray  # (N, N) s
     nbrs: list[list[int]]  # the --topology neighbours
     exchange_s: np.ndarray  # (N,) seconds of the averaging step under --aggregation
     eval_ids: list[int]
