@@ -142,6 +142,7 @@ def _finish(
         "checkpoint_s_per_round": float(rounds["checkpoint_s"].mean()) if len(rounds) else None,
         "failures": [dataclasses.asdict(f) for f in guard.failures],
         "time_lost_s": float(sum(f.lost_wall_s for f in guard.failures)),
+        "lost_nodes": sorted({f.node for f in guard.failures if f.node_lost}),
         "resumed_from_round": guard.start.next_round if guard.start else None,
         "aborted": aborted,
     }

@@ -22,6 +22,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -38,11 +39,12 @@ NAME = f"cdbedt{os.getpid() % 10000:04d}"  # cdbed + at most 6 letters or digits
 RUN_PY = str(PROJECT_ROOT / "benchmarks" / "run.py")
 SMALL = ["--train-samples", "1200", "--no-progress", "--eval-samples", "0"]
 W2_RATE = "300mbit"
+DETECT_S = 3.0  # the head declares a lost node dead after 3 s (Ray's default, about 15 s, would add 3 x 12 s here)
 
 
 @pytest.fixture(scope="module")
 def bed():
-    spec = BedSpec(name=NAME, nodes=3, cpus=1, link=LinkSpec.parse("1gbit"), node_links={"w2": LinkSpec.parse(W2_RATE)})
+    spec = BedSpec(name=NAME, nodes=3, cpus=1, link=LinkSpec.parse("1gbit"), node_links={"w2": LinkSpec.parse(W2_RATE)}, detect_s=DETECT_S)
     b = Bed(spec).up(log=lambda *_: None)  # a failed up removes what it made (and nothing of a bed of the same name)
     try:
         yield b
@@ -177,6 +179,98 @@ def same_deterministic_columns(got: pd.DataFrame, want: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(
         got[DETERMINISTIC_COLUMNS].reset_index(drop=True), want[DETERMINISTIC_COLUMNS].reset_index(drop=True), check_exact=True
     )
+
+
+# ----------------------------------------------------------------------------- losing a whole node
+
+
+def run_losing_w2(bed: Bed, out: str, extra: list[str], log: Path, on_loss=None) -> int:
+    """The job's run, driven from the head (--address), losing w2 (every process of it, by PID) in round 2; its exit status."""
+    argv = [PYTHON, RUN_PY, *ARGS, "--address", bed.gcs_address, "--out", out, *extra]
+    with open(log, "w") as f:
+        p = bed.popen("head", argv, stdout=f, stderr=subprocess.STDOUT)
+    rows = bed.path("head", f"{out}/rounds.csv")
+    try:
+        deadline = time.monotonic() + 300
+        while not (rows.exists() and len(rows.read_text().splitlines()) >= 3):  # rounds 0 and 1 written: round 2 runs
+            assert p.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.05)
+        bed.stop_node("w2")
+        if on_loss is not None:
+            on_loss(log)
+        return p.wait(timeout=300)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)  # the driver we started (its own process group); `down` ends the rest
+            p.wait()
+
+
+def w2_back(bed: Bed) -> None:
+    """A replacement w2 joins (its Ray started again on the node's namespaces)."""
+    bed.start_ray(bed.node("w2"))
+    bed.wait_nodes(3, timeout_s=60)
+
+
+def wait_for_line(log: Path, text: str, timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+
+
+def lost_w2_in_round_2(bed: Bed, out: str) -> dict:
+    """rounds.csv and summary.json say: w2 lost in round 2, with the agents of one actor, and seconds lost."""
+    rounds = pd.read_csv(bed.path("head", f"{out}/rounds.csv"), keep_default_na=False)
+    summary = json.loads(bed.path("head", f"{out}/summary.json").read_text())
+    ip = bed.node("w2").ip
+    assert rounds["failures"].tolist() == [0, 0, 1]
+    assert rounds["lost_nodes"].tolist() == ["", "", ip] and float(rounds["lost_wall_s"].iloc[2]) > 0
+    (f,) = summary["failures"]
+    assert (f["round"], f["node"], f["node_lost"]) == (2, ip, True) and f["agents"] == rounds["failed_agents"].iloc[2]
+    assert summary["lost_nodes"] == [ip] and summary["time_lost_s"] == f["lost_wall_s"] > 0
+    return summary
+
+
+def test_a_lost_node_with_room_left_goes_on_from_the_checkpoint_on_the_others(bed, job, tmp_path):
+    """Half a CPU per actor, spread: the survivors have room for w2's actor, which Ray re-places there."""
+    log = tmp_path / "driver.log"
+    extra = ["--cpus-per-agent", "0.5", "--agents-per-actor", "4", "--placement", "spread"]
+    try:
+        assert run_losing_w2(bed, "/tmp/room", extra, log) == 0, log.read_text()[-3000:]
+    finally:
+        w2_back(bed)
+    assert "whose actor now runs on" in log.read_text()
+    summary = lost_w2_in_round_2(bed, "/tmp/room")
+    assert summary["aborted"] is None
+    same_deterministic_columns(pd.read_csv(bed.path("head", "/tmp/room/rounds.csv")), pd.read_csv(bed.path("head", "/tmp/job/rounds.csv")))
+
+
+def test_a_lost_node_without_room_waits_for_one_to_join(bed, job, tmp_path):
+    """One CPU per actor, one actor per node: w2's actor waits, with a progress line, until a replacement w2 joins."""
+    log = tmp_path / "driver.log"
+    assert run_losing_w2(bed, "/tmp/wait", ["--node-timeout", "120"], log, on_loss=lambda lg: (wait_for_line(lg, "waiting for a node to join"), w2_back(bed))) == 0, log.read_text()[-3000:]  # fmt: skip
+    assert "a node with room joined" in log.read_text()
+    lost_w2_in_round_2(bed, "/tmp/wait")
+    same_deterministic_columns(pd.read_csv(bed.path("head", "/tmp/wait/rounds.csv")), pd.read_csv(bed.path("head", "/tmp/job/rounds.csv")))
+
+
+def test_past_the_node_timeout_the_run_stops_in_one_sentence_and_resumes(bed, job, tmp_path):
+    log = tmp_path / "driver.log"
+    try:
+        assert run_losing_w2(bed, "/tmp/stop", ["--node-timeout", "2"], log) == 2, log.read_text()[-3000:]
+    finally:
+        w2_back(bed)
+    errors = [ln for ln in log.read_text().splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "--node-timeout" in errors[0] and errors[0].endswith("continue with --resume /tmp/stop."), errors
+    assert "waiting for a node to join" in log.read_text()
+    assert "Traceback" not in log.read_text()
+    summary = json.loads(bed.path("head", "/tmp/stop/summary.json").read_text())
+    assert summary["aborted"] and summary["lost_nodes"] == [bed.node("w2").ip]
+    resumed = bed.run("head", [PYTHON, RUN_PY, "--address", bed.gcs_address, "--resume", "/tmp/stop", "--no-progress"], timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming /tmp/stop at round 2" in resumed.stdout + resumed.stderr
+    lost_w2_in_round_2(bed, "/tmp/stop")
+    same_deterministic_columns(pd.read_csv(bed.path("head", "/tmp/stop/rounds.csv")), pd.read_csv(bed.path("head", "/tmp/job/rounds.csv")))
 
 
 # ----------------------------------------------------------------------------- nothing left

@@ -135,10 +135,15 @@ class BedSpec:
     node_cpus: dict[str, int] = field(default_factory=dict)  # node name -> its own logical CPUs
     private: tuple[str, ...] = ()  # more paths under a private tmpfs on every node
     object_store_mb: int = 200
+    # seconds until the head declares a silent node dead (Ray's health checks: 3 missed, detect_s/3 apart);
+    # None: Ray's own default, about 15 s (5 missed, 3 s apart), as on a real cluster
+    detect_s: float | None = None
 
     def check(self) -> BedSpec:
         if not re.fullmatch(rf"{PREFIX}[a-z0-9]{{0,6}}", self.name):
             raise BedError(f"bed name '{self.name}' must be '{PREFIX}' followed by at most 6 lowercase letters or digits.")
+        if self.detect_s is not None and self.detect_s <= 0:
+            raise BedError(f"detect_s {self.detect_s}: give a positive number of seconds, or None for Ray's default.")
         if not 1 <= self.nodes <= 32:
             raise BedError(f"--nodes {self.nodes}: a bed has 1 to 32 nodes.")
         if self.cpus < 0 or self.gpus < 0:
@@ -281,7 +286,8 @@ class Bed:
         if not path.exists():
             raise BedError(f"no bed named {name} is up; start one with `python -m comdml_ray.testbed up`.")
         st = State.load(path)
-        spec = BedSpec(name=st.name, nodes=len(st.nodes))
+        kept = {k: st.spec[k] for k in ("cpus", "gpus", "object_store_mb", "detect_s") if k in st.spec}  # what start_ray reads
+        spec = BedSpec(name=st.name, nodes=len(st.nodes), **kept)
         return cls(spec, st)
 
     def node(self, name: str) -> Node:
@@ -443,11 +449,22 @@ class Bed:
             argv = [RAY, "start", "--block", f"--address={self.gcs_address}", *common]
         log = open(self.dir / f"{n.name}-ray.log", "w")  # noqa: SIM115 -- `ray start --block` writes to it while the node lives
         self._logs.append(log)
-        p = self.popen(n, argv, cwd="/tmp", stdout=log, stderr=subprocess.STDOUT)
+        p = self.popen(n, argv, cwd="/tmp", env=self._health_env(), stdout=log, stderr=subprocess.STDOUT)
         n.ray = Proc.of(p.pid)
         self._save()
         if wait:
             self._wait_started(n, deadline or time.monotonic() + 120)
+
+    def _health_env(self) -> dict[str, str]:
+        """Ray's health-check settings for `spec.detect_s` (read by the head's GCS at start); none for Ray's default."""
+        if self.spec.detect_s is None:
+            return {}
+        period = max(int(self.spec.detect_s * 1000 / 3), 100)
+        return {
+            "RAY_health_check_period_ms": str(period),
+            "RAY_health_check_timeout_ms": str(period),
+            "RAY_health_check_failure_threshold": "3",
+        }
 
     def _wait_started(self, n: Node, deadline: float) -> None:
         log = self.dir / f"{n.name}-ray.log"
