@@ -1,4 +1,4 @@
-"""Ray's side of losing an agent actor: fault injection, waiting for restarts, rebuilding the group; mixed into `run.Run`.
+"""Ray's side of losing an agent actor or a whole node: fault injection, waiting for restarts, rebuilding the group; mixed into `run.Run`.
 
 Owns
 - `ACTOR_OPTIONS`: agent actors are created with `max_restarts=-1` (Ray restarts a dead
@@ -15,6 +15,13 @@ Owns
     actor answers once Ray has restarted it, and one that Ray reports dead for good is
     re-created in its bundle); returns the groups whose process changed, which, with
     the group named by Ray's error, are the ones to rebuild;
+  - a whole node lost (its raylet and workers): Ray marks the node dead, and the run's
+    placement group (PACK or SPREAD, both best-effort: nothing pins a bundle to a
+    node) re-places that node's bundles, where the surviving nodes have room, so the
+    actors restart there; without room the group stays RESCHEDULING until a node
+    joins.  `await_actors` records the lost node of each group (`lost_nodes`), prints
+    a progress line while a bundle waits for room, and past `--node-timeout` raises
+    `NoRoom` (exit 2: the cluster is too small, as at start-up);
   - `rebuild(groups)`: set those processes up again (dataset ref, setting, profile);
   - `join_collective()`: every actor leaves its collective group (a member is gone)
     and joins a new one under a new name, with the backend the actors' devices allow
@@ -67,8 +74,6 @@ class _RoomWait:
             self.since = now
         waited = now - self.since
         need = _resources(run._bundle())
-        if waited >= timeout_s:
-            raise NoRoom(f"node {ip} is gone and no node has room for its actor ({need})", g, ip, need, waited)
         if self.last_line == 0.0 or now - self.last_line >= PROGRESS_EVERY_S:
             free = ray.available_resources()
             run.log(
@@ -77,6 +82,8 @@ class _RoomWait:
                 f"({waited:.0f} s of at most {timeout_s:.0f} s, --node-timeout)"
             )
             self.last_line = now
+        if waited >= timeout_s:
+            raise NoRoom(f"node {ip} is gone and no node has room for its actor ({need})", g, ip, need, waited)
 
 
 def node_ip_if_lost(node_id: str) -> str | None:

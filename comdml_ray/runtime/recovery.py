@@ -18,14 +18,19 @@ Owns
   them back the same way.  A folder every node reaches (s3://, gs://, ...) is written
   and read by the actors themselves (`save_state`, `load_state`);
 - `resumed_config`: `--resume OUT`: the saved configuration, with the flags that say
-  where and how to run (address, CPUs, GPUs, progress bar, fault injection) from the
-  command line;
+  where and how to run (address, CPUs, GPUs, progress bar, fault injection, node
+  timeout) from the command line;
 - `RunGuard`: rounds.csv as it happens (one flushed row per round; the failures of a
   round on its row), checkpoints, and `recover`: after `AgentFailure` it waits for
-  the actor to come back (`faults.RunRecovery`), gives it a new collective group,
-  puts every agent back to the last checkpoint (or to the start, without one), cuts
-  the result files back to that round and returns where to go on.  The same actor
-  dying `MAX_DEATHS_IN_A_ROW` times without a finished round between stops the run.
+  the actor to come back (`faults.RunRecovery`: on another node when its own is
+  gone), gives it a new collective group, puts every agent back to the last
+  checkpoint (or to the start, without one), cuts the result files back to that round
+  and returns where to go on.  Each failure is recorded with the node its actor ran
+  on and whether that node was lost (rounds.csv `lost_nodes`, summary.json
+  `failures` and `lost_nodes`).  The same actor dying `MAX_DEATHS_IN_A_ROW` times
+  without a finished round between, or a lost node's actor finding no room within
+  `--node-timeout`, stops the run; its last checkpoint then takes the failures since
+  it was written, so a `--resume` records them too.
 Checkpoints are written for `local`, `comdml` and `adpsgd` (whose event loop holds no
 payload in flight: its pairwise averages are single events), not for the others
 (Swift's and DivShare's links carry models and fragments; D-PSGD: not done yet); a

@@ -16,7 +16,8 @@ Layout of a bed named NAME (default `cdbed`) with nodes `head`, `w1`, `w2`, ...:
   under /proc/<init pid>/root;
 - on each node `ray start --block` (the head with its dashboard, every node with
   `--node-ip-address`, token authentication with the bed's own token), the project on
-  PYTHONPATH.
+  PYTHONPATH; `BedSpec.detect_s` shortens how long the head takes to declare a lost
+  node dead (Ray's health checks; its default, about 15 s, otherwise).
 State (node PIDs with their start times, the token, the subnet) is kept in
 /run/comdml-testbed/NAME/state.json, written before each thing is made, so `down`
 from any process removes everything: it kills the recorded PIDs (only while their
