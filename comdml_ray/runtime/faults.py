@@ -86,12 +86,9 @@ class _RoomWait:
             raise NoRoom(f"node {ip} is gone and no node has room for its actor ({need})", g, ip, need, waited)
 
 
-def node_ip_if_lost(node_id: str) -> str | None:
-    """The IP of node `node_id` when Ray has marked it dead; None while it is alive (or unknown)."""
-    for n in ray.nodes():
-        if n.get("NodeID") == node_id:
-            return None if n.get("Alive") else n.get("NodeManagerAddress") or "?"
-    return None
+def dead_nodes() -> dict[str, str]:
+    """Node id -> IP of every node Ray has marked dead."""
+    return {n["NodeID"]: n.get("NodeManagerAddress") or "?" for n in ray.nodes() if not n.get("Alive")}
 
 
 def _resources(bundle: dict) -> str:
@@ -169,7 +166,7 @@ class RunRecovery:
                     time.sleep(0.2)
                 except GetTimeoutError:
                     pass
-                ip = node_ip_if_lost(before[g]["node_id"]) if g in before else None
+                ip = dead_nodes().get(before[g]["node_id"]) if g in before else None
                 if ip is not None:
                     self.lost_nodes[g] = ip
                 if ip is not None and placement_group_table(self.pg).get("state") == "RESCHEDULING":
@@ -183,6 +180,9 @@ class RunRecovery:
             was = before.get(g, {})
             if (self.placements[g]["pid"], self.placements[g]["node_id"]) != (was.get("pid"), was.get("node_id")):
                 changed.add(g)  # a new process (PIDs alone may repeat across nodes)
+        dead = dead_nodes()  # also the nodes of actors that Ray had re-placed before this wait looked at them
+        self.lost_nodes |= {g: dead[p["node_id"]] for g, p in before.items() if p["node_id"] in dead}
+        changed |= set(self.lost_nodes)
         if wait.since is not None:
             self.log(f"a node with room joined after {time.monotonic() - wait.since:.0f} s: going on")
         return changed

@@ -461,9 +461,11 @@ class Bed:
         if self.spec.detect_s is None:
             return {}
         period = max(int(self.spec.detect_s * 1000 / 3), 100)
+        # A lost node's port refuses at once, so a check fails fast however long its timeout; a long timeout (Ray's
+        # default, 10 s) keeps a node that is only slow (a loaded machine, a node still starting) from being declared dead.
         return {
             "RAY_health_check_period_ms": str(period),
-            "RAY_health_check_timeout_ms": str(period),
+            "RAY_health_check_timeout_ms": "10000",
             "RAY_health_check_failure_threshold": "3",
         }
 
