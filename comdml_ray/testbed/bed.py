@@ -57,6 +57,7 @@ PYTHON = sys.executable
 RAY = str(Path(sys.executable).with_name("ray"))
 RAY_TEMP = "/tmp/ray"  # on the node's own tmpfs
 TOOLS = ("ip", "tc", "unshare", "nsenter", "mount")
+STARTUP_TIMED_OUT = "timed out during startup"  # what `ray start` says when its raylet did not register in time
 
 
 class BedError(RuntimeError):
@@ -336,11 +337,12 @@ class Bed:
             log(f"bed {self.spec.name}: network up ({len(self.state.nodes)} nodes on {NET}.{self.state.subnet}.0/24)")
             for n in self.state.nodes:
                 self._start_init(n, deadline)
-            self.start_ray(self.head, deadline)
+            self.start_ray(self.head, wait=False)
+            self._wait_started_or_retry(self.head, deadline, log)
             for n in self.state.nodes[1:]:
-                self.start_ray(n, deadline, wait=False)
+                self.start_ray(n, wait=False)
             for n in self.state.nodes[1:]:
-                self._wait_started(n, deadline)
+                self._wait_started_or_retry(n, deadline, log)
             self.wait_nodes(len(self.state.nodes), deadline - time.monotonic())
         except BaseException:
             self.down()
@@ -468,6 +470,17 @@ class Bed:
             "RAY_health_check_timeout_ms": "10000",
             "RAY_health_check_failure_threshold": "3",
         }
+
+    def _wait_started_or_retry(self, n: Node, deadline: float, log) -> None:
+        """Wait for `ray start` on n; once more if Ray gave up on its raylet's registration (30 s, fixed in Ray: a loaded machine)."""
+        try:
+            self._wait_started(n, deadline)
+        except BedError as e:
+            if STARTUP_TIMED_OUT not in str(e) or time.monotonic() > deadline:
+                raise
+            log(f"bed {self.spec.name}: node {n.name}'s raylet did not register within Ray's 30 s; starting it once more")
+            self.stop_node(n.name)
+            self.start_ray(n, deadline)
 
     def _wait_started(self, n: Node, deadline: float) -> None:
         log = self.dir / f"{n.name}-ray.log"
