@@ -120,6 +120,7 @@ class RunConfig:
     checkpoint_every: int | None = None  # rounds between checkpoints; None: `checkpoint_interval`'s default; 0: none
     resume: str | None = None  # output folder (or URI) of a stopped run to continue from its last checkpoint
     kill_actor: str | None = None  # fault injection: "ROUND:ACTOR[,ROUND:ACTOR...]", each actor kills itself once
+    node_timeout_s: float = 600.0  # a lost node whose actors the other nodes have no room for: wait this long for a node to join
     # --- Ray placement
     address: str | None = None  # None: RAY_ADDRESS if set (ray job submit), else a new local Ray; "auto": attach to a running cluster
     cpus_per_agent: float = 1.0
@@ -388,6 +389,10 @@ class RunConfig:
             _need(self.num_cpus >= 1, f"--num-cpus must be at least 1, got {self.num_cpus}.")
         if self.num_gpus is not None:
             _need(self.num_gpus >= 0, f"--num-gpus must be >= 0, got {self.num_gpus}.")
+        _need(
+            self.node_timeout_s >= 0,
+            f"--node-timeout must be >= 0 seconds (0: stop at once when a lost node's actors have no room), got {self.node_timeout_s}.",
+        )
         _need(
             self.scale_timeout_s >= 0, f"--scale-timeout must be >= 0 seconds (0: do not wait for new nodes), got {self.scale_timeout_s}."
         )

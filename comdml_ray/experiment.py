@@ -11,6 +11,8 @@ Rows are written as they happen and checkpoints taken through `recovery.RunGuard
 which also brings a lost actor back and redoes its round; `--resume OUT` continues a
 stopped run from its last checkpoint.  On an abort (an actor that keeps dying,
 Ctrl-C) summary.json and accuracy.png of the rounds so far are written too.
+A driver that joined a cluster watches its head (`cluster.HeadWatch`): a head gone while
+the run starts or runs ends it with one sentence and exit 2.
 `stop_ray(cfg)` ends the Ray that runs made with `keep_ray=True` left up (a comparison's).
 """
 
@@ -30,7 +32,7 @@ from comdml_ray.config import ONE_MODEL_ALGORITHMS, SYNC_ALGORITHMS, RunConfig
 from comdml_ray.learning.data import require_dataset
 from comdml_ray.learning.leakage import report_privacy
 from comdml_ray.results.report import format_summary, read_rounds, time_to_target, write_summary
-from comdml_ray.runtime.cluster import release_capacity_request, start_ray
+from comdml_ray.runtime.cluster import HeadWatch, release_capacity_request, start_ray
 from comdml_ray.runtime.recovery import RunGuard, StartPoint, resumed_config
 from comdml_ray.runtime.run import AgentFailure, MemoryWatch, Run
 from comdml_ray.storage import OutDir
@@ -75,6 +77,7 @@ def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False, privacy_sp
     watch = MemoryWatch()
     t_start = time.perf_counter()
     start_ray(cfg, log)
+    head = HeadWatch.of_cluster()  # a joined cluster's head gone: one sentence, exit 2
     run = guard = None
     try:
         run = Run(
@@ -89,6 +92,12 @@ def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False, privacy_sp
         startup = time.perf_counter() - t_start
         log(f"start-up: {startup:.1f} s ({len(run.hosts)} actors, {cfg.agents} agents)")
         guard = RunGuard(run, cfg, out, log, resume)
+        if head is not None:
+            head.hint = (
+                f"during the run, so it stops; its finished rounds and last checkpoint are in {out.uri}: bring the head back and continue with --resume {out.uri}."
+                if guard.ckpt.every
+                else f"during the run, so it stops; its finished rounds are in {out.uri}: bring the head back and rerun."
+            )
         if cfg.algorithm in SYNC_ALGORITHMS and cfg.algorithm != "dpsgd":
             _sync_loop(run, cfg, log, guard)  # rounds.csv by the guard, agents.csv and plan.csv by the reducer
         else:
@@ -108,6 +117,8 @@ def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False, privacy_sp
             _finish(cfg, run, guard, out, startup, watch, t_start, aborted=str(e) or type(e).__name__)
         raise
     finally:
+        if head is not None:
+            head.stop()
         watch.stop()
         release_capacity_request()  # a run that failed before placing its actors must not keep nodes up
         if guard is not None:
@@ -143,6 +154,7 @@ def _finish(
         "checkpoint_s_per_round": float(rounds["checkpoint_s"].mean()) if len(rounds) else None,
         "failures": [dataclasses.asdict(f) for f in guard.failures],
         "time_lost_s": float(sum(f.lost_wall_s for f in guard.failures)),
+        "lost_nodes": sorted({f.node for f in guard.failures if f.node_lost}),
         "resumed_from_round": guard.start.next_round if guard.start else None,
         "aborted": aborted,
     }

@@ -169,6 +169,7 @@ def test_fault_flags_are_one_sentence(tmp_path, capsys):
     for argv, fragment in (
         (["--kill-actor", "2"], "ROUND:ACTOR"),
         (["--checkpoint-every", "-1"], "--checkpoint-every"),
+        (["--node-timeout", "-1"], "--node-timeout"),
         (["--resume", str(tmp_path)], "holds no checkpoint"),
     ):
         assert main([*argv, "--no-progress"]) == 2

@@ -7,8 +7,8 @@
 
 Owns the run's flags (`build_parser`, `config_from_args`: one flag per field of
 `comdml_ray.config.RunConfig`), `exit_code_of` (a user's mistake -- a bad flag, a missing
-dataset, a cluster too small -- is one sentence on stderr and exit code 2; a dead actor
-exit 1) and `main`, which runs `experiment.run_experiment`.  `comdml-ray compare` and the
+dataset, a cluster too small, a lost node no other node has room for -- is one sentence on
+stderr and exit code 2; a dead actor exit 1) and `main`, which runs `experiment.run_experiment`.  `comdml-ray compare` and the
 scripts in benchmarks/ build their parsers on `build_parser`; `benchmarks/run.py` is
 `main` under the prog name benchmarks/run.py.
 """
@@ -294,6 +294,13 @@ def _fault_flags(g, d: RunConfig) -> None:
         default=d.kill_actor,
         help="fault injection: ROUND:ACTOR[,...] (both from 0, ROUND as in rounds.csv); that actor kills its own process at the start of that round, once",
     )
+    g.add_argument(
+        "--node-timeout",
+        dest="node_timeout_s",
+        type=float,
+        default=d.node_timeout_s,
+        help="a node lost with actors the other nodes have no room for: seconds to wait for a node to join (then the run stops; --resume goes on)",
+    )
 
 
 def config_from_args(argv: list[str] | None = None, prog: str = PROG) -> RunConfig:
@@ -303,7 +310,7 @@ def config_from_args(argv: list[str] | None = None, prog: str = PROG) -> RunConf
 
 
 def exit_code_of(job: Callable[[], object]) -> int:
-    """Run `job()`; a user's mistake (flag, dataset, cluster too small) is one sentence and exit 2, a dead actor exit 1."""
+    """Run `job()`; a user's mistake (flag, dataset, cluster too small) is one sentence and exit 2, a dead actor exit 1 (2 when no node has room for it)."""
     from comdml_ray.learning.data import DatasetError
     from comdml_ray.runtime.run import AgentFailure
 
@@ -314,7 +321,7 @@ def exit_code_of(job: Callable[[], object]) -> int:
         return 2
     except AgentFailure as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return getattr(e, "exit_code", 1)  # 2: the cluster lacks room (faults.NoRoom), as for a cluster too small at start
     return 0
 
 

@@ -48,6 +48,7 @@ ROUND_COLUMNS = [
     "failures",
     "failed_agents",
     "lost_wall_s",
+    "lost_nodes",
     "eval_images",
     "eval_wall_s",  # test images test_accuracy is on (subset or whole set), and the evaluation's wall seconds
 ]

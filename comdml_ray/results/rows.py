@@ -46,6 +46,7 @@ class RoundRow:
     failures: int = 0  # actor deaths while this round (or row) was run
     failed_agents: str = ""  # the agents those actors hosted, e.g. "2-3"; ";" between failures
     lost_wall_s: float = 0.0  # wall seconds lost to them: discarded work since the checkpoint, restart, restore
+    lost_nodes: str = ""  # nodes (IPs) lost in this round with those actors; ";" between them
 
 
 @dataclass

@@ -21,6 +21,9 @@ Owns
   the run has ended (`idle_timeout_minutes`).
 - `wait_for_placement(pg, log, timeout_s)`: wait for the agents' placement group,
   with a progress line, instead of a silent `pg.wait`; then drop the request.
+- `HeadWatch`: a driver that joined a cluster watches its head; a head gone (no
+  connection for `CONNECT_TIMEOUT_S`), while the run starts or later, ends the driver
+  with one sentence and exit 2 instead of Ray's 60 s of retries and its own lines.
 - `failure_message(who, actor, err)`: the sentence a user reads when an agent
   actor died: the agents it hosted, its node's IP and the command (or, for a Ray of
   the run's own, the file) that shows its log.
@@ -40,6 +43,7 @@ import math
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -120,6 +124,63 @@ def check_reachable(address: str, timeout_s: float | None = None) -> None:
                 f"check the head's address and port (`ray status` on the head prints them), or drop --address to run locally."
             )
         time.sleep(1.0)
+
+
+class HeadWatch:
+    """A joined cluster's head, tried once a second: no TCP connection to its GCS for CONNECT_TIMEOUT_S ends the driver.
+
+    Without it, a driver whose head has gone waits in Ray's own retries for 60 s and
+    then exits 1 with Ray's lines.  With it: one sentence on stderr (`hint` says what
+    was computed and what to do) and exit status 2, at once, from this thread: the
+    main thread is blocked inside Ray.  Rows and checkpoints are flushed as they are
+    written, so what was computed stays on disk.
+    """
+
+    STARTING = (
+        "while the run was starting, so it stops with nothing computed: start the head again (`ray start --head`, or `ray up`) and rerun."
+    )
+
+    def __init__(self, gcs_address: str, poll_s: float = 1.0, timeout_s: float = CONNECT_TIMEOUT_S):
+        self.address, self.poll_s, self.timeout_s = gcs_address, poll_s, timeout_s
+        self.hint = self.STARTING
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="comdml-head-watch", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def of_cluster() -> HeadWatch | None:
+        """A watch of the cluster this driver joined (None for a Ray of the run's own, which lives and dies with it)."""
+        node = ray._private.worker._global_node
+        if node is None or node.is_head():
+            return None
+        return HeadWatch(ray.get_runtime_context().gcs_address)
+
+    def _answers(self) -> bool:
+        host, _, port = self.address.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=min(2.0, self.timeout_s)):
+                return True
+        except OSError:
+            return False
+
+    def _loop(self) -> None:
+        silent_since = None
+        while not self._stop.wait(self.poll_s):
+            if self._answers():
+                silent_since = None
+                continue
+            silent_since = silent_since or time.monotonic()
+            if time.monotonic() - silent_since >= self.timeout_s and not self._stop.is_set():
+                sys.stderr.write(
+                    f"error: the Ray head at {self.address} stopped answering (no connection for {self.timeout_s:.0f} s) {self.hint}\n"
+                )
+                sys.stderr.flush()
+                sys.stdout.flush()
+                os._exit(2)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 def exit_process(code: int) -> NoReturn:

@@ -18,14 +18,19 @@ Owns
   them back the same way.  A folder every node reaches (s3://, gs://, ...) is written
   and read by the actors themselves (`save_state`, `load_state`);
 - `resumed_config`: `--resume OUT`: the saved configuration, with the flags that say
-  where and how to run (address, CPUs, GPUs, progress bar, fault injection) from the
-  command line;
+  where and how to run (address, CPUs, GPUs, progress bar, fault injection, node
+  timeout) from the command line;
 - `RunGuard`: rounds.csv as it happens (one flushed row per round; the failures of a
   round on its row), checkpoints, and `recover`: after `AgentFailure` it waits for
-  the actor to come back (`faults.RunRecovery`), gives it a new collective group,
-  puts every agent back to the last checkpoint (or to the start, without one), cuts
-  the result files back to that round and returns where to go on.  The same actor
-  dying `MAX_DEATHS_IN_A_ROW` times without a finished round between stops the run.
+  the actor to come back (`faults.RunRecovery`: on another node when its own is
+  gone), gives it a new collective group, puts every agent back to the last
+  checkpoint (or to the start, without one), cuts the result files back to that round
+  and returns where to go on.  Each failure is recorded with the node its actor ran
+  on and whether that node was lost (rounds.csv `lost_nodes`, summary.json
+  `failures` and `lost_nodes`).  The same actor dying `MAX_DEATHS_IN_A_ROW` times
+  without a finished round between, or a lost node's actor finding no room within
+  `--node-timeout`, stops the run; its last checkpoint then takes the failures since
+  it was written, so a `--resume` records them too.
 Checkpoints are written for `local`, `comdml`, `local-deadline` and `adpsgd` (whose event loop holds no
 payload in flight: its pairwise averages are single events), not for the others
 (Swift's and DivShare's links carry models and fragments; D-PSGD: not done yet); a
@@ -47,13 +52,13 @@ from comdml_ray.method.checkpoint import SHARED_MODEL_FILE
 from comdml_ray.results.report import ROUND_COLUMNS, WALL_ROUND_COLUMNS
 from comdml_ray.results.rows import RoundRow
 from comdml_ray.runtime.actors import AgentFailure
-from comdml_ray.runtime.faults import RunStopped, agent_span
+from comdml_ray.runtime.faults import NoRoom, RunStopped, agent_span
 from comdml_ray.storage import OutDir, RowFile
 
 CHECKPOINTABLE = ("local", "comdml", "local-deadline", "adpsgd")
 MAX_DEATHS_IN_A_ROW = 3
 LATEST = "checkpoints/latest.json"
-RUNTIME_FIELDS = ("address", "num_cpus", "num_gpus", "progress", "kill_actor")
+RUNTIME_FIELDS = ("address", "num_cpus", "num_gpus", "progress", "kill_actor", "node_timeout_s")
 
 
 @dataclass
@@ -70,6 +75,8 @@ class Failure:
     actor: int
     agents: str
     lost_wall_s: float
+    node: str = ""  # IP of the node the actor ran on
+    node_lost: bool = False  # that node was gone (every process of it), not only the actor
 
 
 @dataclass
@@ -81,6 +88,8 @@ class DriverState:
     files: dict[int, str] = field(default_factory=dict)  # agent -> group file holding it
     failures: list[Failure] = field(default_factory=list)
     last_row: RoundRow | None = None
+    # failures of rounds not finished yet (a run stopped by one): the resumed run puts them on those rounds' rows
+    pending: dict[int, list[Failure]] = field(default_factory=dict)
     folder: str = ""
 
 
@@ -169,7 +178,7 @@ class RunGuard:
         self.rounds = RowFile(out, "rounds.csv", ROUND_COLUMNS + (WALL_ROUND_COLUMNS if cfg.clock == "wall" else [])).start(keep)
         self.agent_file: RowFile | None = None
         self.failures: list[Failure] = list(resume.failures) if resume else []
-        self.pending: dict[int, list[Failure]] = {}
+        self.pending: dict[int, list[Failure]] = {r: list(fs) for r, fs in getattr(resume, "pending", {}).items()} if resume else {}
         self.streak: dict[int, int] = {}
         self.round = self.start.next_round if self.start else 0  # the round (or row) being run, set by the loops
         if resume is not None:
@@ -195,6 +204,8 @@ class RunGuard:
             row.failures += 1
             row.failed_agents = ";".join(a for a in (row.failed_agents, f.agents) if a)
             row.lost_wall_s += f.lost_wall_s
+            if f.node_lost and f.node not in row.lost_nodes.split(";"):
+                row.lost_nodes = ";".join(n for n in (row.lost_nodes, f.node) if n)
         self.rounds.append([vars(row)])
         self.streak.clear()
 
@@ -226,14 +237,31 @@ class RunGuard:
     def _recover_once(self, f: AgentFailure, r: int) -> StartPoint:
         run = self.run
         self.log(f"round {r}: {f} Recovering.")
-        dead = run.await_actors() | ({f.group} if f.group is not None else set())
+        ips = run.node_ips()
+        where = {p["group"]: ips.get(p["node_id"], "") for p in run.placements}  # each actor's node before the recovery
+        try:
+            dead = run.await_actors() | ({f.group} if f.group is not None else set())
+        except NoRoom as e:
+            self._note(r, {e.group} | set(run.lost_nodes), where)
+            self._keep_failures()
+            at = self.ckpt.last.at.next_round if self.ckpt.last else 0
+            raise NoRoom(
+                f"node {e.node} was lost in round {r} with agents {agent_span(run.layout.groups[e.group])}, and no node with room "
+                f"for their actor ({e.need}) joined within {e.waited_s:.0f} s (--node-timeout), so the run stops; the results of its "
+                f"rounds before round {at} are in {self.out.uri}: add a node and continue with --resume {self.out.uri}.",
+                e.group,
+                e.node,
+                e.need,
+                e.waited_s,
+            ) from None
         if not dead:
             raise RunStopped(str(f))  # not an agent actor (the reducer?): nothing to restart
         for g in sorted(dead):
             self.streak[g] = self.streak.get(g, 0) + 1
         worst = max(sorted(dead), key=lambda g: self.streak[g])
         if self.streak[worst] >= MAX_DEATHS_IN_A_ROW:
-            self._note(r, dead)
+            self._note(r, dead, where)
+            self._keep_failures()
             raise RunStopped(
                 f"the actor hosting agents {agent_span(run.layout.groups[worst])} died {self.streak[worst]} times in a row "
                 f"(last in round {r}), so the run stops; its results so far are in {self.out.uri}: see the actor's log "
@@ -252,18 +280,39 @@ class RunGuard:
         for rf in (self.rounds, self.agent_file):
             if rf is not None:
                 rf.start(at.next_round)
-        lost = self._note(r, dead)
+        lost = self._note(r, dead, where)
         at.wall_time_s = self.mark[1]
-        self.log(f"round {r}: actors {sorted(dead)} back after {lost:.1f} s lost; going on from round {at.next_round}")
+        if run.lost_nodes:
+            now = run.node_ips()
+            moved = "; ".join(
+                f"node {ip} lost with agents {agent_span(run.layout.groups[g])}, whose actor now runs on {now.get(run.placements[g]['node_id'], '?')}"
+                for g, ip in sorted(run.lost_nodes.items())
+            )
+            self.log(f"round {r}: {moved}; {lost:.1f} s lost; going on from round {at.next_round}")
+        else:
+            self.log(f"round {r}: actors {sorted(dead)} back after {lost:.1f} s lost; going on from round {at.next_round}")
         return at
 
-    def _note(self, r: int, dead: set[int]) -> float:
-        """Record the failure of round r (the time lost goes to its first actor); returns the seconds lost."""
+    def _note(self, r: int, dead: set[int], where: dict[int, str]) -> float:
+        """Record the failure of round r (the time lost goes to its first actor); returns the seconds lost.
+
+        where: group -> IP of the node its actor ran on before the recovery.
+        """
         now = time.perf_counter()
         lost = now - self.mark[0]
+        run = self.run
         for i, g in enumerate(sorted(dead)):
-            fl = Failure(r, g, agent_span(self.run.layout.groups[g]), lost if i == 0 else 0.0)
+            ip = run.lost_nodes.get(g) or where.get(g, "")
+            fl = Failure(r, g, agent_span(run.layout.groups[g]), lost if i == 0 else 0.0, ip, g in run.lost_nodes)
             self.failures.append(fl)
             self.pending.setdefault(r, []).append(fl)
         self.mark = (now, self.mark[1] + lost)
         return lost
+
+    def _keep_failures(self) -> None:
+        """The run stops: its last checkpoint takes the failures since it was written, so a --resume records them too."""
+        state = self.ckpt.last
+        if state is None:
+            return
+        state.failures, state.pending = list(self.failures), {r: list(fs) for r, fs in self.pending.items()}
+        self.out.replace(f"checkpoints/{state.folder}/driver.pkl", pickle.dumps(state, protocol=5))

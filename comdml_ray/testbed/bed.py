@@ -16,7 +16,8 @@ Layout of a bed named NAME (default `cdbed`) with nodes `head`, `w1`, `w2`, ...:
   under /proc/<init pid>/root;
 - on each node `ray start --block` (the head with its dashboard, every node with
   `--node-ip-address`, token authentication with the bed's own token), the project on
-  PYTHONPATH.
+  PYTHONPATH; `BedSpec.detect_s` shortens how long the head takes to declare a lost
+  node dead (Ray's health checks; its default, about 15 s, otherwise).
 State (node PIDs with their start times, the token, the subnet) is kept in
 /run/comdml-testbed/NAME/state.json, written before each thing is made, so `down`
 from any process removes everything: it kills the recorded PIDs (only while their
@@ -56,6 +57,7 @@ PYTHON = sys.executable
 RAY = str(Path(sys.executable).with_name("ray"))
 RAY_TEMP = "/tmp/ray"  # on the node's own tmpfs
 TOOLS = ("ip", "tc", "unshare", "nsenter", "mount")
+STARTUP_TIMED_OUT = "timed out during startup"  # what `ray start` says when its raylet did not register in time
 
 
 class BedError(RuntimeError):
@@ -135,10 +137,15 @@ class BedSpec:
     node_cpus: dict[str, int] = field(default_factory=dict)  # node name -> its own logical CPUs
     private: tuple[str, ...] = ()  # more paths under a private tmpfs on every node
     object_store_mb: int = 200
+    # seconds until the head declares a silent node dead (Ray's health checks: 3 missed, detect_s/3 apart);
+    # None: Ray's own default, about 15 s (5 missed, 3 s apart), as on a real cluster
+    detect_s: float | None = None
 
     def check(self) -> BedSpec:
         if not re.fullmatch(rf"{PREFIX}[a-z0-9]{{0,6}}", self.name):
             raise BedError(f"bed name '{self.name}' must be '{PREFIX}' followed by at most 6 lowercase letters or digits.")
+        if self.detect_s is not None and self.detect_s <= 0:
+            raise BedError(f"detect_s {self.detect_s}: give a positive number of seconds, or None for Ray's default.")
         if not 1 <= self.nodes <= 32:
             raise BedError(f"--nodes {self.nodes}: a bed has 1 to 32 nodes.")
         if self.cpus < 0 or self.gpus < 0:
@@ -281,7 +288,8 @@ class Bed:
         if not path.exists():
             raise BedError(f"no bed named {name} is up; start one with `python -m comdml_ray.testbed up`.")
         st = State.load(path)
-        spec = BedSpec(name=st.name, nodes=len(st.nodes))
+        kept = {k: st.spec[k] for k in ("cpus", "gpus", "object_store_mb", "detect_s") if k in st.spec}  # what start_ray reads
+        spec = BedSpec(name=st.name, nodes=len(st.nodes), **kept)
         return cls(spec, st)
 
     def node(self, name: str) -> Node:
@@ -329,11 +337,12 @@ class Bed:
             log(f"bed {self.spec.name}: network up ({len(self.state.nodes)} nodes on {NET}.{self.state.subnet}.0/24)")
             for n in self.state.nodes:
                 self._start_init(n, deadline)
-            self.start_ray(self.head, deadline)
+            self.start_ray(self.head, wait=False)
+            self._wait_started_or_retry(self.head, deadline, log)
             for n in self.state.nodes[1:]:
-                self.start_ray(n, deadline, wait=False)
+                self.start_ray(n, wait=False)
             for n in self.state.nodes[1:]:
-                self._wait_started(n, deadline)
+                self._wait_started_or_retry(n, deadline, log)
             self.wait_nodes(len(self.state.nodes), deadline - time.monotonic())
         except BaseException:
             self.down()
@@ -443,11 +452,35 @@ class Bed:
             argv = [RAY, "start", "--block", f"--address={self.gcs_address}", *common]
         log = open(self.dir / f"{n.name}-ray.log", "w")  # noqa: SIM115 -- `ray start --block` writes to it while the node lives
         self._logs.append(log)
-        p = self.popen(n, argv, cwd="/tmp", stdout=log, stderr=subprocess.STDOUT)
+        p = self.popen(n, argv, cwd="/tmp", env=self._health_env(), stdout=log, stderr=subprocess.STDOUT)
         n.ray = Proc.of(p.pid)
         self._save()
         if wait:
             self._wait_started(n, deadline or time.monotonic() + 120)
+
+    def _health_env(self) -> dict[str, str]:
+        """Ray's health-check settings for `spec.detect_s` (read by the head's GCS at start); none for Ray's default."""
+        if self.spec.detect_s is None:
+            return {}
+        period = max(int(self.spec.detect_s * 1000 / 3), 100)
+        # A lost node's port refuses at once, so a check fails fast however long its timeout; a long timeout (Ray's
+        # default, 10 s) keeps a node that is only slow (a loaded machine, a node still starting) from being declared dead.
+        return {
+            "RAY_health_check_period_ms": str(period),
+            "RAY_health_check_timeout_ms": "10000",
+            "RAY_health_check_failure_threshold": "3",
+        }
+
+    def _wait_started_or_retry(self, n: Node, deadline: float, log) -> None:
+        """Wait for `ray start` on n; once more if Ray gave up on its raylet's registration (30 s, fixed in Ray: a loaded machine)."""
+        try:
+            self._wait_started(n, deadline)
+        except BedError as e:
+            if STARTUP_TIMED_OUT not in str(e) or time.monotonic() > deadline:
+                raise
+            log(f"bed {self.spec.name}: node {n.name}'s raylet did not register within Ray's 30 s; starting it once more")
+            self.stop_node(n.name)
+            self.start_ray(n, deadline)
 
     def _wait_started(self, n: Node, deadline: float) -> None:
         log = self.dir / f"{n.name}-ray.log"
