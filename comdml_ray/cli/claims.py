@@ -1,7 +1,8 @@
 """The results sentences of README.md, rendered from the committed CSVs as the tables are.
 
 Owns `CLAIMS` (name -> a function of the CSVs under benchmarks/results/ that returns
-markdown) and `render_claim`.  A README holds each between `<!-- claims: NAME -->` and
+markdown) and `render_claim`, and the README block marks both it and the tables use
+(`marked_blocks`, `replace_block`).  A README holds each between `<!-- claims: NAME -->` and
 `<!-- /claims -->`; `comdml-ray results --write-readmes` fills them and
 `tests/test_readme_claims.py` checks both that every block is what its CSVs render to and
 that the README's results section has no number outside a rendered block (set-up facts
@@ -124,12 +125,23 @@ def render_claim(name: str, results: str) -> str:
     return CLAIMS[name](results)
 
 
+def marked_blocks(text: str, names, mark: str, end: str) -> dict[str, str]:
+    """The blocks a README holds between mark.format(NAME) and end, by name (the tables' and the claims' marks alike)."""
+    out = {}
+    for name in names:
+        m = mark.format(name)
+        if m in text:
+            start = text.index(m) + len(m)
+            out[name] = text[start : text.index(end, start)].strip()
+    return out
+
+
+def replace_block(text: str, mark: str, end: str, body: str) -> str:
+    """text with the block after `mark` (up to `end`) replaced by body."""
+    start = text.index(mark) + len(mark)
+    return text[:start] + "\n" + body + "\n" + text[text.index(end, start) :]
+
+
 def claim_blocks(text: str) -> dict[str, str]:
     """The claims a README holds between <!-- claims: NAME --> and <!-- /claims -->, by name."""
-    out = {}
-    for name in CLAIMS:
-        mark = MARK.format(name)
-        if mark in text:
-            start = text.index(mark) + len(mark)
-            out[name] = text[start : text.index(END, start)].strip()
-    return out
+    return marked_blocks(text, CLAIMS, MARK, END)

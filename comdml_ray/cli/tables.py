@@ -28,6 +28,8 @@ import sys
 
 import pandas as pd
 
+from comdml_ray.cli import claims
+from comdml_ray.cli.claims import marked_blocks, replace_block
 from comdml_ray.results.yardstick import BUDGET_FRACTIONS, bootstrap_ci, plot_bands
 
 PROG = "comdml-ray results"
@@ -188,6 +190,11 @@ def _pm(values: pd.Series, scale: float = 100.0, digits: int = 1, unit: str = ""
     return text + (f" ({len(v)}/{len(values)})" if len(v) < len(values) else "")
 
 
+def _header(head: list[str]) -> list[str]:
+    """A markdown table's header row and separator."""
+    return ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+
+
 def _ci(values: pd.Series, digits: int = 2) -> str:
     """mean [95% bootstrap interval] of the seeds that have a value (the count when not all do)."""
     v = values.dropna()
@@ -215,7 +222,7 @@ def render_compare(runs: pd.DataFrame) -> str:
         head += [f"acc at {int(100 * share)}% of budget %" for share in BUDGET_FRACTIONS.values()]
     else:
         head += ["final acc %", "run ends at (s)", "acc at common time %"]
-    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    lines = _header(head)
     for (setting, method), g in runs.groupby(["setting", "method"], sort=False):
         by_t = {t: g[g["target"] == t] for t in targets}
         one = by_t[targets[0]]
@@ -305,7 +312,7 @@ def render_sensitivity(runs: pd.DataFrame) -> str:
         "ComDML time / local's",
         "ComDML's reduction",
     ]
-    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    lines = _header(head)
     for r in runs.sort_values(["profile", "reference_gflops"]).itertuples():
         ratio = r.comdml_time_s / r.local_time_s if r.local_time_s and not math.isnan(r.comdml_time_s) else math.nan
         red = "-" if math.isnan(ratio) else f"{100 * (1 - ratio):.0f}%"
@@ -331,7 +338,7 @@ def render_fleet(runs: pd.DataFrame) -> str:
         "local-deadline round advantage",
         "local-deadline time / local's",
     ]
-    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    lines = _header(head)
     for r in runs.itertuples():
         lines.append(
             f"| {r.fleet} | {_s(r.local_time_s)} | {r.round_advantage:.2f}x | {_ratio(r.comdml_time_s, r.local_time_s)} | "
@@ -376,32 +383,18 @@ def render(name: str) -> str:
 
 def readme_blocks(text: str) -> dict[str, str]:
     """The tables a README holds between <!-- table: NAME --> and <!-- /table -->, by name."""
-    out = {}
-    for name in TABLES:
-        mark = MARK.format(name)
-        if mark in text:
-            start = text.index(mark) + len(mark)
-            out[name] = text[start : text.index(END, start)].strip()
-    return out
+    return marked_blocks(text, TABLES, MARK, END)
 
 
 def write_readme(path: str) -> list[str]:
     """Replace every table and claims block of a README with what its CSVs render to; returns the names updated."""
-    from comdml_ray.cli import claims
-
     with open(path) as f:
         text = f.read()
     names = list(readme_blocks(text))
     for name in names:
-        mark = MARK.format(name)
-        start = text.index(mark) + len(mark)
-        end = text.index(END, start)
-        text = text[:start] + "\n" + render(name) + "\n" + text[end:]
+        text = replace_block(text, MARK.format(name), END, render(name))
     for name in claims.claim_blocks(text):
-        mark = claims.MARK.format(name)
-        start = text.index(mark) + len(mark)
-        end = text.index(claims.END, start)
-        text = text[:start] + "\n" + claims.render_claim(name, RESULTS) + "\n" + text[end:]
+        text = replace_block(text, claims.MARK.format(name), claims.END, claims.render_claim(name, RESULTS))
         names.append(name)
     with open(path, "w") as f:
         f.write(text)
