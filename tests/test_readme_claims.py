@@ -1,6 +1,6 @@
-"""README.md's results sentences are rendered from the committed CSVs, and its results section states no other figure.
+"""The READMEs' results sentences are rendered from the committed CSVs, and README.md's results section states no other figure.
 
-Every `<!-- claims: NAME -->` block must be what `comdml_ray/cli/claims.py` renders from
+Every `<!-- claims: NAME -->` block, in README.md or benchmarks/README.md, must be what `comdml_ray/cli/claims.py` renders from
 benchmarks/results/*.csv (`comdml-ray results --write-readmes` writes them).  Outside the
 rendered tables and claims, the README's "Results" section may name set-up facts (agents,
 images, rounds, seeds, GFLOPS) but no result: a number there would not follow its CSV.
@@ -17,18 +17,23 @@ README = os.path.join(ROOT, "README.md")
 SETUP = r"(agents?|images|rounds?|seeds?|GFLOPS|nodes?|cores?)\b"
 
 
-def readme() -> str:
-    with open(README) as f:
+BENCH_README = os.path.join(ROOT, "benchmarks", "README.md")
+
+
+def readme(path: str = README) -> str:
+    with open(path) as f:
         return f.read()
 
 
 def test_every_claims_block_is_what_its_csvs_render_to():
-    shown = claim_blocks(readme())
-    assert set(shown) == set(CLAIMS), "every results sentence set is shown in README.md"
-    for name, block in shown.items():
-        assert block == render_claim(name, RESULTS), (
-            f"README.md's {name} sentences differ from their CSVs: run `comdml-ray results --write-readmes`"
-        )
+    shown = {path: claim_blocks(readme(path)) for path in (README, BENCH_README)}
+    assert "readme-results" in shown[README]
+    assert set(shown[README]) | set(shown[BENCH_README]) == set(CLAIMS), "every results sentence set is shown in a README"
+    for path, blocks in shown.items():
+        for name, block in blocks.items():
+            assert block == render_claim(name, RESULTS), (
+                f"{os.path.relpath(path, ROOT)}'s {name} sentences differ from their CSVs: run `comdml-ray results --write-readmes`"
+            )
 
 
 def stray_figures(section: str) -> list[str]:
@@ -45,7 +50,7 @@ def test_the_results_section_has_no_figure_outside_the_rendered_blocks():
     text = readme()
     start = text.index("## Results")
     section = text[start : text.index("\n## ", start + 1)]
-    assert MARK.format("headline-iid-long") in section
+    assert MARK.format("headline-iid") in section
     assert stray_figures(section) == []
 
 

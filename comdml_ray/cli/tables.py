@@ -29,7 +29,7 @@ import sys
 import pandas as pd
 
 from comdml_ray.cli import claims
-from comdml_ray.cli.claims import marked_blocks, replace_block
+from comdml_ray.cli.claims import equal_time_sentence, marked_blocks, replace_block, target_label
 from comdml_ray.results.yardstick import BUDGET_FRACTIONS, bootstrap_ci, plot_bands
 
 PROG = "comdml-ray results"
@@ -216,7 +216,7 @@ def render_compare(runs: pd.DataFrame) -> str:
     best = next((t for t in targets if t.startswith("local-best")), targets[-1])
     equal_time = "time_budget_s" in runs and runs["time_budget_s"].notna().all()
     ttt, ratio = ("time_to_target_smoothed_s", "ratio_vs_local_smoothed") if equal_time else ("time_to_target_s", "ratio_vs_local")
-    head = ["setting", "method"] + [f"time to {_label(t, runs)} (s)" for t in targets] + [f"x local ({best}), 95% CI"]
+    head = ["setting", "method"] + [f"time to {target_label(t, runs)} (s)" for t in targets] + [f"x local ({best}), 95% CI"]
     if equal_time:
         budget = runs.groupby("setting")["time_budget_s"].first()
         head += [f"acc at {int(100 * share)}% of budget %" for share in BUDGET_FRACTIONS.values()]
@@ -251,7 +251,7 @@ def render_compare(runs: pd.DataFrame) -> str:
             + " of virtual time; times to target are on the smoothed curve (the mean of the last 3 evaluations), the raw first crossing beside."
         )
         lines += [
-            _equal_time_sentence(runs, setting, best)
+            equal_time_sentence(runs, setting, best)
             for setting in budget.index
             if "comdml" in set(runs[runs["setting"] == setting]["method"])
         ]
@@ -264,41 +264,6 @@ def render_compare(runs: pd.DataFrame) -> str:
             f"(per seed); the long-run rule (at least 3x that) is {long}."
         )
     return "\n".join(lines)
-
-
-def _equal_time_sentence(runs: pd.DataFrame, setting: str, best_target: str) -> str:
-    """Who is ahead at the end of the equal-time budget, ComDML against the best other method, with bootstrap intervals."""
-    one = runs[(runs["setting"] == setting) & (runs["target"] == best_target)]
-    acc = one.pivot(index="seed", columns="method", values="accuracy_at_budget")
-    rivals = [m for m in acc.columns if not m.startswith("comdml")]
-    if not rivals:
-        return ""
-    rival = max(rivals, key=lambda m: acc[m].mean())
-    diff = (acc["comdml"] - acc[rival]) * 100
-    lo, hi = bootstrap_ci(diff.tolist())
-    ahead = "ComDML is ahead" if lo > 0 else f"{rival} is ahead" if hi < 0 else "neither is ahead beyond the seeds' spread"
-    text = (
-        f"{setting}: at equal virtual time ({one['time_budget_s'].iloc[0]:g} s) the best method other than ComDML is {rival}, "
-        f"{acc[rival].mean() * 100:.1f}% against ComDML's {acc['comdml'].mean() * 100:.1f}% "
-        f"(ComDML minus {rival}: {diff.mean():+.1f} pp, 95% CI [{lo:+.1f}, {hi:+.1f}]): {ahead}"
-    )
-    t = one.pivot(index="seed", columns="method", values="time_to_target_smoothed_s")
-    r = (t["comdml"] / t[rival]).dropna()
-    if len(r):
-        rlo, rhi = bootstrap_ci(r.tolist())
-        interval = "" if math.isnan(rlo) else f", 95% CI [{rlo:.2f}, {rhi:.2f}]"
-        text += (
-            f"; to {_label(best_target, runs)} ComDML takes {r.mean():.2f}x {rival}'s time ({len(r)} seeds where both reach it{interval})"
-        )
-    return text + "."
-
-
-def _label(t: str, runs: pd.DataFrame) -> str:
-    if t.startswith("local-best"):
-        lv = runs[runs["target"] == t].drop_duplicates("seed")["target_accuracy"]
-        return f"{t} ({100 * lv.mean():.1f}%)"
-    v = float(t)
-    return f"{v if v > 1 else 100 * v:g}%"
 
 
 def render_sensitivity(runs: pd.DataFrame) -> str:
