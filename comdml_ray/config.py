@@ -391,7 +391,7 @@ class RunConfig:
             _need(self.num_gpus >= 0, f"--num-gpus must be >= 0, got {self.num_gpus}.")
         _need(
             self.node_timeout_s >= 0,
-            f"--node-timeout must be >= 0 seconds (0: stop at once when a lost node's actors have no room), got {self.node_timeout_s}.",
+            f"--node-timeout must be >= 0 seconds (0: stop as soon as a lost node's actors are seen to have no room, about 5 s), got {self.node_timeout_s}.",
         )
         _need(
             self.scale_timeout_s >= 0, f"--scale-timeout must be >= 0 seconds (0: do not wait for new nodes), got {self.scale_timeout_s}."

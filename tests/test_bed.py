@@ -12,12 +12,15 @@ into a path that exists only on the driver's node): rows, summary and checkpoint
 are on the head's disk and on no other; its deterministic columns equal the run on
 one host; `--resume` from that folder (a driver with `--address HEAD:6379`) too.
 Then a whole node lost in round 2 (w2's every process, by PID; the head declares it
-dead after DETECT_S) with room left (half a CPU per actor): its actor is re-placed on
-a survivor, the run equals the job's deterministic columns, and rounds.csv and
-summary.json name the lost node, the round, the agents and the seconds lost.  (The
-no-room cases, waiting for a node to join and stopping past `--node-timeout`, are
-measured by `benchmarks/multihost.py --lose-node w2 --no-room`: their tests depended on
-the machine's load and are out of the suite.)  Then
+dead after DETECT_S): without room on the others its actor waits, with a progress
+line, for a replacement w2 and goes on; past `--node-timeout` the run stops in one
+sentence with exit 2 and `--resume` finishes it; with room (half a CPU per actor) its
+actor is re-placed on a survivor.  Each equals the job's deterministic columns, and
+rounds.csv and summary.json name the lost node, the round, the agents and the seconds
+lost.  A head gone while a run (driven from w1) starts: one sentence, exit 2.  The
+test holds the driver (SIGSTOP to its process group, then SIGCONT) while it stops a
+node, so that the loss lands where the test says (round 2, start-up) however fast or
+loaded the machine: a 3-round run of small data could otherwise finish first.  Then
 ComDML on the wall clock over the shaped links (`--emulate compute`, one agent per
 node): its activations cross the tc links.  Last, `down` (and an interrupted or failed
 `up`) leaves nothing: no namespace, veth, qdisc, mount or process.
@@ -26,6 +29,7 @@ Needs root and iproute2 (CI runs as root); elsewhere the module skips saying why
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -34,6 +38,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 
 from comdml_ray.testbed import Bed, BedSpec, LinkSpec, leftovers, unavailable_reason
@@ -225,18 +230,21 @@ def test_a_comdml_wall_round_over_the_shaped_links(bed):
 # ----------------------------------------------------------------------------- losing a whole node
 
 
-def run_losing_w2(bed: Bed, out: str, extra: list[str], log: Path, on_loss=None) -> int:
+def run_losing_w2(bed: Bed, out: str, extra: list[str], log: Path, on_loss=None, started: dict | None = None) -> int:
     """The job's run, driven from the head (--address), losing w2 (every process of it, by PID) in round 2; its exit status."""
     argv = [PYTHON, RUN_PY, *ARGS, "--address", bed.gcs_address, "--out", out, *extra]
     with open(log, "w") as f:
         p = bed.popen("head", argv, stdout=f, stderr=subprocess.STDOUT)
+    if started is not None:
+        started["p"] = p
     rows = bed.path("head", f"{out}/rounds.csv")
     try:
         deadline = time.monotonic() + 300
         while not (rows.exists() and len(rows.read_text().splitlines()) >= 3):  # rounds 0 and 1 written: round 2 runs
             assert p.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.05)
-        bed.stop_node("w2")
+        with held(p):
+            bed.stop_node("w2")
         if on_loss is not None:
             on_loss(log)
         return p.wait(timeout=300)
@@ -244,6 +252,41 @@ def run_losing_w2(bed: Bed, out: str, extra: list[str], log: Path, on_loss=None)
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)  # the driver we started (its own process group); `down` ends the rest
             p.wait()
+
+
+@contextlib.contextmanager
+def held(p: subprocess.Popen):
+    """The driver we started, stopped (SIGSTOP to its process group) while the block runs, then continued.
+
+    p is nsenter, which mirrors its child's stop as a shell does (on seeing the child
+    stopped it stops itself, and continues the child once continued): after the
+    group's SIGCONT it may stop itself again, so it is continued until it stays running.
+    """
+    os.killpg(p.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(p.pid, signal.SIGCONT)
+        nsenter = psutil.Process(p.pid)
+        for _ in range(40):
+            time.sleep(0.05)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if nsenter.status() == psutil.STATUS_STOPPED:
+                    os.kill(p.pid, signal.SIGCONT)
+
+
+def w2_back(bed: Bed) -> None:
+    """A replacement w2 joins (its Ray started again on the node's namespaces)."""
+    bed.start_ray(bed.node("w2"))
+    bed.wait_nodes(3, timeout_s=60)
+
+
+def wait_for_line(log: Path, text: str, p: subprocess.Popen, timeout_s: float = 120.0) -> None:
+    """Wait until the driver's log has a line with text (the driver still running)."""
+    deadline = time.monotonic() + timeout_s
+    while text not in log.read_text():
+        assert p.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.1)
 
 
 def lost_w2_in_round_2(bed: Bed, out: str) -> dict:
@@ -259,6 +302,40 @@ def lost_w2_in_round_2(bed: Bed, out: str) -> dict:
     return summary
 
 
+def test_a_lost_node_without_room_waits_for_one_to_join(bed, job, tmp_path):
+    """One CPU per actor, one actor per node: w2's actor waits, with a progress line, until a replacement w2 joins."""
+    log = tmp_path / "driver.log"
+    driver = {}
+
+    def replace_w2(lg: Path) -> None:
+        wait_for_line(lg, "waiting for a node to join", driver["p"])
+        bed.start_ray(bed.node("w2"))  # the run itself waits until it has joined
+
+    assert run_losing_w2(bed, "/tmp/wait", ["--node-timeout", "300"], log, on_loss=replace_w2, started=driver) == 0, log.read_text()[-3000:]
+    assert "a node with room joined" in log.read_text()
+    lost_w2_in_round_2(bed, "/tmp/wait")
+    same_deterministic_columns(pd.read_csv(bed.path("head", "/tmp/wait/rounds.csv")), pd.read_csv(bed.path("head", "/tmp/job/rounds.csv")))
+
+
+def test_past_the_node_timeout_the_run_stops_in_one_sentence_and_resumes(bed, job, tmp_path):
+    log = tmp_path / "driver.log"
+    try:
+        assert run_losing_w2(bed, "/tmp/stop", ["--node-timeout", "0"], log) == 2, log.read_text()[-3000:]
+    finally:
+        w2_back(bed)
+    errors = [ln for ln in log.read_text().splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "--node-timeout" in errors[0] and errors[0].endswith("continue with --resume /tmp/stop."), errors
+    assert "waiting for a node to join" in log.read_text()
+    assert "Traceback" not in log.read_text()
+    summary = json.loads(bed.path("head", "/tmp/stop/summary.json").read_text())
+    assert summary["aborted"] and summary["lost_nodes"] == [bed.node("w2").ip]
+    resumed = bed.run("head", [PYTHON, RUN_PY, "--address", bed.gcs_address, "--resume", "/tmp/stop", "--no-progress"], timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming /tmp/stop at round 2" in resumed.stdout + resumed.stderr
+    lost_w2_in_round_2(bed, "/tmp/stop")
+    same_deterministic_columns(pd.read_csv(bed.path("head", "/tmp/stop/rounds.csv")), pd.read_csv(bed.path("head", "/tmp/job/rounds.csv")))
+
+
 def test_a_lost_node_with_room_left_goes_on_from_the_checkpoint_on_the_others(bed, job, tmp_path):
     """Half a CPU per actor, spread: the survivors have room for w2's actor, which Ray re-places there.
 
@@ -271,6 +348,34 @@ def test_a_lost_node_with_room_left_goes_on_from_the_checkpoint_on_the_others(be
     summary = lost_w2_in_round_2(bed, "/tmp/room")
     assert summary["aborted"] is None
     same_deterministic_columns(pd.read_csv(bed.path("head", "/tmp/room/rounds.csv")), pd.read_csv(bed.path("head", "/tmp/job/rounds.csv")))
+
+
+def test_a_head_gone_while_the_run_starts_is_one_sentence_and_exit_2(bed, tmp_path):
+    """A driver on w1 joins the head; the head's every process ends while the run places its actors.
+
+    Last but one: the bed's cluster is gone after it (`down` follows).
+    """
+    log = tmp_path / "driver.log"
+    argv = [PYTHON, RUN_PY, *ARGS, "--address", bed.gcs_address, "--out", "/tmp/headless"]
+    with open(log, "w") as f:
+        p = bed.popen("w1", argv, stdout=f, stderr=subprocess.STDOUT)
+    try:
+        wait_for_line(log, "layout:", p)  # joined, now placing its actors
+        with held(p):  # it cannot finish starting (or the run) before the head is gone
+            bed.stop_node("head")
+        t0 = time.monotonic()
+        assert p.wait(timeout=60) == 2, log.read_text()[-3000:]
+        assert time.monotonic() - t0 < 30
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    errors = [ln for ln in log.read_text().splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "stopped answering" in errors[0] and "with nothing computed" in errors[0], log.read_text()[-3000:]
+    assert "Traceback" not in log.read_text()
+
+
+# ----------------------------------------------------------------------------- nothing left
 
 
 def test_down_leaves_nothing(bed):

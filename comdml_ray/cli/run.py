@@ -299,7 +299,7 @@ def _fault_flags(g, d: RunConfig) -> None:
         dest="node_timeout_s",
         type=float,
         default=d.node_timeout_s,
-        help="a node lost with actors the other nodes have no room for: seconds to wait for a node to join (then the run stops; --resume goes on)",
+        help="a node lost with actors the other nodes have no room for: seconds to wait for a node to join (then the run stops; --resume goes on); at least the 5 s in which Ray re-places them where there is room",
     )
 
 

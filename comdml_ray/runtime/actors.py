@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import ObjectLostError, RayActorError, RayTaskError
 from ray.util import metrics
 
 from comdml_ray.config import ConfigError, RunConfig
@@ -467,9 +467,15 @@ class RayBackend(Backend):
             return ray.get(list(handles))
         except RayActorError as e:
             raise AgentFailure(*self._who_died(e)) from None
+        except ObjectLostError as e:  # a result held on a node that is gone (the actor's call had finished)
+            raise AgentFailure(*self._who_lost(e)) from None
         except RayTaskError as e:
             if isinstance(e.cause, (ConfigError, DatasetError)):
                 raise e.cause from None
+            if isinstance(e.cause, RayActorError):  # a call (the reducer's) whose input came from an actor that died
+                raise AgentFailure(*self._who_died(e.cause)) from None
+            if isinstance(e.cause, ObjectLostError):
+                raise AgentFailure(*self._who_lost(e.cause)) from None
             if isinstance(e.cause, StateLost):  # a call that reached the restarted process: the same loss
                 g = e.cause.group_id
                 raise AgentFailure(failure_message(self._who(g), self.hosts[g], e.cause), g) from None
@@ -482,6 +488,10 @@ class RayBackend(Backend):
         if g is None:
             return f"an agent actor died ({type(err).__name__}); see `ray list actors --filter state=DEAD` and its log, and rerun.", None
         return failure_message(self._who(g), self.hosts[g], err), g
+
+    def _who_lost(self, err: ObjectLostError) -> tuple[str, None]:
+        """(message, None): which actor's node held the result is not in Ray's error; `faults.await_actors` finds the groups whose node is gone."""
+        return f"a result of this round was lost with the node that held it ({type(err).__name__}).", None
 
     def _who(self, g: int) -> str:
         """The agents of group g, as failure messages name them."""

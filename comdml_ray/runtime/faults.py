@@ -19,16 +19,20 @@ Owns
     placement group (PACK or SPREAD, both best-effort: nothing pins a bundle to a
     node) re-places that node's bundles, where the surviving nodes have room, so the
     actors restart there; without room the group stays RESCHEDULING until a node
-    joins.  `await_actors` records the lost node of each group (`lost_nodes`), prints
-    a progress line while a bundle waits for room, and past `--node-timeout` raises
-    `NoRoom` (exit 2: the cluster is too small, as at start-up);
+    joins.  `await_actors` records the lost node of each group (`lost_nodes`); a
+    bundle whose node is gone and that Ray has not re-placed within REPLACE_GRACE_S
+    (read from the bundle's own node in the GCS's placement-group table) waits for
+    room: a progress line every PROGRESS_EVERY_S, and past `--node-timeout` `NoRoom`
+    (exit 2: the cluster is too small, as at start-up);
   - `rebuild(groups)`: set those processes up again (dataset ref, setting, profile);
   - `join_collective()`: every actor leaves its collective group (a member is gone)
     and joins a new one under a new name, with the backend the actors' devices allow
     (`devices.choose_backend`, in `collective`);
   - `reset_agents()`: every group rebuilds its agents, i.e. the run's state before round 0
     (used when no checkpoint exists yet).
-Which actor died is read from Ray's error (`actors.RayBackend.fetch`), never probed.
+Which actor died is read from Ray's error (`actors.RayBackend.fetch`), never probed; a
+result lost with its node (the call had finished) names no actor, and the groups whose
+node is gone are the ones rebuilt.
 """
 
 from __future__ import annotations
@@ -74,6 +78,8 @@ class _RoomWait:
             self.since = now
         waited = now - self.since
         need = _resources(run._bundle())
+        if waited < REPLACE_GRACE_S:
+            return  # where a survivor has room, Ray re-places the bundle within this
         if self.last_line == 0.0 or now - self.last_line >= PROGRESS_EVERY_S:
             free = ray.available_resources()
             run.log(
@@ -98,6 +104,7 @@ def _resources(bundle: dict) -> str:
 SETTLE_TIMEOUT_S = 900.0  # a survivor may be midway through a round of 50 agents on a loaded host
 POLL_S = 1.0  # how often a wait for actors looks at the cluster (a lost node, a re-placed bundle)
 PROGRESS_EVERY_S = 15.0  # one progress line this often while a lost node's actors wait for room
+REPLACE_GRACE_S = 5.0  # a lost bundle unplaced this long has no room (nor --node-timeout 0 stops sooner)
 
 
 class RunRecovery:
@@ -166,10 +173,11 @@ class RunRecovery:
                     time.sleep(0.2)
                 except GetTimeoutError:
                     pass
-                ip = dead_nodes().get(before[g]["node_id"]) if g in before else None
+                dead = dead_nodes()
+                ip = dead.get(before[g]["node_id"]) if g in before else None
                 if ip is not None:
                     self.lost_nodes[g] = ip
-                if ip is not None and placement_group_table(self.pg).get("state") == "RESCHEDULING":
+                if ip is not None and self._bundle_unplaced(g, dead):
                     wait.tick(self, g, ip, node_timeout_s)  # the bundle has no node: waiting for one to join
                     deadline = time.monotonic() + timeout_s
                 elif time.monotonic() > deadline:
@@ -186,6 +194,17 @@ class RunRecovery:
         if wait.since is not None:
             self.log(f"a node with room joined after {time.monotonic() - wait.since:.0f} s: going on")
         return changed
+
+    def _bundle_unplaced(self, g: int, dead: dict[str, str]) -> bool:
+        """Whether actor g's placement-group bundle has no live node (it waits for room), as the GCS reports it.
+
+        Read from the bundle's own node, not only the group's state: a group whose lost
+        bundle waits is RESCHEDULING, but Ray may report it otherwise for a while after
+        the node's death is declared.
+        """
+        table = placement_group_table(self.pg)
+        node = (table.get("bundles_to_node_id") or {}).get(g, "")
+        return table.get("state") == "RESCHEDULING" or not node.strip("0") or node in dead
 
     def node_ips(self) -> dict[str, str]:
         """Node id -> IP of every node the cluster has known (the dead ones too)."""
