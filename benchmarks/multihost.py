@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--link", default="100mbit", help="every node's link, RATE[:DELAY]")
     p.add_argument("--train-samples", type=int, default=4800)
     p.add_argument("--json", help="also write the figures here")
+    p.add_argument("--name", help="the bed's name (default cdbedm, with --lose-node cdbedn): one that is up already is never touched")
     p.add_argument("--lose-node", metavar="NODE", help="measure losing this worker node (e.g. w2) in round 2 instead")
     p.add_argument("--no-room", action="store_true", help="with --lose-node: the survivors have no room; the node is started again")
     a = p.parse_args(argv)
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         return lose_node(a)
     args = ["--agents", str(a.agents), "--rounds", str(a.rounds), "--algorithm", a.algorithm, "--checkpoint-every", "1"]
     args += ["--train-samples", str(a.train_samples), "--no-progress"]
-    bed = Bed(BedSpec(name="cdbedm", nodes=a.nodes, cpus=1, link=LinkSpec.parse(a.link)))
+    bed = Bed(BedSpec(name=a.name or "cdbedm", nodes=a.nodes, cpus=1, link=LinkSpec.parse(a.link)))
     try:
         bed.up()
         before = bed.link_counters()
@@ -133,7 +134,7 @@ def lose_node(a: argparse.Namespace) -> int:
     args = ["--agents", str(a.agents), "--rounds", str(a.rounds), "--algorithm", a.algorithm, "--checkpoint-every", "1"]
     args += ["--train-samples", str(a.train_samples), "--eval-samples", "0", "--no-progress"]
     args += ["--agents-per-actor", str(per_actor), "--placement", "spread"]
-    name = "cdbedl"
+    name = a.name or "cdbedn"
     bed = Bed(BedSpec(name=name, nodes=a.nodes, cpus=1 if a.no_room else 2, link=LinkSpec.parse(a.link)))
     try:
         bed.up()
