@@ -232,10 +232,20 @@ def bench_headline(name: str) -> Callable[[str], str]:
     return lambda results: equal_time_details(_csv(results, name)) if equal_time(_csv(results, name)) else ""
 
 
+def bench_methods(results: str) -> str:
+    """benchmarks/README.md's bullets under the methods table, one group per setting (empty while the CSV is the older same-work table)."""
+    runs = _csv(results, "methods")
+    if not equal_time(runs):
+        return ""
+    names = {"compute": "Compute stragglers", "links": "Slow links, equal compute"}
+    return "\n".join(f"**{names.get(s, s)}.**\n{equal_time_details(runs, s)}" for s in dict.fromkeys(runs["setting"]))
+
+
 CLAIMS: dict[str, Callable[[str], str]] = {
     "readme-results": readme_results,
     "bench-headline-iid": bench_headline("headline-iid"),
     "bench-headline-dirichlet": bench_headline("headline-dirichlet"),
+    "bench-methods": bench_methods,
 }
 
 
