@@ -19,7 +19,16 @@ Then:
    t = latency + bytes / (efficiency x rate) gives `--link-efficiency` and
    `--transfer-latency-ms` for the clock, and the `tc` counters give the bytes on the
    wire per payload byte, sent (framing) and received (the receiver's ACKs and requests);
-3. for each of --algorithms: `benchmarks/run.py` on the head (`--clock wall --emulate
+   then the ring probe (the averaging's 2(N-1) hops alone, on bare actors: a diagnostic)
+   and the averaging probe (a 6-round `local` run of one batch per agent: what the
+   averaging step costs beyond its bytes, `--collective-step-ms`, and a `local` round's
+   calls per node);
+3. with comdml among --algorithms, a calls probe: a 4-round `comdml` run with the runs'
+   flags, whose counters beyond the clock's bytes and the idle background give Ray's
+   per-round control traffic of a ComDML round per node (planning, the chunks' messages
+   and fetch requests, the aux heads' sum over all actors); the averaging probe's `local`
+   rounds give a `local` round's;
+4. for each of --algorithms: `benchmarks/run.py` on the head (`--clock wall --emulate
    compute`, one agent per actor, the probe's link model), whose every round is
    bracketed by a handshake with this process, which reads every node's `tc -s`
    counters at both ends of the round (outside the round's measured time).
@@ -326,6 +335,30 @@ def control_bytes(probe_run: dict, model: dict, idle_Bps: dict, n: int, model_by
     return out
 
 
+def calls_probe(bed, argv: list[str], folder: Path, model: dict, n: int, idle_Bps: dict, log) -> dict[str, dict[str, float]]:
+    """Ray's calls per round and node in a ComDML round: a 4-round `comdml` run with the runs' flags, counted as the runs are.
+
+    Per node, what the counters saw beyond the clock's bytes (times the wire factors) and the
+    idle background: planning (states out, the gathered states in, the plans back), the
+    messages that carry the chunks' refs, the fetches' requests, the aux heads' sum over all
+    actors (median over rounds 1 to 3).
+    """
+    label = "probe-calls-comdml"
+    rounds, per_round = run_on_bed(bed, label, [*argv, "--rounds", "4"], folder, log)
+    _, lk = tables(label, folder, rounds, per_round, model, n, idle_Bps)
+    lk = lk[lk["round"] >= 1]
+    lk = lk.assign(
+        sent=lk["tc_sent"] - lk["wire_sent"] - lk["background_sent"],
+        received=lk["tc_received"] - lk["wire_received"] - lk["background_received"],
+    )
+    med = lk.groupby("node")[["sent", "received"]].median()
+    log(
+        f"calls probe (comdml): per node and round {med['sent'].min() / 1e3:.0f}-{med['sent'].max() / 1e3:.0f} kB out and "
+        f"{med['received'].min() / 1e3:.0f}-{med['received'].max() / 1e3:.0f} kB in beyond the clock's bytes and the idle background"
+    )
+    return {node: {"sent": float(r["sent"]), "received": float(r["received"])} for node, r in med.iterrows()}
+
+
 def run_on_bed(bed, algo: str, argv: list[str], folder: Path, log) -> tuple[pd.DataFrame, list[dict]]:
     """One run on the bed, each round bracketed by our counter reads; (rounds.csv, per-round counter deltas)."""
     from comdml_ray.testbed.bed import PYTHON
@@ -524,14 +557,20 @@ def bed_main(argv: list[str]) -> int:
         figures["link_model"] = model
         wall += ["--link-efficiency", f"{min(model['efficiency'], 1.0):.4f}", "--transfer-latency-ms", f"{1e3 * model['latency_s']:.3f}"]
         wall += ["--collective-step-ms", f"{1e3 * model['collective_step_s']:.3f}"]
-        for algo in [a for a in args.algorithms.split(",") if a]:
+        algorithms = [a for a in args.algorithms.split(",") if a]
+        if not args.no_probe and "comdml" in algorithms:
+            figures["control_bytes_comdml"] = calls_probe(
+                bed, [*rest, "--algorithm", "comdml", *wall], folder, model, n, figures["idle_Bps"], log
+            )
+        for algo in algorithms:
             more = ["--rounds", str(args.comdml_rounds)] if algo == "comdml" and args.comdml_rounds else []
             log(f"--- {algo} on the bed (load average {os.getloadavg()[0]:.1f})")
             t0 = time.monotonic()
             rounds, per_round = run_on_bed(bed, algo, [*rest, "--algorithm", algo, *wall, *more], folder, log)
             figures[f"{algo}_run_s"] = time.monotonic() - t0
             figures[f"{algo}_load_average_end"] = os.getloadavg()
-            t, lk = tables(algo, folder, rounds, per_round, model, n, figures["idle_Bps"], figures.get("control_bytes"))
+            calls = figures.get("control_bytes_comdml") if algo == "comdml" else figures.get("control_bytes")
+            t, lk = tables(algo, folder, rounds, per_round, model, n, figures["idle_Bps"], calls)
             all_rounds.append(t)
             all_links.append(lk)
     finally:
@@ -561,6 +600,7 @@ def bed_main(argv: list[str]) -> int:
     s["received_gap"] = s["tc_received"] / (s["wire_received"] + s["background_received"] + s["calls_received"]) - 1
     print(s.to_string(float_format=lambda v: f"{v:.3f}" if abs(v) < 10 else f"{v:.0f}"))
     print(f"leftovers: {figures['leftovers'] or 'none'}")
+    print("(calls: a local round's for local, from the averaging probe; a comdml round's for comdml, from the calls probe)")
     from benchmarks.realtime import time_to_accuracy
 
     runs = {(a, "wall"): (None, pd.read_csv(folder / a / "rounds.csv")) for a in args.algorithms.split(",") if a}
