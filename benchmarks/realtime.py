@@ -2,6 +2,7 @@
 
     python benchmarks/realtime.py --agents 10 --rounds 10 --comdml-rounds 14 --train-samples 2240 --reference-gflops 5 --out results/realtime
     python benchmarks/realtime.py --agents 10 --rounds 12 --train-samples 2240 --reference-gflops 5 --drift 0.3 --algorithms comdml --out results/drift
+    python benchmarks/realtime.py --bed --agents 10 --rounds 10 --comdml-rounds 14 --train-samples 2240 --reference-gflops 5   # as root
 
 For every algorithm in --algorithms it runs the job twice, once per clock, and prints
 per round: the virtual run's round time, the clock's time for the work the wall run
@@ -11,7 +12,9 @@ also prints the plan's predicted finish against the observed one per round (onli
 profiling; `plan.csv`), and plots them (predicted_vs_observed.png).  With local and
 comdml both run, it prints ComDML's wall time to local's final accuracy and both
 accuracies at equal wall time.  Every other flag goes to both runs unchanged
-(benchmarks/run.py's flags).  Figures: benchmarks/README.md, "Real time".
+(benchmarks/run.py's flags).  With `--bed` it runs the wall clock alone, on a multi-host
+bed with one node per agent whose link is shaped to the agent's bandwidth, and checks
+the clock per round and per link against the wire (benchmarks/realtime_bed.py).  Figures: benchmarks/README.md, "Real time".
 """
 
 from __future__ import annotations
@@ -173,6 +176,11 @@ def time_to_accuracy(runs: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--bed" in argv:  # on a multi-host bed with real shaped links: benchmarks/realtime_bed.py
+        from benchmarks.realtime_bed import bed_main
+
+        return bed_main([a for a in argv if a != "--bed"])
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--algorithms", default="local,comdml")
     p.add_argument("--clocks", default="virtual,wall")

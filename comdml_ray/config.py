@@ -28,7 +28,7 @@ PARTITIONS = ("iid", "dirichlet")
 HETEROGENEITY_PRESETS = ("paper", "uniform", "lognormal")  # and the parameterised lognormal:SIGMA, two-class:SHARE (timing/profiles.py)
 SCHEDULERS = ("greedy", "exact", "ilp")
 PROFILE_SOURCES = ("flops", "measure")
-PLACEMENTS = ("pack", "spread")
+PLACEMENTS = ("pack", "spread", "slots")  # slots: actor g on the node offering custom resource `comdml_slot_<g>` (runtime/run.py)
 CLOCKS = ("virtual", "wall")
 MODEL_NAMES = ("cnn", "resnet56", "resnet110")
 SMASHED_DTYPES = ("float32", "float16", "int8")  # encodings of the activations an offloader sends (comdml_ray/learning/smashed.py)
@@ -90,6 +90,13 @@ class RunConfig:
     drift: float = 0.0  # log-normal sigma of a change of an agent's slowdown (0 = static)
     drift_prob: float = 0.2  # chance per round and agent that its speed changes (1: a random walk, a change every round)
     clock: str = "virtual"  # "virtual": rounds timed by the clock from the profile; "wall": by what the actors really took
+    # The clock's link model measured on a real cluster (`benchmarks/realtime.py --bed` probes it; docs/method.md §3.3):
+    # a link delivers link_efficiency x its profile bandwidth of payload, and every transfer pays transfer_latency_s more
+    # than the profile's latencies.  The defaults (1, 0) are the profile's links as they are: the virtual results do not move.
+    link_efficiency: float = 1.0
+    transfer_latency_s: float = 0.0
+    # and each synchronous step (ring hop) of the model averaging costs collective_step_s more (process wake-ups; 0 by default)
+    collective_step_s: float = 0.0
     # wall clock only (emulation.py): True ("--emulate"): pad compute to the profile's speed and delay transfers by its links;
     # "compute": pad compute only, the links are the cluster's own (a test bed's shaped links); False: neither
     emulate: bool | str = False
@@ -289,6 +296,11 @@ class RunConfig:
                 os.path.isfile(self.heterogeneity),
                 f"--heterogeneity '{self.heterogeneity}' is neither a preset ({', '.join(HETEROGENEITY_PRESETS)}) nor an existing CSV file.",
             )
+        _need(
+            0 < self.link_efficiency <= 1 and self.transfer_latency_s >= 0 and self.collective_step_s >= 0,
+            f"--link-efficiency {self.link_efficiency}, --transfer-latency-ms {self.transfer_latency_s * 1e3:g} and --collective-step-ms "
+            f"{self.collective_step_s * 1e3:g}: give an efficiency in (0, 1] and latencies >= 0.",
+        )
         if self.profile not in PROFILE_SOURCES:
             _need(
                 os.path.isfile(self.profile),

@@ -100,3 +100,33 @@ def test_observed_links_override_the_profile_in_the_plan_problem():
     assert p.bandwidth[0, 1] == p.bandwidth[1, 0] == 2e6
     plain = problem_from_states([AgentState(0, 10, 0.01, 1e8, 1e-3), AgentState(1, 10, 0.1, 1e8, 1e-3)], prof, np.zeros(2), 1)
     assert plain.bandwidth[0, 1] == 1e8
+
+
+def test_the_measured_link_model_defaults_to_the_profile_and_scales_it_when_given():
+    """--link-efficiency and --transfer-latency-ms (measured on a bed) leave the default clock exactly as it was."""
+    from comdml_ray.config import RunConfig
+    from comdml_ray.timing.setting import Setting
+
+    def build(**kw):
+        cfg = RunConfig(agents=5, heterogeneity="paper", **kw)
+        return Setting.build(cfg, [[k] for k in range(5)], np.full(5, 100), np.full(5, 4.0), 0.02, 100_000)
+
+    base, same, slow = build(), build(link_efficiency=1.0, transfer_latency_s=0.0), build(link_efficiency=0.5, transfer_latency_s=0.004)
+    assert np.array_equal(base.agent_bw, same.agent_bw) and np.array_equal(base.exchange_s, same.exchange_s)
+    assert np.array_equal(np.asarray(base.link_bw), np.asarray(same.link_bw))
+    assert np.allclose(slow.agent_bw, 0.5 * base.agent_bw)
+    assert np.isclose(slow.link_lat[0, 1], base.link_lat[0, 1] + 0.004)  # a link pays the extra latency once
+    assert (slow.exchange_s > base.exchange_s).all()
+
+
+def test_slots_placement_pins_each_actor_to_its_own_node_resource():
+    from comdml_ray.config import RunConfig
+    from comdml_ray.runtime.run import Run
+
+    run = Run.__new__(Run)  # only the bundle: no Ray
+    run.cfg = RunConfig(agents=3, placement="slots").validate()
+    run.layout = type("L", (), {"cpus": 1.0, "gpus": 0.0})()
+    assert run._bundle(2) == {"CPU": 1.0, "comdml_slot_2": 1.0}
+    assert run._bundle() == {"CPU": 1.0}  # what a recovery waits for: CPUs, as before
+    run.cfg = RunConfig(agents=3, placement="spread").validate()
+    assert run._bundle(2) == {"CPU": 1.0}

@@ -134,3 +134,23 @@ def test_wall_clock_flags_refuse_what_they_cannot_run(argv, fragment, capsys, tm
     assert main([*argv, "--out", str(tmp_path / "x"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert fragment in err and err.count("\n") == 1
+
+
+def test_the_bed_comparison_charges_each_link_what_the_clock_charges_each_agent():
+    """benchmarks/realtime.py --bed: an offloader's bytes out are its helper's bytes in, and the suffix comes back to it."""
+    from benchmarks.realtime_bed import charged_received, rate_of
+
+    ring = 100.0
+    agents = pd.DataFrame(
+        {
+            "agent": [0, 1, 2],
+            "partner": [-1, 0, -1],  # agent 1 offloads to agent 0
+            "split": [-1, 1, -1],
+            "bytes_offloaded": [0, 5000, 0],
+            # 1: ring + suffix 300 + activations 5000 + its aux ring 40; 0: ring + the suffix back 300
+            "bytes_sent": [ring + 300, ring + 300 + 5000 + 40, ring],
+        }
+    )
+    recv = charged_received(agents, ring, {1: 300})
+    assert recv.to_dict() == {0: ring + 5300, 1: ring + 40 + 300, 2: ring}
+    assert rate_of(100e6) == "800mbit" and rate_of(10e6) == "80mbit"  # the paper preset's 100 and 10 MB/s as tc rates

@@ -172,6 +172,26 @@ def _heterogeneity(p: argparse.ArgumentParser, d: RunConfig) -> None:
         help="with --clock wall: pad each agent's compute (sleep) to its profile's speed and delay transfers by its links;"
         " '--emulate compute' pads compute only and leaves the links to the cluster (a test bed's shaped links)",
     )
+    g.add_argument(
+        "--link-efficiency",
+        type=float,
+        default=d.link_efficiency,
+        help="the clock's links deliver this share of their profile bandwidth as payload (measured on a real cluster: benchmarks/realtime.py --bed; default 1)",
+    )
+    g.add_argument(
+        "--transfer-latency-ms",
+        dest="transfer_latency_s",
+        type=lambda v: float(v) / 1e3,
+        default=d.transfer_latency_s,
+        help="milliseconds every transfer pays beyond the profile's link latencies (Ray's calls and fetch on a real cluster; default 0)",
+    )
+    g.add_argument(
+        "--collective-step-ms",
+        dest="collective_step_s",
+        type=lambda v: float(v) / 1e3,
+        default=d.collective_step_s,
+        help="milliseconds every step (ring hop) of the model averaging costs beyond its bytes on a real cluster (process wake-ups; default 0)",
+    )
 
 
 def _comdml(p: argparse.ArgumentParser, d: RunConfig) -> None:
@@ -263,7 +283,11 @@ def _placement(p: argparse.ArgumentParser, d: RunConfig) -> None:
     g.add_argument(
         "--agents-per-actor", default=d.agents_per_actor, help="agents one actor hosts, or auto (one each when the cluster has room)"
     )
-    g.add_argument("--placement", default=d.placement, help=f"{', '.join(PLACEMENTS)}: actors packed on few nodes or spread over many")
+    g.add_argument(
+        "--placement",
+        default=d.placement,
+        help=f"{', '.join(PLACEMENTS)}: actors packed on few nodes, spread over many, or actor g on the node offering the custom resource comdml_slot_<g> (a test bed shaped per agent)",
+    )
     g.add_argument("--num-cpus", type=int, default=d.num_cpus, help="CPUs of the local Ray (default: all of this machine)")
     g.add_argument(
         "--num-gpus", type=float, default=d.num_gpus, help="GPUs of the local Ray (logical GPUs let a CPU machine test GPU placement)"

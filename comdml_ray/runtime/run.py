@@ -1,7 +1,9 @@
 """The experiment on Ray: place the agent actors, drive synchronous rounds (`cluster.start_ray` starts or joins Ray).
 
 Owns
-- `Run`: the actors (in a placement group: `pack` or `spread`, sized by
+- `Run`: the actors (in a placement group: `pack`, `spread`, or `slots`: actor g's bundle
+  also asks for the custom resource `comdml_slot_<g>`, so it lands on the one node that
+  offers it, e.g. a test bed node shaped to agent g's link; sized by
   `layout.plan_layout`), the dataset put once in the object store, the split profile,
   the run's `Setting`, the collective group, and one round of `local` or `comdml`:
   train (for ComDML: plan, offload, help, finish), average (one collective, or
@@ -115,6 +117,8 @@ class MemoryWatch:
 
 # ----------------------------------------------------------------------------- the run
 
+SLOT_RESOURCE = "comdml_slot_{}"  # `--placement slots`: the custom resource only actor g's node offers
+
 
 class Run(RunRecovery):
     """Actors of one experiment and the steps of a synchronous round.
@@ -147,7 +151,7 @@ class Run(RunRecovery):
         self.reducer = RoundReducerActor.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         ).remote()
-        self.pg = placement_group([self._bundle()] * len(groups), strategy="PACK" if cfg.placement == "pack" else "SPREAD")
+        self.pg = placement_group([self._bundle(g) for g in range(len(groups))], strategy="PACK" if cfg.placement == "pack" else "SPREAD")
         wait_for_placement(self.pg, self.log, timeout_s=120)
         self.hosts = [self._host(g, ids) for g, ids in enumerate(groups)]
         self.backend = be = RayBackend(self.hosts, groups)
@@ -201,8 +205,10 @@ class Run(RunRecovery):
                 out["device_peak_mb_per_actor"] = [p["device_peak_mb"] for p in now]
         return out
 
-    def _bundle(self) -> dict:
-        return {"CPU": self.layout.cpus} | ({"GPU": self.layout.gpus} if self.layout.gpus > 0 else {})
+    def _bundle(self, g: int | None = None) -> dict:
+        """Actor g's bundle: its CPUs and GPUs, and under `--placement slots` one unit of `comdml_slot_<g>` (its node)."""
+        slot = {SLOT_RESOURCE.format(g): 1.0} if self.cfg.placement == "slots" and g is not None else {}
+        return {"CPU": self.layout.cpus} | ({"GPU": self.layout.gpus} if self.layout.gpus > 0 else {}) | slot
 
     def _host(self, g: int, ids: list[int]):
         name = f"agent-{ids[0]:03d}" if len(ids) == 1 else f"agents-{ids[0]:03d}-{ids[-1]:03d}"

@@ -135,6 +135,9 @@ class BedSpec:
     link: LinkSpec = field(default_factory=LinkSpec)
     node_links: dict[str, LinkSpec] = field(default_factory=dict)  # node name -> its own link
     node_cpus: dict[str, int] = field(default_factory=dict)  # node name -> its own logical CPUs
+    # node name -> custom Ray resources it offers (`ray start --resources`), e.g. {"w1": {"comdml_slot_0": 1}}: what
+    # `--placement slots` pins actor g to, so agent g's link is that node's link
+    node_resources: dict[str, dict[str, float]] = field(default_factory=dict)
     private: tuple[str, ...] = ()  # more paths under a private tmpfs on every node
     object_store_mb: int = 200
     # seconds until the head declares a silent node dead (Ray's health checks: 3 missed, detect_s/3 apart);
@@ -151,7 +154,7 @@ class BedSpec:
         if self.cpus < 0 or self.gpus < 0:
             raise BedError("--cpus and --gpus must be >= 0.")
         names = set(self.node_names)
-        unknown = sorted((set(self.node_links) | set(self.node_cpus)) - names)
+        unknown = sorted((set(self.node_links) | set(self.node_cpus) | set(self.node_resources)) - names)
         if unknown:
             raise BedError(f"no node named {', '.join(unknown)} in this bed; its nodes are {', '.join(self.node_names)}.")
         for p in self.private:
@@ -288,7 +291,9 @@ class Bed:
         if not path.exists():
             raise BedError(f"no bed named {name} is up; start one with `python -m comdml_ray.testbed up`.")
         st = State.load(path)
-        kept = {k: st.spec[k] for k in ("cpus", "gpus", "object_store_mb", "detect_s") if k in st.spec}  # what start_ray reads
+        kept = {
+            k: st.spec[k] for k in ("cpus", "gpus", "object_store_mb", "detect_s", "node_resources") if k in st.spec
+        }  # what start_ray reads
         spec = BedSpec(name=st.name, nodes=len(st.nodes), **kept)
         return cls(spec, st)
 
@@ -445,6 +450,8 @@ class Bed:
         obj = str(self.spec.object_store_mb * 2**20)
         common = [f"--node-ip-address={n.ip}", f"--num-cpus={n.cpus}", f"--num-gpus={self.spec.gpus}", f"--temp-dir={RAY_TEMP}"]
         common += [f"--object-store-memory={obj}", "--disable-usage-stats"]
+        if self.spec.node_resources.get(n.name):
+            common += [f"--resources={json.dumps(self.spec.node_resources[n.name])}"]
         if n.index == 0:
             argv = [RAY, "start", "--head", "--block", f"--port={GCS_PORT}", "--include-dashboard=true", "--dashboard-host=0.0.0.0"]
             argv += [f"--dashboard-port={DASHBOARD_PORT}", *common]

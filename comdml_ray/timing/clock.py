@@ -46,7 +46,9 @@ class AgentWork:
     suffix_batches: dict[int, int] = field(default_factory=dict)  # as a helper: offloader -> batches trained
 
 
-def exchange_seconds(aggregation: str, nbrs: list[list[int]], bw: np.ndarray, lat: np.ndarray, model_bytes: int) -> np.ndarray:
+def exchange_seconds(
+    aggregation: str, nbrs: list[list[int]], bw: np.ndarray, lat: np.ndarray, model_bytes: int, step_s: float = 0.0
+) -> np.ndarray:
     """Seconds each agent spends in the averaging step, (N,).
 
     allreduce: 2(N-1) synchronous ring steps, each moving model_bytes/N over every
@@ -56,15 +58,17 @@ def exchange_seconds(aggregation: str, nbrs: list[list[int]], bw: np.ndarray, la
       model_bytes / min(bw_i, bw_j) + lat_i + lat_j.
     `bw` and `lat` are the per-agent link figures (bytes/s, seconds); a link runs at its
     slower end's bandwidth and pays both ends' latency (`profiles.link_matrices`).
+    `step_s`: what every step (ring hop, or send to a neighbour) costs beyond its bytes and
+    latencies on a real cluster (`--collective-step-ms`, measured by a probe; 0 by default).
     """
     n = len(nbrs)
     if n == 1:
         return np.zeros(1)
     if aggregation == "allreduce":
         nxt = (np.arange(n) + 1) % n
-        step = np.max((model_bytes / n) / np.minimum(bw, bw[nxt]) + lat + lat[nxt])
+        step = np.max((model_bytes / n) / np.minimum(bw, bw[nxt]) + lat + lat[nxt]) + step_s
         return np.full(n, 2 * (n - 1) * step)
-    return np.array([sum(model_bytes / min(bw[i], bw[j]) + lat[i] + lat[j] for j in nb) for i, nb in enumerate(nbrs)])
+    return np.array([sum(model_bytes / min(bw[i], bw[j]) + lat[i] + lat[j] + step_s for j in nb) for i, nb in enumerate(nbrs)])
 
 
 def aux_exchange(

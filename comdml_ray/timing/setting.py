@@ -3,7 +3,9 @@
 Owns `Setting`, built once by the driver (`Setting.build`) after the actors have
 described their agents and the split profile is known, then shared (one object in
 the store) with every agent group and with the event loops of the baselines:
-- per agent: samples, batches per round, slowdown, link bandwidth and latency;
+- per agent: samples, batches per round, slowdown, link bandwidth and latency (the
+  profile's, times `--link-efficiency` and plus half of `--transfer-latency-ms` per
+  link end, so a link i->j pays it once: the link model measured on a real cluster);
 - the link matrices (a link i->j runs at its slower end's bandwidth and pays both
   ends' latency), the `--topology` neighbours, the seconds of the averaging step;
 - the layout's owner map (agent -> actor) and the evaluated agents;
@@ -16,6 +18,7 @@ No torch, no Ray.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +52,7 @@ class Setting:
     drift_prob: float
     seed: int
     step_batches: np.ndarray | None = None  # (N,) minibatches of one asynchronous local step (None: one round's work)
+    collective_step_s: float = 0.0  # what each averaging step costs beyond its bytes (`--collective-step-ms`, §3.5)
 
     @property
     def owner(self) -> dict[int, int]:
@@ -89,7 +93,7 @@ class Setting:
         return 1.0 if self.step_batches is None else float(self.step_batches[k] / self.batches[k])
 
     def gossip_exchange_s(self) -> np.ndarray:
-        return exchange_seconds("gossip", self.nbrs, self.agent_bw, self.agent_lat, self.model_bytes)
+        return exchange_seconds("gossip", self.nbrs, self.agent_bw, self.agent_lat, self.model_bytes, self.collective_step_s)
 
     def groups_of(self, agents: list[int]) -> dict[int, list[int]]:
         owner = self.owner
@@ -104,6 +108,13 @@ class Setting:
     ) -> Setting:
         n = cfg.agents
         profiles = make_profiles(cfg.heterogeneity, n, cfg.seed, cfg.slow_link_share)
+        if cfg.link_efficiency != 1.0 or cfg.transfer_latency_s != 0.0:  # the link model measured on a real cluster (§3.3)
+            profiles = [
+                dataclasses.replace(
+                    p, bandwidth_Bps=p.bandwidth_Bps * cfg.link_efficiency, latency_s=p.latency_s + cfg.transfer_latency_s / 2
+                )
+                for p in profiles
+            ]
         bw = np.array([p.bandwidth_Bps for p in profiles])
         lat = np.array([p.latency_s for p in profiles])
         link_bw, link_lat = link_matrices(profiles)
@@ -121,10 +132,11 @@ class Setting:
             link_bw=link_bw,
             link_lat=link_lat,
             nbrs=nbrs,
-            exchange_s=exchange_seconds(cfg.aggregation, nbrs, bw, lat, model_bytes),
+            exchange_s=exchange_seconds(cfg.aggregation, nbrs, bw, lat, model_bytes, cfg.collective_step_s),
             eval_ids=cfg.scored_agent_ids(),
             drift=cfg.drift,
             seed=cfg.seed,
             drift_prob=cfg.drift_prob,
             step_batches=np.array([cfg.async_step_batches(int(b)) for b in batches]),
+            collective_step_s=cfg.collective_step_s,
         )
