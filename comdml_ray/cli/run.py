@@ -356,6 +356,10 @@ ACTOR_ROUND_LINES = r"INFO (round|row) \d+ agent"
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     os.environ.setdefault("RAY_DEDUP_LOGS_ALLOW_REGEX", ACTOR_ROUND_LINES)
+    # Every line out as it is printed, also into a file or a pipe (`ray job logs`, `> run.log`): a progress line such as
+    # "waiting for a node to join" is news only while it is current, and Python would hold it in a 8 KB buffer.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
 
     def job() -> None:
         from comdml_ray.experiment import run_experiment
