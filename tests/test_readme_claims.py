@@ -9,6 +9,8 @@ images, rounds, seeds, GFLOPS) but no result: a number there would not follow it
 import os
 import re
 
+import pandas as pd
+
 from comdml_ray.cli.claims import CLAIMS, claim_blocks, render_claim
 from comdml_ray.cli.tables import END, MARK, RESULTS
 
@@ -57,3 +59,21 @@ def test_the_results_section_has_no_figure_outside_the_rendered_blocks():
 def test_a_stray_figure_is_caught():
     assert stray_figures("ComDML reaches 80% in 52 s (20 agents, 3 seeds).") == ["80%", "52 s"]
     assert stray_figures("<!-- claims: x -->\n- 0.34x\n<!-- /claims -->\n20 agents, `make results`") == []
+
+
+def test_equal_time_sentences_name_the_leader_from_the_interval(tmp_path):
+    """The bullets an equal-time table gets once its CSV is rebuilt: the verdict follows the bootstrap interval of the per-seed difference."""
+    from comdml_ray.cli import claims
+
+    runs = pd.read_csv(os.path.join(RESULTS, "headline-iid.csv"))
+    as_scheduler = runs.replace({"method": {"comdml": "comdml-greedy", "local-deadline": "comdml-exact"}})
+    as_scheduler.to_csv(tmp_path / "scheduler-iid.csv", index=False)
+    text = claims.bench_scheduler("scheduler-iid")(str(tmp_path))
+    assert "Greedy against exact (5 seeds" in text.replace("**", "") and "on 0 of 5 seeds" in text
+    ahead = runs.copy()
+    rows = (ahead["method"] == "comdml").to_numpy()
+    ahead.loc[rows, "accuracy_at_budget"] += 0.05  # ComDML 5 points up on every seed
+    ahead.to_csv(tmp_path / "methods.csv", index=False)
+    assert "at the budget" in claims.bench_methods(str(tmp_path)).lower()
+    assert ": ComDML is ahead" in claims.equal_time_sentence(ahead, "compute", "local-best-0.5")
+    assert "neither is ahead" in claims.equal_time_sentence(runs, "compute", "local-best-0.5")
