@@ -431,6 +431,8 @@ def test_bad_input_is_one_sentence():
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "100mbit:2ms" in r.stderr, r.stderr
     r = _testbed("status", name=f"{NAME}q")
     assert r.returncode == 2 and "no bed named" in r.stderr and r.stderr.count("\n") == 1
+    r = _testbed("up", "--node-resources", "w1=comdml_slot_0")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "NAME:AMOUNT" in r.stderr, r.stderr
 
 
 def test_a_checkout_under_a_private_path_stays_visible_on_the_nodes():

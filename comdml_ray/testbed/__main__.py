@@ -2,6 +2,7 @@
 
     python -m comdml_ray.testbed up --nodes 4 --link 100mbit              # head + 3 workers, 1 CPU each
     python -m comdml_ray.testbed up --nodes 3 --node-link w2=10mbit       # one slow node
+    python -m comdml_ray.testbed up --nodes 3 --node-resources w1=comdml_slot_0:1 --node-resources w2=comdml_slot_1:1
     python -m comdml_ray.testbed status
     python -m comdml_ray.testbed exec head -- ray status
     python -m comdml_ray.testbed exec head -- ray job submit --address http://127.0.0.1:8265 -- \\
@@ -35,6 +36,20 @@ def _pairs(items: list[str], flag: str) -> dict[str, str]:
     return out
 
 
+def _resources(text: str) -> dict[str, float]:
+    """NAME:AMOUNT[,NAME:AMOUNT] as Ray's custom resources of one node."""
+    out = {}
+    for item in text.split(","):
+        name, sep, amount = item.partition(":")
+        try:
+            out[name] = float(amount)
+        except ValueError:
+            sep = ""
+        if not sep or not name or out.get(name, -1) < 0:
+            raise BedError(f"--node-resources {text}: write each resource as NAME:AMOUNT (a number >= 0), e.g. comdml_slot_0:1.")
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m comdml_ray.testbed", description="A multi-host Ray cluster on this machine (needs root).")
     p.add_argument("--name", default=PREFIX, help=f"the bed's name ({PREFIX} + up to 6 letters/digits): several beds can coexist")
@@ -46,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--link", default="", help="every node's link, RATE[:DELAY] in tc units, both directions (e.g. 100mbit:2ms)")
     up.add_argument("--node-link", action="append", default=[], help="one node's own link, NODE=RATE[:DELAY] (repeatable)")
     up.add_argument("--node-cpus", action="append", default=[], help="one node's own logical CPUs, NODE=N (repeatable)")
+    up.add_argument(
+        "--node-resources",
+        action="append",
+        default=[],
+        help="one node's custom Ray resources, NODE=NAME:AMOUNT[,NAME:AMOUNT] (repeatable; e.g. w1=comdml_slot_0:1 for --placement slots)",
+    )
     up.add_argument("--private", action="append", default=[], help="one more path with a private tmpfs on every node (repeatable)")
     up.add_argument("--object-store-mb", type=int, default=200, help="each node's Ray object store")
     sub.add_parser("status", help="the nodes, their addresses, links and processes")
@@ -84,6 +105,7 @@ def _command(args: argparse.Namespace) -> int:
             link=LinkSpec.parse(args.link),
             node_links={k: LinkSpec.parse(v) for k, v in _pairs(args.node_link, "--node-link").items()},
             node_cpus={k: int(v) for k, v in _pairs(args.node_cpus, "--node-cpus").items()},
+            node_resources={k: _resources(v) for k, v in _pairs(args.node_resources, "--node-resources").items()},
             private=tuple(args.private),
             object_store_mb=args.object_store_mb,
         )
