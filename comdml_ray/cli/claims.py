@@ -19,6 +19,7 @@ import math
 import os
 from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 
 from comdml_ray.results.yardstick import bootstrap_ci
@@ -66,6 +67,14 @@ def target_label(t: str, runs: pd.DataFrame) -> str:
     return f"{v if v > 1 else 100 * v:g}%"
 
 
+def _verdict(a_name: str, a, b_name: str, b) -> tuple[float, float, float, str]:
+    """Per-seed a minus b in points: (mean, 95% bootstrap interval, the verdict read on that interval, "ahead beyond the seeds' spread")."""
+    diff = (np.asarray(a, dtype=float) - np.asarray(b, dtype=float)) * 100
+    lo, hi = bootstrap_ci(diff.tolist())
+    ahead = f"{a_name} is ahead" if lo > 0 else f"{b_name} is ahead" if hi < 0 else "neither is ahead beyond the seeds' spread"
+    return float(np.nanmean(diff)), lo, hi, ahead
+
+
 def equal_time_sentence(runs: pd.DataFrame, setting: str, best_target: str) -> str:
     """Who is ahead at the end of the equal-time budget, ComDML against the best other method, with bootstrap intervals.
 
@@ -79,13 +88,11 @@ def equal_time_sentence(runs: pd.DataFrame, setting: str, best_target: str) -> s
     if not rivals:
         return ""
     rival = max(rivals, key=lambda m: acc[m].mean())
-    diff = (acc["comdml"] - acc[rival]) * 100
-    lo, hi = bootstrap_ci(diff.tolist())
-    ahead = "ComDML is ahead" if lo > 0 else f"{rival} is ahead" if hi < 0 else "neither is ahead beyond the seeds' spread"
+    mean, lo, hi, ahead = _verdict("ComDML", acc["comdml"], rival, acc[rival])
     text = (
         f"{setting}: at equal virtual time ({one['time_budget_s'].iloc[0]:g} s) the best method other than ComDML is {rival}, "
         f"{acc[rival].mean() * 100:.1f}% against ComDML's {acc['comdml'].mean() * 100:.1f}% "
-        f"(ComDML minus {rival}: {diff.mean():+.1f} pp, 95% CI [{lo:+.1f}, {hi:+.1f}]): {ahead}"
+        f"(ComDML minus {rival}: {mean:+.1f} pp, 95% CI [{lo:+.1f}, {hi:+.1f}]): {ahead}"
     )
     t = one.pivot(index="seed", columns="method", values="time_to_target_smoothed_s")
     r = (t["comdml"] / t[rival]).dropna()
@@ -206,13 +213,11 @@ def equal_time_details(runs: pd.DataFrame, setting: str = "compute") -> str:
         if all(by[m][col].notna().all() for m in methods):
             order = sorted(methods, key=lambda m: -by[m][col].mean())
             rival = next(m for m in order if not m.startswith("comdml"))
-            diff = (by["comdml"][col].to_numpy() - by[rival][col].to_numpy()) * 100
-            lo, hi = bootstrap_ci(diff.tolist())
-            ahead = "ComDML is ahead" if lo > 0 else f"{rival} is ahead" if hi < 0 else "neither is ahead beyond the seeds' spread"
+            mean, lo, hi, ahead = _verdict("ComDML", by["comdml"][col], rival, by[rival][col])
             lines.append(
                 f"- **At {int(100 * share)}% of the budget** ({share * budget:g} s): "
                 + ", ".join(f"{m} {_pm(by[m][col])}%" for m in order)
-                + f"; ComDML minus {rival}: {diff.mean():+.1f} pp (95% CI [{lo:+.1f}, {hi:+.1f}]): {ahead}."
+                + f"; ComDML minus {rival}: {mean:+.1f} pp (95% CI [{lo:+.1f}, {hi:+.1f}]): {ahead}."
             )
     ratios = [
         f"{m} {_ratio(by[m]['ratio_vs_local_smoothed'])} (per seed {', '.join(f'{x:.2f}' for x in by[m]['ratio_vs_local_smoothed'])})"
@@ -256,12 +261,10 @@ def bench_scheduler(name: str) -> Callable[[str], str]:
                 for a, b in zip(g.itertuples(), e.itertuples(), strict=True)
             )
         )
-        diff = (e["accuracy_at_budget"].to_numpy() - g["accuracy_at_budget"].to_numpy()) * 100
-        lo, hi = bootstrap_ci(diff.tolist())
-        ahead = "exact is ahead" if lo > 0 else "greedy is ahead" if hi < 0 else "neither is ahead beyond the seeds' spread"
+        mean, lo, hi, ahead = _verdict("exact", e["accuracy_at_budget"], "greedy", g["accuracy_at_budget"])
         return (
             f"- **Greedy against exact** ({len(g)} seeds, every method {g['time_budget_s'].iloc[0]:g} s): at the budget greedy "
-            f"{_pm(g['accuracy_at_budget'])}%, exact {_pm(e['accuracy_at_budget'])}% (exact minus greedy {diff.mean():+.1f} pp, 95% CI "
+            f"{_pm(g['accuracy_at_budget'])}%, exact {_pm(e['accuracy_at_budget'])}% (exact minus greedy {mean:+.1f} pp, 95% CI "
             f"[{lo:+.1f}, {hi:+.1f}]: {ahead}); the two runs are the same (accuracy at the budget, rounds and virtual time) on {same} "
             f"of {len(g)} seeds; to {target_label(best, runs)} in local's time: greedy {_ratio(g['ratio_vs_local_smoothed'])}, "
             f"exact {_ratio(e['ratio_vs_local_smoothed'])}."

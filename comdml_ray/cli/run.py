@@ -129,6 +129,11 @@ def _averaging(p: argparse.ArgumentParser, d: RunConfig) -> None:
     g.add_argument("--degree", type=int, default=d.degree, help="neighbours per agent for --topology regular")
 
 
+def milliseconds(text: str) -> float:
+    """A flag given in milliseconds, as the seconds RunConfig keeps (argparse names the function in its error: "invalid milliseconds value")."""
+    return float(text) / 1e3
+
+
 def _heterogeneity(p: argparse.ArgumentParser, d: RunConfig) -> None:
     g = p.add_argument_group("heterogeneity and the virtual clock")
     g.add_argument(
@@ -181,14 +186,14 @@ def _heterogeneity(p: argparse.ArgumentParser, d: RunConfig) -> None:
     g.add_argument(
         "--transfer-latency-ms",
         dest="transfer_latency_s",
-        type=lambda v: float(v) / 1e3,
+        type=milliseconds,
         default=d.transfer_latency_s,
         help="milliseconds every transfer pays beyond the profile's link latencies (Ray's calls and fetch on a real cluster; default 0)",
     )
     g.add_argument(
         "--collective-step-ms",
         dest="collective_step_s",
-        type=lambda v: float(v) / 1e3,
+        type=milliseconds,
         default=d.collective_step_s,
         help="milliseconds every step (ring hop) of the model averaging costs beyond its bytes on a real cluster (process wake-ups; default 0)",
     )

@@ -214,7 +214,7 @@ def render_compare(runs: pd.DataFrame) -> str:
     """
     targets = list(dict.fromkeys(runs["target"]))
     best = next((t for t in targets if t.startswith("local-best")), targets[-1])
-    equal_time = "time_budget_s" in runs and runs["time_budget_s"].notna().all()
+    equal_time = claims.equal_time(runs)
     ttt, ratio = ("time_to_target_smoothed_s", "ratio_vs_local_smoothed") if equal_time else ("time_to_target_s", "ratio_vs_local")
     head = ["setting", "method"] + [f"time to {target_label(t, runs)} (s)" for t in targets] + [f"x local ({best}), 95% CI"]
     if equal_time:
