@@ -47,3 +47,27 @@ def test_fleet_table_and_trained_crossover_sentences_come_from_the_rows():
     )
     # reduction 0.7, 0.5, -0.1: crosses between 300 and 1000, 5/6 of the way in log space
     assert "between 300 and 1000 GFLOPS (about 818" in _crossover(sens)
+
+
+def test_sweeps_read_the_smoothed_time_with_the_raw_beside():
+    """A sweep made since the smoothed reading records both times: the tables and the crossover read the smoothed one."""
+    rows = pd.DataFrame(
+        [
+            {"fleet": "paper", "seed": 0, "target": "80", "target_accuracy": 0.8, "local_time_s": 300.0, "local_time_smoothed_s": 400.0,
+             "comdml_time_s": 80.0, "comdml_time_smoothed_s": 100.0, "round_advantage": 4.0, "deadline_time_s": 150.0,
+             "deadline_time_smoothed_s": 200.0, "deadline_round_advantage": 2.5, "local_rounds": 20},
+        ]
+    )  # fmt: skip
+    assert "| paper | 400.0 (raw 300.0) | 4.00x | 0.25 | 2.50x | 0.50 |" in render_fleet(rows)
+    sens = pd.DataFrame(
+        {
+            "profile": "flops",
+            "reference_gflops": [100.0, 300.0, 1000.0],
+            "local_time_s": [20.0, 8.0, 3.0],
+            "comdml_time_s": [6.0, 4.0, 3.3],
+            "local_time_smoothed_s": [20.0, 8.0, 3.0],
+            "comdml_time_smoothed_s": [6.0, 8.8, 3.3],
+        }
+    )
+    # smoothed reductions 0.7, -0.1, -0.1: the crossing moves to between 100 and 300
+    assert "between 100 and 300 GFLOPS" in _crossover(sens)

@@ -30,7 +30,7 @@ import pandas as pd
 
 from comdml_ray.cli import claims
 from comdml_ray.cli.claims import equal_time_sentence, marked_blocks, replace_block, target_label
-from comdml_ray.results.yardstick import BUDGET_FRACTIONS, bootstrap_ci, plot_bands
+from comdml_ray.results.yardstick import BUDGET_FRACTIONS, bootstrap_ci, plot_bands, sweep_time
 
 PROG = "comdml-ray results"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout: comdml_ray/cli/ is two below it
@@ -93,7 +93,7 @@ TABLES: dict[str, list[tuple[str, str, list[str]]]] = {
         (
             "sensitivity",
             "compute",
-            [*SENSITIVITY, "--rounds", "10", "--rounds-factor", "1", "--target", "75", "--gflops", "10,30,100,300,500,700,1000"],
+            [*SENSITIVITY, "--rounds", "15", "--rounds-factor", "1", "--target", "75", "--gflops", "10,30,100,300,500,700,1000"],
         )
     ],
     # Fleet composition: the share of slow agents (the paper's slowest class among its fastest) and the spread of speeds.
@@ -215,7 +215,8 @@ def render_compare(runs: pd.DataFrame) -> str:
     targets = list(dict.fromkeys(runs["target"]))
     best = next((t for t in targets if t.startswith("local-best")), targets[-1])
     equal_time = claims.equal_time(runs)
-    ttt, ratio = ("time_to_target_smoothed_s", "ratio_vs_local_smoothed") if equal_time else ("time_to_target_s", "ratio_vs_local")
+    ttt, ratio, _ = claims.time_to_target_columns(runs)
+    smooth = ttt == "time_to_target_smoothed_s"
     head = ["setting", "method"] + [f"time to {target_label(t, runs)} (s)" for t in targets] + [f"x local ({best}), 95% CI"]
     if equal_time:
         budget = runs.groupby("setting")["time_budget_s"].first()
@@ -229,7 +230,7 @@ def render_compare(runs: pd.DataFrame) -> str:
         cells = [setting, method]
         for t in targets:
             cell = _pm(by_t[t][ttt], 1, 1 if by_t[t][ttt].max() < 100 else 0)
-            if equal_time and by_t[t]["time_to_target_s"].notna().any():
+            if smooth and by_t[t]["time_to_target_s"].notna().any():
                 cell += f" (raw {by_t[t]['time_to_target_s'].mean():.{1 if by_t[t]['time_to_target_s'].max() < 100 else 0}f})"
             cells.append(cell)
         cells.append(_ci(by_t[best][ratio]))
@@ -244,6 +245,8 @@ def render_compare(runs: pd.DataFrame) -> str:
         f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); mean ± std over the seeds that reached the target (count shown when not all did); "
         "x local: per-seed ratio to local's time, mean and 95% bootstrap interval over seeds."
     )
+    if smooth and not equal_time:
+        lines.append("Times to target are on the smoothed curve (the mean of the last 3 evaluations), the raw first crossing beside.")
     if equal_time:
         lines.append(
             "Equal time: every method ran until it had spent "
@@ -278,16 +281,25 @@ def render_sensitivity(runs: pd.DataFrame) -> str:
         "ComDML's reduction",
     ]
     lines = _header(head)
-    for r in runs.sort_values(["profile", "reference_gflops"]).itertuples():
-        ratio = r.comdml_time_s / r.local_time_s if r.local_time_s and not math.isnan(r.comdml_time_s) else math.nan
+    runs = runs.sort_values(["profile", "reference_gflops"])
+    local, comdml = sweep_time(runs, "local"), sweep_time(runs, "comdml")
+    for r, lt, ct in zip(runs.itertuples(), local, comdml, strict=True):
+        ratio = ct / lt if lt and not math.isnan(ct) else math.nan
         red = "-" if math.isnan(ratio) else f"{100 * (1 - ratio):.0f}%"
         gf = "-" if r.profile == "measure" else f"{r.reference_gflops:g}"
         lines.append(
-            f"| {r.profile} | {gf} | {r.compute_comm_ratio:.2f} | {r.round_advantage:.2f}x | {_s(r.local_time_s)} | "
-            f"{_s(r.comdml_time_s)} | {'-' if math.isnan(ratio) else f'{ratio:.2f}'} | {red} |"
+            f"| {r.profile} | {gf} | {r.compute_comm_ratio:.2f} | {r.round_advantage:.2f}x | {_s(lt, r.local_time_s)} | "
+            f"{_s(ct, r.comdml_time_s)} | {'-' if math.isnan(ratio) else f'{ratio:.2f}'} | {red} |"
         )
     lines.append("")
-    lines.append(f"Target: {runs['target'].iloc[0]} ({100 * runs['target_accuracy'].mean():.1f}% on average), seed {runs['seed'].iloc[0]}.")
+    lines.append(
+        f"Target: {runs['target'].iloc[0]} ({100 * runs['target_accuracy'].mean():.1f}% on average), seed {runs['seed'].iloc[0]}"
+        + (
+            "; times on the smoothed curve (the mean of the last 3 evaluations), the raw first crossing beside."
+            if "local_time_smoothed_s" in runs
+            else "."
+        )
+    )
     if len(runs[runs["profile"] == "flops"]) > 1:
         lines.append(_crossover(runs))
     return "\n".join(lines)
@@ -304,16 +316,22 @@ def render_fleet(runs: pd.DataFrame) -> str:
         "local-deadline time / local's",
     ]
     lines = _header(head)
-    for r in runs.itertuples():
+    local, comdml, deadline = (sweep_time(runs, who) for who in ("local", "comdml", "deadline"))
+    for r, lt, ct, dt in zip(runs.itertuples(), local, comdml, deadline, strict=True):
         lines.append(
-            f"| {r.fleet} | {_s(r.local_time_s)} | {r.round_advantage:.2f}x | {_ratio(r.comdml_time_s, r.local_time_s)} | "
-            f"{r.deadline_round_advantage:.2f}x | {_ratio(r.deadline_time_s, r.local_time_s)} |"
+            f"| {r.fleet} | {_s(lt, r.local_time_s)} | {r.round_advantage:.2f}x | {_ratio(ct, lt)} | "
+            f"{r.deadline_round_advantage:.2f}x | {_ratio(dt, lt)} |"
         )
     lines.append("")
     lines.append(
         f"{int(runs['local_rounds'].iloc[0])} rounds of local, the others on the same clock; target {runs['target'].iloc[0]} "
         f"({100 * runs['target_accuracy'].mean():.1f}%), seed {runs['seed'].iloc[0]}, one run per fleet. two-class:S: a share S of the "
         "agents in the paper's slowest class, the rest in its fastest; lognormal:SIGMA: log-normal speeds of that spread."
+        + (
+            " Times on the smoothed curve (the mean of the last 3 evaluations), local's raw first crossing beside."
+            if "local_time_smoothed_s" in runs
+            else ""
+        )
     )
     return "\n".join(lines)
 
@@ -325,7 +343,7 @@ def _ratio(a: float, b: float) -> str:
 def _crossover(runs: pd.DataFrame) -> str:
     """Where the trained reduction changes sign between two trained speeds (log-linear between them), or that it does not."""
     pts = runs[runs["profile"] == "flops"].sort_values("reference_gflops")
-    red = 1 - pts["comdml_time_s"] / pts["local_time_s"]
+    red = 1 - sweep_time(pts, "comdml") / sweep_time(pts, "local")
     g = pts["reference_gflops"].tolist()
     for i in range(len(g) - 1):
         a, b = red.iloc[i], red.iloc[i + 1]
@@ -335,8 +353,12 @@ def _crossover(runs: pd.DataFrame) -> str:
     return f"Trained crossover: none between {g[0]:g} and {g[-1]:g} GFLOPS (ComDML's reduction keeps its sign over the trained points)."
 
 
-def _s(x: float) -> str:
-    return "not reached" if x is None or math.isnan(x) else f"{x:.1f}"
+def _s(x: float, raw: float | None = None) -> str:
+    """A time to target in seconds; with raw (the first crossing) beside when it differs from x, the smoothed time."""
+    text = "not reached" if x is None or math.isnan(x) else f"{x:.1f}"
+    if raw is not None and not math.isnan(raw) and not (x is not None and not math.isnan(x) and abs(x - raw) < 0.05):
+        text += f" (raw {raw:.1f})"
+    return text
 
 
 def render(name: str) -> str:

@@ -115,6 +115,13 @@ def smoothed(curve: pd.DataFrame) -> pd.DataFrame:
     return d.assign(test_accuracy=d["test_accuracy"].rolling(SMOOTH_EVALS).mean()).dropna(subset=["test_accuracy"])
 
 
+def sweep_time(runs: pd.DataFrame, who: str) -> pd.Series:
+    """A sensitivity or fleet sweep's time to target for who (local, comdml, deadline): on the smoothed curve where
+    the sweep recorded it (`WHO_time_smoothed_s`), else the raw first crossing (`WHO_time_s`, sweeps made before)."""
+    col = f"{who}_time_smoothed_s"
+    return runs[col] if col in runs else runs[f"{who}_time_s"]
+
+
 def bootstrap_ci(values, level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of `values` (seeds resampled with replacement; NaN for fewer than 2 values)."""
     v = np.asarray([x for x in values if not math.isnan(x)], dtype=float)
