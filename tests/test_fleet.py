@@ -71,3 +71,22 @@ def test_sweeps_read_the_smoothed_time_with_the_raw_beside():
     )
     # smoothed reductions 0.7, -0.1, -0.1: the crossing moves to between 100 and 300
     assert "between 100 and 300 GFLOPS" in _crossover(sens)
+
+
+def test_fleet_sentences_come_from_the_rows(tmp_path):
+    from comdml_ray.cli.claims import bench_fleet
+
+    assert bench_fleet(str(tmp_path)) == ""  # no fleet table yet: no sentences
+    pd.DataFrame(
+        {
+            "fleet": ["two-class:0.1", "two-class:0.75", "paper", "lognormal:1.0"],
+            "seed": 0,
+            "target": "80",
+            "local_time_smoothed_s": [100.0, 400.0, 300.0, 200.0],
+            "comdml_time_smoothed_s": [90.0, 100.0, 120.0, math.nan],
+            "deadline_time_smoothed_s": [80.0, 200.0, 150.0, 100.0],
+        }
+    ).to_csv(tmp_path / "fleet.csv", index=False)
+    text = bench_fleet(str(tmp_path))
+    assert "by share of slow agents 0.1: 0.90x, 0.75: 0.25x; by lognormal spread 1.0: not reached; the paper preset 0.40x." in text
+    assert "sooner in 2 of 4 fleets (two-class:0.75, paper), `local-deadline` in 1 (two-class:0.1)." in text

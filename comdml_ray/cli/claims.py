@@ -377,6 +377,39 @@ def bench_sensitivity(results: str) -> str:
     return "\n".join(lines)
 
 
+def bench_fleet(results: str) -> str:
+    """The bullets under the fleet table: where ComDML's advantage over local comes from and where it goes, and ComDML against local-deadline."""
+    if not os.path.exists(os.path.join(results, "fleet.csv")):
+        return ""
+    runs = _csv(results, "fleet")
+    lt = sweep_time(runs, "local")
+    com, dl = sweep_time(runs, "comdml") / lt, sweep_time(runs, "deadline") / lt
+
+    def x(v: float) -> str:
+        return "not reached" if math.isnan(v) else f"{v:.2f}x"
+
+    def series(prefix: str) -> str:
+        m = runs["fleet"].str.startswith(prefix)
+        return ", ".join(f"{f.split(':', 1)[1]}: {x(c)}" for f, c in zip(runs.loc[m, "fleet"], com[m], strict=True))
+
+    lines = [
+        f"- **ComDML's time to {runs['target'].iloc[0]}% in local's** (one seed per fleet, so no interval): by share of slow agents "
+        f"{series('two-class:')}; by lognormal spread {series('lognormal:')}"
+        + (f"; the paper preset {x(com[runs['fleet'] == 'paper'].iloc[0])}" if (runs["fleet"] == "paper").any() else "")
+        + "."
+    ]
+    sooner = [f for f, c, d in zip(runs["fleet"], com, dl, strict=True) if c < d]
+    later = [f for f, c, d in zip(runs["fleet"], com, dl, strict=True) if c > d]
+    lines.append(
+        f"- **ComDML against `local-deadline`:** ComDML reaches the target sooner in {len(sooner)} of {len(runs)} fleets"
+        + (f" ({', '.join(sooner)})" if sooner else "")
+        + f", `local-deadline` in {len(later)}"
+        + (f" ({', '.join(later)})" if later else "")
+        + "."
+    )
+    return "\n".join(lines)
+
+
 CLAIMS: dict[str, Callable[[str], str]] = {
     "readme-results": readme_results,
     "bench-headline-iid": bench_headline("headline-iid"),
@@ -387,6 +420,7 @@ CLAIMS: dict[str, Callable[[str], str]] = {
     "bench-headline-iid-long": bench_long("headline-iid-long"),
     "bench-headline-dirichlet-long": bench_long("headline-dirichlet-long"),
     "bench-sensitivity": bench_sensitivity,
+    "bench-fleet": bench_fleet,
 }
 
 
