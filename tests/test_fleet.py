@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from comdml_ray.cli.tables import _crossover, render_fleet
+from comdml_ray.cli.claims import crossover as _crossover
+from comdml_ray.cli.tables import render_fleet
 from comdml_ray.config import ConfigError, RunConfig
 from comdml_ray.timing.profiles import PAPER_SLOWDOWN, make_profiles
 

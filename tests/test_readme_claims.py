@@ -41,6 +41,7 @@ def test_every_claims_block_is_what_its_csvs_render_to():
 def stray_figures(section: str) -> list[str]:
     """Numbers in a results section outside rendered blocks, code, links and images, that are not set-up facts."""
     text = re.sub(r"^Measured on:.*$", "", section, flags=re.M)  # the machine a table was measured on
+    text = re.sub(r"§\d+(\.\d+)*", "", text)  # section references
     text = re.sub(r"<!-- table: [\w-]+ -->.*?" + re.escape(END), "", text, flags=re.S)
     text = re.sub(r"<!-- claims: [\w-]+ -->.*?<!-- /claims -->", "", text, flags=re.S)
     text = re.sub(r"```.*?```", "", text, flags=re.S)

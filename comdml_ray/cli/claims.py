@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from comdml_ray.results.yardstick import bootstrap_ci, sweep_time
+from comdml_ray.results.yardstick import bootstrap_ci, reduction, sweep_time
 
 BAR = 0.29  # the paper's "up to 71% less" time: ComDML's bar against local's time to a near-converged target
 MARK = "<!-- claims: {} -->"
@@ -191,20 +191,36 @@ def readme_results(results: str) -> str:
     links = _rows(methods, "comdml", _best_target(methods) if equal_time(methods) else "75", "links")
     sens = _csv(results, "sensitivity")
     flops = sens[sens["profile"] == "flops"].sort_values("reference_gflops")
-    red = {
-        g: 100 * (1 - c / lt)
-        for g, c, lt in zip(flops["reference_gflops"], sweep_time(flops, "comdml"), sweep_time(flops, "local"), strict=True)
-    }
-    g_lo, g_hi = min(red), max(red)
-    mid = [g for g in red if g not in (g_lo, g_hi)]
-    g_mid = max(mid) if mid else g_lo
-    lines.append(
+    pts = list(zip(flops["reference_gflops"], sweep_time(flops, "comdml"), sweep_time(flops, "local"), strict=True))
+    gains = [(g, c, lt) for g, c, lt in pts if c < lt]
+    losses = [(g, c, lt) for g, c, lt in pts if c > lt * (1 + 5e-3)]  # longer by more than half a percent
+    g_lo, c_lo, lt_lo = pts[0]
+    text = (
         f"- **Where it does not pay off:** with equal compute and slow links ComDML forms no pairs and is local SGD "
         f"({len(links)} seeds); as compute gets fast next to the links its reduction of the time to {sens['target'].iloc[0]}% falls from "
-        f"{red[g_lo]:.0f}% ({g_lo:g} GFLOPS) to {red[g_mid]:.0f}% ({g_mid:g}) and {red[g_hi]:.0f}% ({g_hi:g}; seed "
-        f"{int(sens['seed'].iloc[0])} only)."
+        f"{reduction(c_lo, lt_lo)} ({g_lo:g} GFLOPS)"
     )
+    if gains and gains[-1][0] != g_lo:
+        text += f" to {reduction(gains[-1][1], gains[-1][2])} ({gains[-1][0]:g})"
+    text += f"; {crossover(flops)[0].lower()}{crossover(flops)[1:-1]}"
+    if losses:
+        text += "; ComDML takes longer than local at " + ", ".join(f"{g:g} GFLOPS ({reduction(c, lt)})" for g, c, lt in losses)
+    text += f" (seed {int(sens['seed'].iloc[0])} only)."
+    lines.append(text)
     return "\n".join(line for line in lines if line)
+
+
+def crossover(runs: pd.DataFrame) -> str:
+    """Where the trained reduction changes sign between two trained speeds (log-linear between them), or that it does not."""
+    pts = runs[runs["profile"] == "flops"].sort_values("reference_gflops")
+    red = 1 - sweep_time(pts, "comdml") / sweep_time(pts, "local")
+    g = pts["reference_gflops"].tolist()
+    for i in range(len(g) - 1):
+        a, b = red.iloc[i], red.iloc[i + 1]
+        if not (math.isnan(a) or math.isnan(b)) and a > 0 >= b:
+            x = math.exp(math.log(g[i]) + (math.log(g[i + 1]) - math.log(g[i])) * a / (a - b))
+            return f"Trained crossover: ComDML stops paying off between {g[i]:g} and {g[i + 1]:g} GFLOPS (about {x:.0f}, log-linear between the two trained points)."
+    return f"Trained crossover: none between {g[0]:g} and {g[-1]:g} GFLOPS (ComDML's reduction keeps its sign over the trained points)."
 
 
 def equal_time_details(runs: pd.DataFrame, setting: str = "compute") -> str:
@@ -360,19 +376,26 @@ def bench_sensitivity(results: str) -> str:
     sens = _csv(results, "sensitivity")
     flops = sens[sens["profile"] == "flops"].sort_values("reference_gflops")
     red = [
-        f"{100 * (1 - c / lt):.0f}% at {g:g}" + (" (no pairs: local SGD)" if abs(c - lt) < 1e-9 else "")
+        f"{reduction(c, lt)} at {g:g}" + (" (no pairs: local SGD)" if abs(c - lt) < 1e-9 else "")
         for g, c, lt in zip(flops["reference_gflops"], sweep_time(flops, "comdml"), sweep_time(flops, "local"), strict=True)
     ]
     lines = [
         f"- **ComDML's reduction of the time to {sens['target'].iloc[0]}%** (trained, seed {int(sens['seed'].iloc[0])}, "
         f"GFLOPS of an agent of slowdown 1): {', '.join(red)}."
     ]
+    slower = flops[flops["round_advantage"] < 1 - 1e-9]
+    if len(slower):
+        lines.append(
+            "- **Where ComDML's rounds are longer than local's:** "
+            + ", ".join(f"{g:g} GFLOPS ({a:.2f}x)" for g, a in zip(slower["reference_gflops"], slower["round_advantage"], strict=True))
+            + " round advantage: ComDML formed pairs there for a gain its plan predicted and its rounds did not deliver."
+        )
     meas = sens[sens["profile"] == "measure"]
     if len(meas):
         m = meas.iloc[0]
         lines.append(
             f"- **With split costs timed on this host** (`--profile measure`, compute / communication {m['compute_comm_ratio']:.1f}): "
-            f"{100 * (1 - sweep_time(meas, 'comdml').iloc[0] / sweep_time(meas, 'local').iloc[0]):.0f}%."
+            f"{reduction(sweep_time(meas, 'comdml').iloc[0], sweep_time(meas, 'local').iloc[0])}."
         )
     return "\n".join(lines)
 

@@ -30,7 +30,7 @@ import pandas as pd
 
 from comdml_ray.cli import claims
 from comdml_ray.cli.claims import equal_time_sentence, marked_blocks, replace_block, target_label
-from comdml_ray.results.yardstick import BUDGET_FRACTIONS, bootstrap_ci, plot_bands, sweep_time
+from comdml_ray.results.yardstick import BUDGET_FRACTIONS, bootstrap_ci, plot_bands, reduction, sweep_time
 
 PROG = "comdml-ray results"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout: comdml_ray/cli/ is two below it
@@ -285,7 +285,7 @@ def render_sensitivity(runs: pd.DataFrame) -> str:
     local, comdml = sweep_time(runs, "local"), sweep_time(runs, "comdml")
     for r, lt, ct in zip(runs.itertuples(), local, comdml, strict=True):
         ratio = ct / lt if lt and not math.isnan(ct) else math.nan
-        red = "-" if math.isnan(ratio) else f"{100 * (1 - ratio):.0f}%"
+        red = "-" if math.isnan(ratio) else reduction(ct, lt)
         gf = "-" if r.profile == "measure" else f"{r.reference_gflops:g}"
         lines.append(
             f"| {r.profile} | {gf} | {r.compute_comm_ratio:.2f} | {r.round_advantage:.2f}x | {_s(lt, r.local_time_s)} | "
@@ -301,7 +301,7 @@ def render_sensitivity(runs: pd.DataFrame) -> str:
         )
     )
     if len(runs[runs["profile"] == "flops"]) > 1:
-        lines.append(_crossover(runs))
+        lines.append(claims.crossover(runs))
     return "\n".join(lines)
 
 
@@ -338,19 +338,6 @@ def render_fleet(runs: pd.DataFrame) -> str:
 
 def _ratio(a: float, b: float) -> str:
     return "not reached" if math.isnan(a) or math.isnan(b) or not b else f"{a / b:.2f}"
-
-
-def _crossover(runs: pd.DataFrame) -> str:
-    """Where the trained reduction changes sign between two trained speeds (log-linear between them), or that it does not."""
-    pts = runs[runs["profile"] == "flops"].sort_values("reference_gflops")
-    red = 1 - sweep_time(pts, "comdml") / sweep_time(pts, "local")
-    g = pts["reference_gflops"].tolist()
-    for i in range(len(g) - 1):
-        a, b = red.iloc[i], red.iloc[i + 1]
-        if not (math.isnan(a) or math.isnan(b)) and a > 0 >= b:
-            x = math.exp(math.log(g[i]) + (math.log(g[i + 1]) - math.log(g[i])) * a / (a - b))
-            return f"Trained crossover: ComDML stops paying off between {g[i]:g} and {g[i + 1]:g} GFLOPS (about {x:.0f}, log-linear between the two trained points)."
-    return f"Trained crossover: none between {g[0]:g} and {g[-1]:g} GFLOPS (ComDML's reduction keeps its sign over the trained points)."
 
 
 def _s(x: float, raw: float | None = None) -> str:

@@ -122,6 +122,11 @@ def sweep_time(runs: pd.DataFrame, who: str) -> pd.Series:
     return runs[col] if col in runs else runs[f"{who}_time_s"]
 
 
+def reduction(time: float, local_time: float) -> str:
+    """How much less time than local's, in whole percent ("33%"; "-33%" when longer; never "-0%")."""
+    return f"{round(100 * (1 - time / local_time))}%"
+
+
 def bootstrap_ci(values, level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of `values` (seeds resampled with replacement; NaN for fewer than 2 values)."""
     v = np.asarray([x for x in values if not math.isnan(x)], dtype=float)
