@@ -1,13 +1,18 @@
-"""The results sentences of README.md, rendered from the committed CSVs as the tables are.
+"""The results sentences of README.md and benchmarks/README.md, rendered from the committed CSVs as the tables are.
 
 Owns `CLAIMS` (name -> a function of the CSVs under benchmarks/results/ that returns
-markdown) and `render_claim`, and the README block marks both it and the tables use
-(`marked_blocks`, `replace_block`).  A README holds each between `<!-- claims: NAME -->` and
-`<!-- /claims -->`; `comdml-ray results --write-readmes` fills them and
-`tests/test_readme_claims.py` checks both that every block is what its CSVs render to and
-that the README's results section has no number outside a rendered block (set-up facts
-such as "20 agents" aside).  So a sentence cannot outlive its table: when a CSV changes,
-the sentence changes with it, words included (who is ahead is computed, not written).
+markdown: README.md's bullets, and the reading under each table of benchmarks/README.md:
+the equal-time headline, methods and scheduler tables, the long tables, the sensitivity
+and fleet sweeps) and `render_claim`, the verdicts they share (`_verdict` for a per-seed
+difference, `_bar_verdict` for the paper's 0.29x bar, `crossover` for the sweeps), and
+the README block marks both it and the tables use (`marked_blocks`, `replace_block`).  A
+README holds each between `<!-- claims: NAME -->` and `<!-- /claims -->`;
+`comdml-ray results --write-readmes` fills them and `tests/test_readme_claims.py` checks
+that every block is what its CSVs render to, and that README.md's results section and the
+reading under every rebuilt table of benchmarks/README.md have no number outside a
+rendered block (set-up facts such as "20 agents" aside).  So a sentence cannot outlive
+its table: when a CSV changes, the sentence changes with it, words included (who is ahead
+is computed, not written).
 
 Figures: mean ± std over seeds as the tables print them; ratios as the mean of per-seed
 ratios with their 95% bootstrap interval (`yardstick.bootstrap_ci`).
