@@ -90,4 +90,5 @@ def test_fleet_sentences_come_from_the_rows(tmp_path):
     ).to_csv(tmp_path / "fleet.csv", index=False)
     text = bench_fleet(str(tmp_path))
     assert "by share of slow agents 0.1: 0.90x, 0.75: 0.25x; by lognormal spread 1.0: not reached; the paper preset 0.40x." in text
-    assert "sooner in 2 of 4 fleets (two-class:0.75, paper), `local-deadline` in 1 (two-class:0.1)." in text
+    assert "two-class:0.1 1.12x, two-class:0.75 0.50x, paper 0.80x, lognormal:1.0 not reached" in text
+    assert "ComDML is sooner in 2 of 4 fleets, `local-deadline` in 1." in text

@@ -423,11 +423,9 @@ def bench_fleet(results: str) -> str:
     sooner = [f for f, c, d in zip(runs["fleet"], com, dl, strict=True) if c < d]
     later = [f for f, c, d in zip(runs["fleet"], com, dl, strict=True) if c > d]
     lines.append(
-        f"- **ComDML against `local-deadline`:** ComDML reaches the target sooner in {len(sooner)} of {len(runs)} fleets"
-        + (f" ({', '.join(sooner)})" if sooner else "")
-        + f", `local-deadline` in {len(later)}"
-        + (f" ({', '.join(later)})" if later else "")
-        + "."
+        "- **ComDML against `local-deadline`** (ComDML's time to the target over `local-deadline`'s): "
+        + ", ".join(f"{f} {x(c / d)}" for f, c, d in zip(runs["fleet"], com, dl, strict=True))
+        + f"; ComDML is sooner in {len(sooner)} of {len(runs)} fleets, `local-deadline` in {len(later)}."
     )
     return "\n".join(lines)
 
