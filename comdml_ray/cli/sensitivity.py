@@ -20,7 +20,8 @@ With `--fleets` it sweeps fleet compositions instead (each a `--heterogeneity` v
 e.g. `two-class:0.25` for a quarter of slow agents, `lognormal:1.0` for a wide spread of
 speeds) and also runs `local-deadline` at each: where ComDML's advantage comes from and
 where it goes.  Writes `runs.csv` (one row per point)
-and `sensitivity.png` (reduction against the ratio, log x) in --out.
+and `sensitivity.png` (reduction against the ratio, log x; for fleets `fleet.png`, each
+method's time in local's) in --out.
 """
 
 from __future__ import annotations
@@ -153,6 +154,24 @@ def plot(runs: pd.DataFrame, path: str) -> None:
     )
 
 
+def plot_fleet(runs: pd.DataFrame, path: str) -> None:
+    """The fleet sweep: each fleet's time to the target for ComDML and local-deadline, in local's time (log x: 1 is local)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(runs) + 1.4))
+    y = np.arange(len(runs))
+    local = sweep_time(runs, "local")
+    for k, (who, label) in enumerate((("comdml", "ComDML"), ("deadline", "local-deadline"))):
+        ax.barh(y + (k - 0.5) * 0.38, sweep_time(runs, who) / local, height=0.38, label=label)
+    ax.axvline(1, color="grey", lw=0.8)
+    ax.set_yticks(y, runs["fleet"])
+    ax.invert_yaxis()
+    finish_log_x_plot(fig, ax, path, f"time to {runs['target'].iloc[0]}% / local's (log; 1 = local)", "fleet")
+
+
 def sweep(
     cfg: RunConfig,
     gflops: list[float],
@@ -184,7 +203,9 @@ def sweep(
         stop_ray(cfg)
     runs = pd.DataFrame(rows)
     runs.to_csv(os.path.join(cfg.out, "runs.csv"), index=False)
-    if not fleets:
+    if fleets:
+        plot_fleet(runs, os.path.join(cfg.out, "fleet.png"))
+    else:
         plot(runs, os.path.join(cfg.out, "sensitivity.png"))
     log(runs.to_string(index=False))
     return runs

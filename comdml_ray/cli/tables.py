@@ -159,9 +159,9 @@ def collect(name: str, dirs: list[str]) -> str:
     runs = pd.concat(frames, ignore_index=True)
     runs.to_csv(csv_path(name), index=False)
     if TABLES[name][0][0] == "sensitivity":
-        from comdml_ray.cli.sensitivity import plot
+        from comdml_ray.cli.sensitivity import plot, plot_fleet
 
-        plot(runs, os.path.join(RESULTS, f"{name}.png"))
+        (plot_fleet if "fleet" in runs else plot)(runs, os.path.join(RESULTS, f"{name}.png"))
     else:
         bands = _curves(dirs, set(runs["setting"]), set(runs["method"]))
         levels = runs.groupby(["setting", "target"])["target_accuracy"].mean()
