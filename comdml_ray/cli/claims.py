@@ -206,6 +206,17 @@ def readme_results(results: str) -> str:
         text += "; ComDML takes longer than local at " + ", ".join(f"{g:g} GFLOPS ({reduction(c, lt)})" for g, c, lt in losses)
     text += f" (seed {int(sens['seed'].iloc[0])} only)."
     lines.append(text)
+    if os.path.exists(os.path.join(results, "fleet.csv")):
+        fleet = _csv(results, "fleet")
+        lt = sweep_time(fleet, "local")
+        com, dl = sweep_time(fleet, "comdml") / lt, sweep_time(fleet, "deadline") / lt
+        sooner = [f for f, c, d in zip(fleet["fleet"], com, dl, strict=True) if c < d]
+        lines.append(
+            f"- **Over fleet compositions** ({len(fleet)} fleets, one seed each): "
+            f"ComDML reaches {fleet['target'].iloc[0]}% sooner than `local-deadline` in {len(sooner)} of {len(fleet)}"
+            + (f" ({', '.join(sooner)})" if sooner else "")
+            + f"; its time ranges from {com.min():.2f}x to {com.max():.2f}x local's, `local-deadline`'s from {dl.min():.2f}x to {dl.max():.2f}x."
+        )
     return "\n".join(line for line in lines if line)
 
 
