@@ -129,6 +129,19 @@ def equal_time_bullet(runs: pd.DataFrame, title: str, setting: str = "compute") 
     )
 
 
+def _speeds(sens: pd.DataFrame) -> list[tuple[float, float, float]]:
+    """A speed sweep's trained points, slowest first: (reference GFLOPS, ComDML's time to target, local's)."""
+    flops = sens[sens["profile"] == "flops"].sort_values("reference_gflops")
+    return list(zip(flops["reference_gflops"], sweep_time(flops, "comdml"), sweep_time(flops, "local"), strict=True))
+
+
+def _fleet_ratios(fleet: pd.DataFrame) -> tuple[pd.Series, pd.Series, list[str]]:
+    """A fleet sweep's times to target in local's, ComDML's and local-deadline's, and the fleets where ComDML is sooner."""
+    lt = sweep_time(fleet, "local")
+    com, dl = sweep_time(fleet, "comdml") / lt, sweep_time(fleet, "deadline") / lt
+    return com, dl, [f for f, c, d in zip(fleet["fleet"], com, dl, strict=True) if c < d]
+
+
 def readme_results(results: str) -> str:
     """The bullets under README.md's headline tables: equal virtual time first, then the long same-work runs, label skew, every baseline, where it does not pay off."""
     iid = _csv(results, "headline-iid")
@@ -189,8 +202,7 @@ def readme_results(results: str) -> str:
         )
     links = _rows(methods, "comdml", _best_target(methods) if equal_time(methods) else "75", "links")
     sens = _csv(results, "sensitivity")
-    flops = sens[sens["profile"] == "flops"].sort_values("reference_gflops")
-    pts = list(zip(flops["reference_gflops"], sweep_time(flops, "comdml"), sweep_time(flops, "local"), strict=True))
+    pts = _speeds(sens)
     gains = [(g, c, lt) for g, c, lt in pts if c < lt]
     losses = [(g, c, lt) for g, c, lt in pts if c > lt * (1 + 5e-3)]  # longer by more than half a percent
     g_lo, c_lo, lt_lo = pts[0]
@@ -201,16 +213,15 @@ def readme_results(results: str) -> str:
     )
     if gains and gains[-1][0] != g_lo:
         text += f" to {reduction(gains[-1][1], gains[-1][2])} ({gains[-1][0]:g})"
-    text += f"; {crossover(flops)[0].lower()}{crossover(flops)[1:-1]}"
+    cross = crossover(sens)
+    text += f"; {cross[0].lower()}{cross[1:-1]}"
     if losses:
         text += "; ComDML takes longer than local at " + ", ".join(f"{g:g} GFLOPS ({reduction(c, lt)})" for g, c, lt in losses)
     text += f" (seed {int(sens['seed'].iloc[0])} only)."
     lines.append(text)
     if os.path.exists(os.path.join(results, "fleet.csv")):
         fleet = _csv(results, "fleet")
-        lt = sweep_time(fleet, "local")
-        com, dl = sweep_time(fleet, "comdml") / lt, sweep_time(fleet, "deadline") / lt
-        sooner = [f for f, c, d in zip(fleet["fleet"], com, dl, strict=True) if c < d]
+        com, dl, sooner = _fleet_ratios(fleet)
         lines.append(
             f"- **Over fleet compositions** ({len(fleet)} fleets, one seed each): "
             f"ComDML reaches {fleet['target'].iloc[0]}% sooner than `local-deadline` in {len(sooner)} of {len(fleet)}"
@@ -385,10 +396,7 @@ def bench_sensitivity(results: str) -> str:
     """The bullets under the sensitivity table: ComDML's trained reduction of the time to target at each speed, the measured profile."""
     sens = _csv(results, "sensitivity")
     flops = sens[sens["profile"] == "flops"].sort_values("reference_gflops")
-    red = [
-        f"{reduction(c, lt)} at {g:g}" + (" (no pairs: local SGD)" if abs(c - lt) < 1e-9 else "")
-        for g, c, lt in zip(flops["reference_gflops"], sweep_time(flops, "comdml"), sweep_time(flops, "local"), strict=True)
-    ]
+    red = [f"{reduction(c, lt)} at {g:g}" + (" (no pairs: local SGD)" if abs(c - lt) < 1e-9 else "") for g, c, lt in _speeds(sens)]
     lines = [
         f"- **ComDML's reduction of the time to {sens['target'].iloc[0]}%** (trained, seed {int(sens['seed'].iloc[0])}, "
         f"GFLOPS of an agent of slowdown 1): {', '.join(red)}."
@@ -415,8 +423,7 @@ def bench_fleet(results: str) -> str:
     if not os.path.exists(os.path.join(results, "fleet.csv")):
         return ""
     runs = _csv(results, "fleet")
-    lt = sweep_time(runs, "local")
-    com, dl = sweep_time(runs, "comdml") / lt, sweep_time(runs, "deadline") / lt
+    com, dl, sooner = _fleet_ratios(runs)
 
     def x(v: float) -> str:
         return "not reached" if math.isnan(v) else f"{v:.2f}x"
@@ -431,7 +438,6 @@ def bench_fleet(results: str) -> str:
         + (f"; the paper preset {x(com[runs['fleet'] == 'paper'].iloc[0])}" if (runs["fleet"] == "paper").any() else "")
         + "."
     ]
-    sooner = [f for f, c, d in zip(runs["fleet"], com, dl, strict=True) if c < d]
     later = [f for f, c, d in zip(runs["fleet"], com, dl, strict=True) if c > d]
     lines.append(
         "- **ComDML against `local-deadline`** (ComDML's time to the target over `local-deadline`'s): "
