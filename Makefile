@@ -40,7 +40,7 @@ clean:
 # Every table behind README.md and benchmarks/README.md (benchmarks/tables.py; one command per table).
 # Each runs only what is missing under benchmarks/results/runs/<table>/ (finished runs reused, a stopped one continued),
 # then builds the CSV and plots: with every run committed, a scoring pass of minutes.
-TABLES := headline-iid headline-dirichlet headline-iid-long headline-dirichlet-long sensitivity fleet methods scheduler-iid scheduler-dirichlet
+TABLES := headline-iid headline-dirichlet headline-iid-long headline-dirichlet-long sensitivity fleet methods methods-links scheduler-iid scheduler-dirichlet
 .PHONY: results $(addprefix results-,$(TABLES))
 
 results: $(addprefix results-,$(TABLES))

@@ -63,3 +63,17 @@ def test_score_only_with_a_command_that_builds_nothing_is_refused_in_one_sentenc
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert "drop --score-only" in err and err.count("\n") == 1
+
+
+def test_every_compare_tables_plots_are_committed():
+    """One plot per setting of each compare table (<table>-<setting>.png, or <table>.png where the name ends in its setting)."""
+    import pandas as pd
+
+    from comdml_ray.cli.tables import plot_path
+
+    for name, parts in TABLES.items():
+        if parts[0][0] != "compare":
+            continue
+        for setting in dict.fromkeys(pd.read_csv(csv_path(name))["setting"]):
+            assert os.path.exists(plot_path(name, setting)), plot_path(name, setting)
+    assert plot_path("methods-links", "links").endswith(os.path.join("results", "methods-links.png"))

@@ -179,11 +179,9 @@ def readme_results(results: str) -> str:
             f"at {int(s_loc['rounds'].iloc[0])} equal rounds {_ahead('ComDML', s_com['final_accuracy'], 'local', s_loc['final_accuracy'])} "
             f"({_pm(s_loc['final_accuracy'])}% local against {_pm(s_com['final_accuracy'])}% ComDML)."
         )
-    methods = _csv(results, "methods")
+    methods, methods_links = _csv(results, "methods"), _csv(results, "methods-links")
     if equal_time(methods):
-        lines += [
-            equal_time_bullet(methods, f"Every baseline at equal virtual time, {setting}", setting) for setting in ("compute", "links")
-        ]
+        lines.append(equal_time_bullet(methods, "Every baseline at equal virtual time, compute stragglers", "compute"))
     else:
         m_com, m_div = _rows(methods, "comdml", "75"), _rows(methods, "divshare", "75")
         seeds_ahead = int((m_div["accuracy_at_common_time"].to_numpy() > m_com["accuracy_at_common_time"].to_numpy()).sum())
@@ -200,7 +198,9 @@ def readme_results(results: str) -> str:
             f"against {_pm(m_div['final_accuracy'])}% (DivShare), ComDML using {m_com['virtual_time_s'].mean():.0f} s of virtual time "
             f"to DivShare's {m_div['virtual_time_s'].mean():.0f} s."
         )
-    links = _rows(methods, "comdml", _best_target(methods) if equal_time(methods) else "75", "links")
+    if equal_time(methods_links):
+        lines.append(equal_time_bullet(methods_links, "Every baseline at equal virtual time, slow links", "links"))
+    links = _rows(methods_links, "comdml", _best_target(methods_links) if equal_time(methods_links) else "75", "links")
     sens = _csv(results, "sensitivity")
     pts = _speeds(sens)
     gains = [(g, c, lt) for g, c, lt in pts if c < lt]
@@ -281,13 +281,14 @@ def bench_headline(name: str) -> Callable[[str], str]:
     return lambda results: equal_time_details(_csv(results, name)) if equal_time(_csv(results, name)) else ""
 
 
-def bench_methods(results: str) -> str:
-    """benchmarks/README.md's bullets under the methods table, one group per setting (empty while the CSV is the older same-work table)."""
-    runs = _csv(results, "methods")
-    if not equal_time(runs):
-        return ""
-    names = {"compute": "Compute stragglers", "links": "Slow links, equal compute"}
-    return "\n".join(f"**{names.get(s, s)}.**\n{equal_time_details(runs, s)}" for s in dict.fromkeys(runs["setting"]))
+def bench_methods(name: str) -> Callable[[str], str]:
+    """benchmarks/README.md's bullets under a methods table, one setting each (empty while the CSV is the older same-work table)."""
+
+    def render(results: str) -> str:
+        runs = _csv(results, name)
+        return "\n".join(equal_time_details(runs, s) for s in dict.fromkeys(runs["setting"])) if equal_time(runs) else ""
+
+    return render
 
 
 def bench_scheduler(name: str) -> Callable[[str], str]:
@@ -451,7 +452,8 @@ CLAIMS: dict[str, Callable[[str], str]] = {
     "readme-results": readme_results,
     "bench-headline-iid": bench_headline("headline-iid"),
     "bench-headline-dirichlet": bench_headline("headline-dirichlet"),
-    "bench-methods": bench_methods,
+    "bench-methods": bench_methods("methods"),
+    "bench-methods-links": bench_methods("methods-links"),
     "bench-scheduler-iid": bench_scheduler("scheduler-iid"),
     "bench-scheduler-dirichlet": bench_scheduler("scheduler-dirichlet"),
     "bench-headline-iid-long": bench_long("headline-iid-long"),

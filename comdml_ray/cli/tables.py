@@ -74,10 +74,9 @@ TABLES: dict[str, list[tuple[str, str, list[str]]]] = {
     "headline-iid-long": [("compare", "compute", with_value(LONG, "--rounds", "500") + SEEDS + HEADLINE_METHODS + ["--partition", "iid"])],
     # ComDML and local-deadline get up to 400 rounds (ComDML does not reach the target in 200 on any seed).
     "headline-dirichlet-long": [("compare", "compute", with_value(LONG, "--rounds-factor", "2") + SEEDS + HEADLINE_METHODS + DIRICHLET)],
-    "methods": [
-        ("compare", "compute", equal_time(BUDGET_S["iid"]) + SEEDS5 + ["--setting", "compute", "--algorithms", "all"]),
-        ("compare", "links", equal_time(BUDGET_S["links"]) + SEEDS5 + ["--setting", "links", "--algorithms", "all"]),
-    ],
+    # Every baseline, one table per setting (so that each fills in, and is shown rebuilt, on its own).
+    "methods": [("compare", "compute", equal_time(BUDGET_S["iid"]) + SEEDS5 + ["--setting", "compute", "--algorithms", "all"])],
+    "methods-links": [("compare", "links", equal_time(BUDGET_S["links"]) + SEEDS5 + ["--setting", "links", "--algorithms", "all"])],
     "scheduler-iid": [
         (
             "compare",
@@ -130,6 +129,11 @@ def part_folder(name: str, part: str) -> str:
     return os.path.join(RUNS, name, part)
 
 
+def plot_path(name: str, setting: str) -> str:
+    """A compare table's plot of one setting: benchmarks/results/<table>-<setting>.png, or <table>.png where the table's name ends in its setting (methods-links)."""
+    return os.path.join(RESULTS, f"{name}.png" if name.endswith(f"-{setting}") else f"{name}-{setting}.png")
+
+
 def run_table(name: str, score_only: bool = False) -> str:
     """Run what is missing of one table (each part's comparison, reusing every finished run), then build its CSV and plots.
 
@@ -166,7 +170,7 @@ def collect(name: str, dirs: list[str]) -> str:
         bands = _curves(dirs, set(runs["setting"]), set(runs["method"]))
         levels = runs.groupby(["setting", "target"])["target_accuracy"].mean()
         for setting, curves in bands.items():
-            plot_bands(curves, os.path.join(RESULTS, f"{name}-{setting}.png"), levels[setting].to_dict())
+            plot_bands(curves, plot_path(name, setting), levels[setting].to_dict())
     return csv_path(name)
 
 
