@@ -117,3 +117,17 @@ def test_the_long_tables_bar_verdict_follows_the_ratios_and_the_long_run_rule():
     assert "bar is **met** on the mean." in long_details(fast)
     short = fast.assign(local_long_enough=False)
     assert "near-final" in long_details(short) and "not tested here" in long_details(short)
+
+
+def test_a_method_that_reaches_the_target_sooner_than_comdml_is_named_and_misses_are_counted():
+    """DivShare-like: a method other than the rival at the budget reaches the target first; a method that never does is "not reached"."""
+    from comdml_ray.cli import claims
+
+    runs = pd.read_csv(os.path.join(RESULTS, "headline-iid.csv"))
+    fast = runs[runs["method"] == "local"].assign(method="divshare", accuracy_at_budget=0.5)
+    fast["time_to_target_smoothed_s"] = runs.loc[runs["method"] == "comdml", "time_to_target_smoothed_s"].to_numpy() / 2
+    text = claims.equal_time_sentence(pd.concat([runs, fast]), "compute", "local-best-0.5")
+    assert "; divshare reaches it first, in 0.50x ComDML's time (5 seeds" in text
+    assert "reaches it first" not in claims.equal_time_sentence(runs, "compute", "local-best-0.5")
+    assert claims._ratio(pd.Series([float("nan")] * 3)) == "not reached (0/3 seeds)"
+    assert claims._ratio(pd.Series([0.5, float("nan"), 0.5])).endswith("(2/3 seeds)")

@@ -44,9 +44,13 @@ def _pm(v: pd.Series, scale: float = 100.0, digits: int = 1) -> str:
 
 
 def _ratio(v: pd.Series) -> str:
-    v = v.dropna()
-    lo, hi = bootstrap_ci(v.tolist())
-    return f"{v.mean():.2f} (95% CI {lo:.2f}-{hi:.2f})"
+    """Mean per-seed ratio with its 95% bootstrap interval, over the seeds that reached the target (how many, when not all)."""
+    reached = v.dropna()
+    if reached.empty:
+        return f"not reached (0/{len(v)} seeds)"
+    lo, hi = bootstrap_ci(reached.tolist())
+    interval = f" (95% CI {lo:.2f}-{hi:.2f})" if not math.isnan(lo) else ""
+    return f"{reached.mean():.2f}{interval}" + (f" ({len(reached)}/{len(v)} seeds)" if len(reached) < len(v) else "")
 
 
 def _rows(runs: pd.DataFrame, method: str, target: str | None = None, setting: str = "compute") -> pd.DataFrame:
@@ -105,7 +109,24 @@ def equal_time_sentence(runs: pd.DataFrame, setting: str, best_target: str) -> s
         rlo, rhi = bootstrap_ci(r.tolist())
         interval = "" if math.isnan(rlo) else f", 95% CI [{rlo:.2f}, {rhi:.2f}]"
         text += f"; to {target_label(best_target, runs)} ComDML takes {r.mean():.2f}x {rival}'s time ({len(r)} seeds where both reach it{interval})"
-    return text + "."
+    return text + _first_to_target(t, rival) + "."
+
+
+def _first_to_target(t: pd.DataFrame, rival: str) -> str:
+    """ "; M reaches it first, in Nx ComDML's time (CI)" where a method other than ComDML and the rival at the budget reaches the target sooner than ComDML.
+
+    t: smoothed time to target, seeds by methods; only methods that reach it on every seed compete.
+    """
+    others = [m for m in t.columns if not m.startswith("comdml") and t[m].notna().all()]
+    if not others or t["comdml"].isna().all():
+        return ""
+    first = min(others, key=lambda m: t[m].mean())
+    if first == rival or t[first].mean() >= t["comdml"].mean():
+        return ""
+    r = (t[first] / t["comdml"]).dropna()
+    lo, hi = bootstrap_ci(r.tolist())
+    interval = "" if math.isnan(lo) else f", 95% CI [{lo:.2f}, {hi:.2f}]"
+    return f"; {first} reaches it first, in {r.mean():.2f}x ComDML's time ({len(r)} seeds{interval})"
 
 
 def _ahead(a_name: str, a: pd.Series, b_name: str, b: pd.Series) -> str:
@@ -264,9 +285,10 @@ def equal_time_details(runs: pd.DataFrame, setting: str = "compute") -> str:
                 + f"; ComDML minus {rival}: {mean:+.1f} pp (95% CI [{lo:+.1f}, {hi:+.1f}]): {ahead}."
             )
     ratios = [
-        f"{m} {_ratio(by[m]['ratio_vs_local_smoothed'])} (per seed {', '.join(f'{x:.2f}' for x in by[m]['ratio_vs_local_smoothed'])})"
+        f"{m} {_ratio(v)}" + (f" (per seed {_seeds_of(v)})" if v.notna().any() else "")
         for m in methods
         if m != "local"
+        for v in [by[m]["ratio_vs_local_smoothed"]]
     ]
     lines.append(
         f"- **Time to {target_label(best, runs)}** (local's best minus 0.5 points within the budget, smoothed curves) in local's time: "
