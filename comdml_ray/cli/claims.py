@@ -106,9 +106,7 @@ def equal_time_sentence(runs: pd.DataFrame, setting: str, best_target: str) -> s
     t = one.pivot(index="seed", columns="method", values="time_to_target_smoothed_s")
     r = (t["comdml"] / t[rival]).dropna()
     if len(r):
-        rlo, rhi = bootstrap_ci(r.tolist())
-        interval = "" if math.isnan(rlo) else f", 95% CI [{rlo:.2f}, {rhi:.2f}]"
-        text += f"; to {target_label(best_target, runs)} ComDML takes {r.mean():.2f}x {rival}'s time ({len(r)} seeds where both reach it{interval})"
+        text += f"; to {target_label(best_target, runs)} ComDML takes {r.mean():.2f}x {rival}'s time ({len(r)} seeds where both reach it{_interval(r)})"
     return text + _first_to_target(t, rival) + "."
 
 
@@ -124,9 +122,13 @@ def _first_to_target(t: pd.DataFrame, rival: str) -> str:
     if first == rival or t[first].mean() >= t["comdml"].mean():
         return ""
     r = (t[first] / t["comdml"]).dropna()
+    return f"; {first} reaches it first, in {r.mean():.2f}x ComDML's time ({len(r)} seeds{_interval(r)})"
+
+
+def _interval(r: pd.Series) -> str:
+    """ ", 95% CI [lo, hi]" of per-seed ratios, or nothing where the bootstrap gives none (one seed)."""
     lo, hi = bootstrap_ci(r.tolist())
-    interval = "" if math.isnan(lo) else f", 95% CI [{lo:.2f}, {hi:.2f}]"
-    return f"; {first} reaches it first, in {r.mean():.2f}x ComDML's time ({len(r)} seeds{interval})"
+    return "" if math.isnan(lo) else f", 95% CI [{lo:.2f}, {hi:.2f}]"
 
 
 def _ahead(a_name: str, a: pd.Series, b_name: str, b: pd.Series) -> str:
@@ -284,12 +286,11 @@ def equal_time_details(runs: pd.DataFrame, setting: str = "compute") -> str:
                 + ", ".join(f"{m} {_pm(by[m][col])}%" for m in order)
                 + f"; ComDML minus {rival}: {mean:+.1f} pp (95% CI [{lo:+.1f}, {hi:+.1f}]): {ahead}."
             )
-    ratios = [
-        f"{m} {_ratio(v)}" + (f" (per seed {_seeds_of(v)})" if v.notna().any() else "")
-        for m in methods
-        if m != "local"
-        for v in [by[m]["ratio_vs_local_smoothed"]]
-    ]
+
+    def ratio(v: pd.Series) -> str:
+        return _ratio(v) + (f" (per seed {_seeds_of(v)})" if v.notna().any() else "")
+
+    ratios = [f"{m} {ratio(by[m]['ratio_vs_local_smoothed'])}" for m in methods if m != "local"]
     lines.append(
         f"- **Time to {target_label(best, runs)}** (local's best minus 0.5 points within the budget, smoothed curves) in local's time: "
         + "; ".join(ratios)
