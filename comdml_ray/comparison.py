@@ -14,7 +14,9 @@ and what `comdml_ray.compare` does from Python:
   already there), scored on the one yardstick (`comdml_ray.results.yardstick`), with
   `runs.csv`, `summary.csv` and `comparison-<setting>.png` written to the output folder;
 - reuse: `finished_run` (a run already there with this configuration) and
-  `stopped_run` (one stopped part way, continued from its last checkpoint);
+  `stopped_run` (one stopped part way, continued from its last checkpoint); `method_config`
+  (one method's run configuration, which both running and `run_states` use) and
+  `comparison_states` (what a reusing comparison would run, running nothing);
 - `format_table`: the table printed at the end.
 The runs of one seed and setting lie in OUT/SETTING/METHOD (OUT/seedS/SETTING/METHOD
 with several seeds): `run_folder`.
@@ -173,6 +175,24 @@ def finished_runs(methods: Sequence[str], out: str) -> tuple[dict, dict] | None:
     return curves, summaries
 
 
+def method_config(cfg: RunConfig, method: str, out: str, rounds_factor: float, local: dict | None) -> RunConfig:
+    """One method's run in a comparison of one seed and setting (cfg), in out/METHOD.
+
+    Equal time (cfg.time_budget_s): the shared configuration with the method's algorithm.
+    Otherwise, given local's summary, a method other than local runs until it has spent
+    local's virtual time, for at most rounds_factor x --rounds rounds (the same clock).
+    """
+    algo, flags = METHODS[method]
+    run_cfg = cfg.replace(algorithm=algo, out=os.path.join(out, method), **flags)
+    if cfg.time_budget_s is None and method != "local" and local is not None:
+        # Same clock: run until local's virtual training time is spent (more, shorter rounds).
+        run_cfg = run_cfg.replace(rounds=int(cfg.rounds * rounds_factor), time_budget_s=local["virtual_time_s"])
+        if run_cfg.optimizer_setting("lr_schedule") == "cosine" and cfg.lr_horizon is None:
+            run_cfg = run_cfg.replace(lr_horizon=float(cfg.rounds))  # the same schedule as local's, not one stretched over more rounds
+    run_cfg.validate()
+    return run_cfg
+
+
 def run_one_setting(cfg: RunConfig, methods: Sequence[str], out: str, rounds_factor: float, log, reuse: bool = False) -> tuple[dict, dict]:
     """Every method of one seed and setting; returns their rounds.csv curves and summaries."""
     from comdml_ray.experiment import run_experiment
@@ -180,14 +200,7 @@ def run_one_setting(cfg: RunConfig, methods: Sequence[str], out: str, rounds_fac
     curves: dict[str, pd.DataFrame] = {}
     summaries: dict[str, dict] = {}
     for method in methods:
-        algo, flags = METHODS[method]
-        run_cfg = cfg.replace(algorithm=algo, out=os.path.join(out, method), **flags)
-        if cfg.time_budget_s is None and method != "local" and "local" in summaries:
-            # Same clock: run until local's virtual training time is spent (more, shorter rounds).
-            run_cfg = run_cfg.replace(rounds=int(cfg.rounds * rounds_factor), time_budget_s=summaries["local"]["virtual_time_s"])
-            if run_cfg.optimizer_setting("lr_schedule") == "cosine" and cfg.lr_horizon is None:
-                run_cfg = run_cfg.replace(lr_horizon=float(cfg.rounds))  # the same schedule as local's, not one stretched over more rounds
-        run_cfg.validate()
+        run_cfg = method_config(cfg, method, out, rounds_factor, summaries.get("local"))
         log(f"\n=== seed {cfg.seed}, {os.path.basename(out)}: {method} ===")
         done = finished_run(run_cfg) if reuse else None
         at = stopped_run(run_cfg) if reuse and done is None else None
@@ -199,6 +212,41 @@ def run_one_setting(cfg: RunConfig, methods: Sequence[str], out: str, rounds_fac
         summaries[method] = done or run_experiment(run_cfg, log=log, keep_ray=True)
         curves[method] = pd.read_csv(os.path.join(run_cfg.out, "rounds.csv"))
     return curves, summaries
+
+
+def run_states(cfg: RunConfig, methods: Sequence[str], out: str, rounds_factor: float) -> list[tuple[str, str]]:
+    """What `run_one_setting` with reuse would do with each method's run, running nothing: (method, state).
+
+    state: "finished" (reused), "stopped, goes on from round N" (its last checkpoint), "to run",
+    or, for a method on local's clock while local's run is not finished, "to run after local".
+    """
+    states: list[tuple[str, str]] = []
+    local: dict | None = None
+    for method in methods:
+        if cfg.time_budget_s is None and method != "local" and "local" in methods and local is None:
+            states.append((method, "to run after local"))
+            continue
+        run_cfg = method_config(cfg, method, out, rounds_factor, local)
+        done = finished_run(run_cfg)
+        at = stopped_run(run_cfg) if done is None else None
+        local = done if method == "local" else local
+        states.append((method, "finished" if done is not None else f"stopped, goes on from round {at}" if at is not None else "to run"))
+    return states
+
+
+def comparison_states(cfg: RunConfig, plan: ComparePlan) -> list[tuple[int, str, str, str]]:
+    """Every run of a comparison written to cfg.out, and what a reusing run would do with it: (seed, setting, method, state)."""
+    return [
+        (seed, setting, method, state)
+        for seed in plan.seeds
+        for setting in plan.settings
+        for method, state in run_states(
+            cfg.replace(seed=seed, **SETTINGS[setting]),
+            plan.methods,
+            setting_folder(cfg.out, seed, setting, len(plan.seeds) > 1),
+            plan.rounds_factor,
+        )
+    ]
 
 
 @dataclass(frozen=True, eq=False)

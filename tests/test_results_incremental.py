@@ -40,11 +40,20 @@ def test_a_table_rebuilds_from_its_committed_runs_without_running_and_reruns_a_c
     results = tmp_path / "results"
     monkeypatch.setattr(tables, "RESULTS", str(results))
     monkeypatch.setattr(tables, "RUNS", str(results / "runs"))
+    monkeypatch.setattr(tables, "ROOT", str(tmp_path))
     monkeypatch.setattr(tables, "TABLES", {"tiny": [("compare", "compute", [*ARGS, "--time-budget", "4"])]})
     csv = tables.run_table("tiny")
     first = {p: read(p) for p in (csv, str(results / "tiny-compute.png"))}
     runs = run_files(str(results / "runs"))
     assert len(runs) == 2  # two methods
+    assert tables.status("tiny").splitlines() == ["tiny: 2 of 2 runs finished under results/runs/tiny"]
+    # A run without its summary but with its checkpoints is one stopped part way: --status says where it goes on from.
+    (deadline_summary,) = [p for p in runs if os.sep + "local-deadline" + os.sep in p]
+    os.replace(deadline_summary, deadline_summary + ".kept")  # a rename keeps its mtime
+    assert tables.table_states("tiny")[0][1:] == ("local", "finished")
+    where, method, state = tables.table_states("tiny")[1]
+    assert (where, method) == ("seed 0 compute", "local-deadline") and state.startswith("stopped, goes on from round ")
+    os.replace(deadline_summary + ".kept", deadline_summary)
     as_if_cloned(str(results / "runs"))
     for p in first:
         os.remove(p)
@@ -58,3 +67,37 @@ def test_a_table_rebuilds_from_its_committed_runs_without_running_and_reruns_a_c
     cfg, plan = parse([*ARGS, "--time-budget", "4", "--out", tables.part_folder("tiny", "compute")])
     local = cfg.replace(algorithm="local", out=run_folder(cfg.out, plan, 0, "compute", "local"))
     assert finished_run(local) is not None and finished_run(local.replace(time_budget_s=5.0)) is None
+
+
+def test_status_runs_nothing_and_a_method_on_locals_clock_waits_for_local(tmp_path, monkeypatch):
+    """--status of a same-work table with nothing run: local is to run, the others wait for its virtual time."""
+    monkeypatch.setattr(tables, "RUNS", str(tmp_path / "runs"))
+    monkeypatch.setattr(tables, "ROOT", str(tmp_path))
+    monkeypatch.setattr(tables, "TABLES", {"tiny": [("compare", "compute", [*ARGS[:-4], "--seeds", "0", "1"])]})
+    assert tables.status("tiny").splitlines() == [
+        "tiny: 0 of 4 runs finished under runs/tiny",
+        "  seed 0 compute, to run: local",
+        "  seed 0 compute, to run after local: local-deadline",
+        "  seed 1 compute, to run: local",
+        "  seed 1 compute, to run after local: local-deadline",
+    ]
+    assert not os.path.exists(tmp_path / "runs")  # nothing ran, nothing was made
+
+
+def test_every_committed_run_is_one_its_table_would_reuse():
+    """Each table's committed runs (summary.json under benchmarks/results/runs/<table>/) are all ones `make results` reuses.
+
+    A finished run that --status does not count as finished has a configuration its table no
+    longer asks for (a changed flag in TABLES, a RunConfig default that moved): `make
+    results` would run it again, and a fresh clone's scoring pass would not be one.
+    """
+    import json
+
+    for name in tables.TABLES:
+        committed = 0
+        for d, _, files in os.walk(os.path.join(tables.RUNS, name)):
+            if "summary.json" in files:
+                with open(os.path.join(d, "summary.json")) as f:
+                    committed += not json.load(f).get("aborted")
+        finished = sum(state == "finished" for _, _, state in tables.table_states(name))
+        assert finished == committed, f"{name}: {committed} runs committed, {finished} of them reused by its table"

@@ -90,12 +90,16 @@ def compute_comm_ratio(profile_csv: str, cfg: RunConfig) -> float:
     return float(np.median([base * a.slowdown / (d1 / a.bandwidth_Bps) for a in agents]))
 
 
+def point_methods(fleet: bool) -> list[str]:
+    """The methods run at each point: local and ComDML, and local-deadline at a fleet."""
+    return ["local", "comdml", "local-deadline"] if fleet else ["local", "comdml"]
+
+
 def point(cfg: RunConfig, out: str, rounds_factor: float, target: str, log, reuse: bool = False, fleet: bool = False) -> dict:
     """One point: local and ComDML (and, for a fleet, local-deadline) on the same clock, trained, and what they took to the target."""
     from comdml_ray.comparison import run_one_setting
 
-    methods = ["local", "comdml", "local-deadline"] if fleet else ["local", "comdml"]
-    curves, _ = run_one_setting(cfg, methods, out, rounds_factor, log, reuse)
+    curves, _ = run_one_setting(cfg, point_methods(fleet), out, rounds_factor, log, reuse)
     level = target_level(target, curves["local"])
     rounds = {m: float(c["round_virtual_s"].mean()) for m, c in curves.items()}
     extra = {}
@@ -172,6 +176,16 @@ def plot_fleet(runs: pd.DataFrame, path: str) -> None:
     finish_log_x_plot(fig, ax, path, f"time to {runs['target'].iloc[0]}% / local's (log; 1 = local)", "fleet")
 
 
+def sweep_points(cfg: RunConfig, gflops: list[float], profiles: list[str], fleets: list[str] | None) -> list[tuple[RunConfig, str]]:
+    """The sweep's points, each a configuration and the folder of its runs under cfg.out (gflopsG, measure, or the fleet's name)."""
+    if fleets:
+        points = [(cfg.replace(heterogeneity=f), f.replace(":", "-")) for f in fleets]
+    else:
+        points = [(cfg.replace(profile="flops", reference_gflops=g), f"gflops{g:g}") for g in gflops] if "flops" in profiles else []
+        points += [(cfg.replace(profile="measure"), "measure")] if "measure" in profiles else []
+    return [(c.validate(), os.path.join(cfg.out, name)) for c, name in points]
+
+
 def sweep(
     cfg: RunConfig,
     gflops: list[float],
@@ -185,19 +199,10 @@ def sweep(
     """Every point of the sweep (speeds and profiles, or fleets), each point's row written to runs.csv as soon as it is measured."""
     from comdml_ray.experiment import stop_ray
 
-    if fleets:
-        configs = [cfg.replace(heterogeneity=f) for f in fleets]
-    else:
-        configs = [cfg.replace(profile="flops", reference_gflops=g) for g in gflops] if "flops" in profiles else []
-        configs += [cfg.replace(profile="measure")] if "measure" in profiles else []
     rows = []
     try:
-        for c in configs:
-            if fleets:
-                where = os.path.join(cfg.out, c.heterogeneity.replace(":", "-"))
-            else:
-                where = os.path.join(cfg.out, "measure" if c.profile == "measure" else f"gflops{c.reference_gflops:g}")
-            rows.append(point(c.validate(), where, rounds_factor, target, log, reuse, fleet=bool(fleets)))
+        for c, where in sweep_points(cfg, gflops, profiles, fleets):
+            rows.append(point(c, where, rounds_factor, target, log, reuse, fleet=bool(fleets)))
             pd.DataFrame(rows).to_csv(os.path.join(cfg.out, "runs.csv"), index=False)  # every point as soon as it is measured
     finally:
         stop_ray(cfg)

@@ -2,6 +2,7 @@
 
     comdml-ray results headline-iid          # run what is missing (minutes to hours), write benchmarks/results/headline-iid.csv
     comdml-ray results --score-only headline-iid   # run nothing: the table from the finished runs
+    comdml-ray results --status              # every table: its runs finished, and those still to run
     comdml-ray results --render headline-iid # print the markdown table README.md shows, from the CSV
     comdml-ray results --collect headline-iid DIR [DIR ...]   # the CSV from runs in other folders
     comdml-ray results --write-readmes       # put every rendered table into its <!-- table: NAME --> block
@@ -10,6 +11,7 @@ Owns `TABLES` (each table is one or more parts, each one invocation of `comdml-r
 compare`, or of `comdml-ray sensitivity`, with its flags), `run_table` (run what is
 missing of one, every finished run reused; the parts' `runs.csv`, one row per seed,
 setting, method and target, become `benchmarks/results/<table>.csv` with the plots),
+`table_states` and `status` (what `run_table` would run, running nothing),
 `collect`, `render` (a CSV as the markdown that the READMEs hold between
 `<!-- table: NAME -->` and `<!-- /table -->`; `tests/test_readme_tables.py` checks that
 they match), `write_readme` (the tables, and the results sentences of `cli/claims.py`)
@@ -172,6 +174,46 @@ def collect(name: str, dirs: list[str]) -> str:
         for setting, curves in bands.items():
             plot_bands(curves, plot_path(name, setting), levels[setting].to_dict())
     return csv_path(name)
+
+
+def table_states(name: str) -> list[tuple[str, str, str]]:
+    """Every run of one table and what `run_table` would do with it, running nothing: (where, method, state).
+
+    where names the run's seed and setting ("seed 1 links") or sweep point ("gflops300")
+    within its part; state is `comparison.run_states`'s: finished, stopped (goes on from
+    round N), to run (after local).  The configurations are the ones `run_table` runs: both
+    go through `comparison.method_config`.
+    """
+    from comdml_ray.comparison import comparison_states, run_states
+
+    states: list[tuple[str, str, str]] = []
+    for kind, part, args in TABLES[name]:
+        argv = [*args, "--out", part_folder(name, part)]
+        if kind == "compare":
+            from comdml_ray.cli.compare import parse
+
+            cfg, plan = parse(argv)
+            states += [(f"seed {seed} {setting}", method, state) for seed, setting, method, state in comparison_states(cfg, plan)]
+        else:
+            from comdml_ray.cli import sensitivity
+
+            cfg, gflops, profiles, factor, _, _, fleets = sensitivity.parse(argv)
+            for c, where in sensitivity.sweep_points(cfg, gflops, profiles, fleets):
+                methods = sensitivity.point_methods(bool(fleets))
+                states += [(os.path.basename(where), method, state) for method, state in run_states(c, methods, where, factor)]
+    return states
+
+
+def status(name: str) -> str:
+    """How much of one table is made: its runs finished out of all, then the others, a line per seed and setting (or point) and state."""
+    states = table_states(name)
+    todo: dict[tuple[str, str], list[str]] = {}
+    for where, method, state in states:
+        if state != "finished":
+            todo.setdefault((where, state), []).append(method)
+    done = sum(state == "finished" for _, _, state in states)
+    head = f"{name}: {done} of {len(states)} runs finished under {os.path.relpath(os.path.join(RUNS, name), ROOT)}"
+    return "\n".join([head, *(f"  {where}, {state}: {', '.join(methods)}" for (where, state), methods in todo.items())])
 
 
 def _curves(dirs: list[str], settings: set[str], methods: set[str]) -> dict[str, dict[str, list[pd.DataFrame]]]:
@@ -380,6 +422,7 @@ def write_readme(path: str) -> list[str]:
 
 
 USAGE = """usage: {prog} [--score-only] NAME
+       {prog} --status [NAME ...]
        {prog} --render NAME
        {prog} --collect NAME DIR [DIR ...]
        {prog} --write-readmes
@@ -387,9 +430,10 @@ USAGE = """usage: {prog} [--score-only] NAME
 Run what is missing of one table behind README.md and benchmarks/README.md (every finished
 run under benchmarks/results/runs/NAME is reused, a stopped one continued) and write
 benchmarks/results/NAME.csv and its plots (--score-only: run nothing, build them from the
-finished runs); print its markdown (--render); build its CSV from other output folders
-(--collect); or put every rendered table into the READMEs' <!-- table: NAME --> blocks
-(--write-readmes).
+finished runs); say which of its runs are finished and which are still to run or stopped
+part way (--status; every table without NAME); print its markdown (--render); build its
+CSV from other output folders (--collect); or put every rendered table into the READMEs'
+<!-- table: NAME --> blocks (--write-readmes).
 
 tables: {tables}"""
 
@@ -408,9 +452,17 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         return 2
     score_only = "--score-only" in argv
     argv = [a for a in argv if a != "--score-only"]
-    if score_only and argv and argv[0] in ("--write-readmes", "--render", "--collect"):
+    if score_only and argv and argv[0] in ("--write-readmes", "--render", "--collect", "--status"):
         print(f"error: --score-only applies to building a table, and {argv[0]} builds none: drop --score-only.", file=sys.stderr)
         return 2
+    if argv and argv[0] == "--status":
+        names = argv[1:] or list(TABLES)
+        unknown = [n for n in names if n not in TABLES]
+        if unknown:
+            print(f"error: no table named {unknown[0]}: --status takes none (every table) or one of {', '.join(TABLES)}.", file=sys.stderr)
+            return 2
+        print("\n".join(status(n) for n in names))
+        return 0
     if argv and argv[0] == "--write-readmes":
         for path in READMES:
             print(path, write_readme(path))
