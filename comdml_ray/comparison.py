@@ -15,7 +15,8 @@ and what `comdml_ray.compare` does from Python:
   `runs.csv`, `summary.csv` and `comparison-<setting>.png` written to the output folder;
 - reuse: `finished_run` (a run already there with this configuration) and
   `stopped_run` (one stopped part way, continued from its last checkpoint); `method_config`
-  (one method's run configuration, which both running and `run_states` use) and
+  (one method's run configuration, which both running and `run_states` use; `on_locals_clock`
+  says which wait for local's run) and
   `comparison_states` (what a reusing comparison would run, running nothing);
 - `format_table`: the table printed at the end.
 The runs of one seed and setting lie in OUT/SETTING/METHOD (OUT/seedS/SETTING/METHOD
@@ -175,6 +176,11 @@ def finished_runs(methods: Sequence[str], out: str) -> tuple[dict, dict] | None:
     return curves, summaries
 
 
+def on_locals_clock(cfg: RunConfig, method: str) -> bool:
+    """Whether the method's run depends on local's (same work, not equal time): it runs until local's virtual time is spent."""
+    return cfg.time_budget_s is None and method != "local"
+
+
 def method_config(cfg: RunConfig, method: str, out: str, rounds_factor: float, local: dict | None) -> RunConfig:
     """One method's run in a comparison of one seed and setting (cfg), in out/METHOD.
 
@@ -184,7 +190,7 @@ def method_config(cfg: RunConfig, method: str, out: str, rounds_factor: float, l
     """
     algo, flags = METHODS[method]
     run_cfg = cfg.replace(algorithm=algo, out=os.path.join(out, method), **flags)
-    if cfg.time_budget_s is None and method != "local" and local is not None:
+    if on_locals_clock(cfg, method) and local is not None:
         # Same clock: run until local's virtual training time is spent (more, shorter rounds).
         run_cfg = run_cfg.replace(rounds=int(cfg.rounds * rounds_factor), time_budget_s=local["virtual_time_s"])
         if run_cfg.optimizer_setting("lr_schedule") == "cosine" and cfg.lr_horizon is None:
@@ -223,7 +229,7 @@ def run_states(cfg: RunConfig, methods: Sequence[str], out: str, rounds_factor: 
     states: list[tuple[str, str]] = []
     local: dict | None = None
     for method in methods:
-        if cfg.time_budget_s is None and method != "local" and "local" in methods and local is None:
+        if on_locals_clock(cfg, method) and "local" in methods and local is None:
             states.append((method, "to run after local"))
             continue
         run_cfg = method_config(cfg, method, out, rounds_factor, local)
