@@ -131,3 +131,20 @@ def test_a_method_that_reaches_the_target_sooner_than_comdml_is_named_and_misses
     assert "reaches it first" not in claims.equal_time_sentence(runs, "compute", "local-best-0.5")
     assert claims._ratio(pd.Series([float("nan")] * 3)) == "not reached (0/3 seeds)"
     assert claims._ratio(pd.Series([0.5, float("nan"), 0.5])).endswith("(2/3 seeds)")
+
+
+def test_a_method_whose_runs_are_comdmls_own_is_named_so_and_the_rival_is_the_best_of_the_others():
+    """Slow links, equal compute: ComDML forms no pairs and the deadline cuts nothing, so local's runs are ComDML's; the verdict is read against the next method."""
+    from comdml_ray.cli import claims
+
+    runs = pd.read_csv(os.path.join(RESULTS, "headline-iid.csv"))
+    comdml = runs[runs["method"] == "comdml"]
+    twin = pd.concat([runs[runs["method"] != "local-deadline"], comdml.assign(method="local-deadline")])
+    text = claims.equal_time_sentence(twin, "compute", "local-best-0.5")
+    assert "local-deadline made ComDML's run on every seed" in text
+    assert "the best of the other methods is local," in text and ": ComDML is ahead" in text
+    assert claims.same_runs(runs) == []  # one seed's difference is enough to tell them apart
+    off = twin.copy()
+    rows = ((off["method"] == "local-deadline") & (off["seed"] == 4)).to_numpy()
+    off.loc[rows, "rounds"] += 1
+    assert claims.same_runs(off[off["target"] == "local-best-0.5"]) == []

@@ -89,25 +89,43 @@ def equal_time_sentence(runs: pd.DataFrame, setting: str, best_target: str) -> s
 
     The rival is the method other than ComDML (and its scheduler variants) with the best mean
     accuracy at the budget; the verdict is read on the 95% bootstrap interval of the per-seed
-    difference, so "ahead" means ahead beyond the seeds' spread.
+    difference, so "ahead" means ahead beyond the seeds' spread. Methods whose runs are ComDML's
+    own (`same_runs`: with equal compute ComDML forms no pairs and is local SGD) are named as such,
+    and the rival is the best of the others.
     """
     one = runs[(runs["setting"] == setting) & (runs["target"] == best_target)]
     acc = one.pivot(index="seed", columns="method", values="accuracy_at_budget")
-    rivals = [m for m in acc.columns if not m.startswith("comdml")]
+    same = same_runs(one)
+    rivals = [m for m in acc.columns if not m.startswith("comdml") and m not in same]
+    head = f"{setting}: at equal virtual time ({one['time_budget_s'].iloc[0]:g} s) "
+    if same:
+        head += f"{' and '.join(same)} made ComDML's run on every seed (the same accuracy, rounds and virtual time); "
     if not rivals:
-        return ""
+        return head.rstrip("; ") + "." if same else ""
     rival = max(rivals, key=lambda m: acc[m].mean())
     mean, lo, hi, ahead = _verdict("ComDML", acc["comdml"], rival, acc[rival])
-    text = (
-        f"{setting}: at equal virtual time ({one['time_budget_s'].iloc[0]:g} s) the best method other than ComDML is {rival}, "
+    text = head + (
+        f"{'the best of the other methods' if same else 'the best method other than ComDML'} is {rival}, "
         f"{acc[rival].mean() * 100:.1f}% against ComDML's {acc['comdml'].mean() * 100:.1f}% "
         f"(ComDML minus {rival}: {mean:+.1f} pp, 95% CI [{lo:+.1f}, {hi:+.1f}]): {ahead}"
     )
     t = one.pivot(index="seed", columns="method", values="time_to_target_smoothed_s")
     r = (t["comdml"] / t[rival]).dropna()
     if len(r):
-        text += f"; to {target_label(best_target, runs)} ComDML takes {r.mean():.2f}x {rival}'s time ({len(r)} seeds where both reach it{_interval(r)})"
-    return text + _first_to_target(t, rival) + "."
+        text += f"; to {target_label(best_target, runs)} ComDML takes {r.mean():.2f}x {rival}'s time ({len(r)} seed{'s' if len(r) != 1 else ''} where both reach it{_interval(r)})"
+    return text + _first_to_target(t.drop(columns=same), rival) + "."
+
+
+def same_runs(one: pd.DataFrame) -> list[str]:
+    """The methods other than ComDML whose runs equal ComDML's on every seed (accuracy at the budget, rounds, virtual time).
+
+    one: one setting's rows at one target.
+    """
+    key = ["accuracy_at_budget", "rounds", "virtual_time_s"]
+    rows = {m: g.sort_values("seed")[["seed", *key]].reset_index(drop=True) for m, g in one.groupby("method", sort=False)}
+    if "comdml" not in rows:
+        return []
+    return [m for m, r in rows.items() if not m.startswith("comdml") and len(r) == len(rows["comdml"]) and r.equals(rows["comdml"])]
 
 
 def _first_to_target(t: pd.DataFrame, rival: str) -> str:
@@ -274,12 +292,13 @@ def equal_time_details(runs: pd.DataFrame, setting: str = "compute") -> str:
     methods = list(dict.fromkeys(one["method"]))
     budget = one["time_budget_s"].iloc[0]
     by = {m: one[one["method"] == m].sort_values("seed") for m in methods}
+    same = same_runs(one)
     lines = [f"- **At the budget** ({budget:g} s): " + equal_time_sentence(runs, setting, best).split(" s) ", 1)[1]]
     for name, share in (("quarter_budget", 0.25), ("half_budget", 0.5)):
         col = f"accuracy_at_{name}"
         if all(by[m][col].notna().all() for m in methods):
             order = sorted(methods, key=lambda m: -by[m][col].mean())
-            rival = next(m for m in order if not m.startswith("comdml"))
+            rival = next(m for m in order if not m.startswith("comdml") and m not in same)
             mean, lo, hi, ahead = _verdict("ComDML", by["comdml"][col], rival, by[rival][col])
             lines.append(
                 f"- **At {int(100 * share)}% of the budget** ({share * budget:g} s): "
