@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from comdml_ray import CompareResult, ConfigError, RunConfig, RunResult, compare, run
 from comdml_ray.api import with_fields
@@ -94,6 +95,9 @@ def test_a_run_result_is_what_its_folder_holds(readme_run):
         assert r.best_accuracy == rounds["test_accuracy"].max()
         assert r.virtual_time_s == rounds["virtual_time_s"].iloc[-1] and r.wall_time_s == summary["wall_time_s"]
         assert r.time_to_target_s == summary["time_to_target_s"]
+        assert summary["kernels"] == [
+            f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}"
+        ]  # what the run's floats depend on
         assert all(isinstance(v, float) for v in (r.final_accuracy, r.best_accuracy, r.virtual_time_s, r.wall_time_s))
         agents = r.agents()
         assert len(agents) == r.config.agents * len(rounds) and sorted(agents["agent"].unique()) == list(range(r.config.agents))

@@ -351,7 +351,9 @@ class AgentHost(AgentGroup):
         return f"AgentHost({who} on {self.device_name}, {self.agents[ids[0]].profile!r}{extra})"
 
     def placement(self) -> dict:
-        """Where this actor runs: node id, pid, device and GPU ids (for tests and the summary)."""
+        """Where this actor runs: node id, pid, device and GPU ids, and the torch build and CPU kernels it computes with (for tests and the summary)."""
+        import torch
+
         ctx = ray.get_runtime_context()
         return {
             "group": self._args[0],
@@ -361,6 +363,8 @@ class AgentHost(AgentGroup):
             "gpu_ids": self.gpu_ids,
             "nccl": self.nccl,
             "device_peak_mb": _device_peak_mb(self.device_name),
+            # Floating point differs between CPU instruction sets (torch picks its kernels by them): runs agree bit for bit only where these agree.
+            "kernels": f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}",
         }
 
     def record_metrics(self, rows: list[dict], accuracy: float | None) -> None:

@@ -188,13 +188,14 @@ class Run(RunRecovery):
         )
 
     def devices(self) -> dict:
-        """Where the agents trained (summary.json): the actors' devices, the collective's backend and why, and on GPUs the peak memory per actor.
+        """Where the agents trained (summary.json): the actors' devices and kernels (torch build, CPU instruction set), the collective's backend and why, and on GPUs the peak memory per actor.
 
         The peak is read from the actors now (the end of the run); an actor that cannot
         answer within a few seconds (a run ending on a failure) leaves it out.
         """
         out = {
             "devices": sorted({p["device"] for p in self.placements}),
+            "kernels": sorted({p["kernels"] for p in self.placements}),
             "collective": self.collective.backend if self.collective else None,
             "collective_reason": self.collective.reason if self.collective else None,
             "device_peak_mb_per_actor": None,
