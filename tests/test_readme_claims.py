@@ -148,3 +148,17 @@ def test_a_method_whose_runs_are_comdmls_own_is_named_so_and_the_rival_is_the_be
     rows = ((off["method"] == "local-deadline") & (off["seed"] == 4)).to_numpy()
     off.loc[rows, "rounds"] += 1
     assert claims.same_runs(off[off["target"] == "local-best-0.5"]) == []
+
+
+def test_comdml_and_local_deadline_rounds_are_as_the_headline_readings_say():
+    """benchmarks/README.md: with IID data their rounds are the same length on every round and seed; under label skew ComDML's are the longer."""
+    runs = os.path.join(RESULTS, "runs")
+
+    def round_lengths(table: str, seed: int, method: str) -> pd.Series:
+        return pd.read_csv(os.path.join(runs, table, "compute", f"seed{seed}", "compute", method, "rounds.csv"))["round_virtual_s"]
+
+    for seed in range(5):
+        a, b = round_lengths("headline-iid", seed, "comdml"), round_lengths("headline-iid", seed, "local-deadline")
+        assert len(a) == len(b) and (a - b).abs().max() < 1e-9, f"headline-iid seed {seed}: round lengths differ"
+        a, b = round_lengths("headline-dirichlet", seed, "comdml"), round_lengths("headline-dirichlet", seed, "local-deadline")
+        assert a.mean() > b.mean(), f"headline-dirichlet seed {seed}: ComDML's rounds are not the longer"
