@@ -363,7 +363,7 @@ class AgentHost(AgentGroup):
             "gpu_ids": self.gpu_ids,
             "nccl": self.nccl,
             "device_peak_mb": _device_peak_mb(self.device_name),
-            # Floating point differs between CPU instruction sets (torch picks its kernels by them): runs agree bit for bit only where these agree.
+            # Floating point differs between CPU instruction sets (torch picks its kernels by them): runs with different ones differ.
             "kernels": f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}",
         }
 
