@@ -121,11 +121,19 @@ def same_runs(one: pd.DataFrame) -> list[str]:
 
     one: one setting's rows at one target.
     """
-    key = ["accuracy_at_budget", "rounds", "virtual_time_s"]
-    rows = {m: g.sort_values("seed")[["seed", *key]].reset_index(drop=True) for m, g in one.groupby("method", sort=False)}
-    if "comdml" not in rows:
+    rows = {m: g.sort_values("seed") for m, g in one.groupby("method", sort=False)}
+    c = rows.get("comdml")
+    if c is None:
         return []
-    return [m for m, r in rows.items() if not m.startswith("comdml") and len(r) == len(rows["comdml"]) and r.equals(rows["comdml"])]
+    return [
+        m for m, r in rows.items() if not m.startswith("comdml") and r["seed"].tolist() == c["seed"].tolist() and all(_same_per_seed(r, c))
+    ]
+
+
+def _same_per_seed(a: pd.DataFrame, b: pd.DataFrame) -> list[bool]:
+    """Per seed, whether two methods' runs are one run: the same accuracy at the budget, rounds and virtual time (a and b sorted by seed)."""
+    key = ["accuracy_at_budget", "rounds", "virtual_time_s"]
+    return [x == y for x, y in zip(a[key].itertuples(index=False), b[key].itertuples(index=False), strict=True)]
 
 
 def _first_to_target(t: pd.DataFrame, rival: str) -> str:
@@ -342,12 +350,7 @@ def bench_scheduler(name: str) -> Callable[[str], str]:
             return ""
         best = _best_target(runs)
         g, e = (_rows(runs, m, best) for m in ("comdml-greedy", "comdml-exact"))
-        same = int(
-            sum(
-                (a.accuracy_at_budget, a.rounds, a.virtual_time_s) == (b.accuracy_at_budget, b.rounds, b.virtual_time_s)
-                for a, b in zip(g.itertuples(), e.itertuples(), strict=True)
-            )
-        )
+        same = sum(_same_per_seed(g, e))
         mean, lo, hi, ahead = _verdict("exact", e["accuracy_at_budget"], "greedy", g["accuracy_at_budget"])
         return (
             f"- **Greedy against exact** ({len(g)} seeds, every method {g['time_budget_s'].iloc[0]:g} s): at the budget greedy "
