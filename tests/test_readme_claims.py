@@ -162,3 +162,13 @@ def test_comdml_and_local_deadline_rounds_are_as_the_headline_readings_say():
         assert len(a) == len(b) and (a - b).abs().max() < 1e-9, f"headline-iid seed {seed}: round lengths differ"
         a, b = round_lengths("headline-dirichlet", seed, "comdml"), round_lengths("headline-dirichlet", seed, "local-deadline")
         assert a.mean() > b.mean(), f"headline-dirichlet seed {seed}: ComDML's rounds are not the longer"
+
+
+def test_a_per_seed_ratio_that_rounds_to_the_bar_shows_which_side_it_is_on():
+    """0.2918 misses the 0.29x bar; printed as "0.29" the verdict "missed" would read as wrong."""
+    from comdml_ray.cli.claims import _bar_verdict, _seeds_of
+
+    r = pd.Series([0.2918, 0.38, 0.24])
+    assert _seeds_of(r) == "0.292, 0.38, 0.24"
+    assert "missed** on the mean and on 2 seeds of 3" in _bar_verdict(r, near_converged=True)
+    assert _seeds_of(pd.Series([0.29, float("nan")])) == "0.29, not reached"

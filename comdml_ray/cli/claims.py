@@ -202,9 +202,17 @@ def readme_results(results: str) -> str:
     r = _rows(long, "comdml", best)[ratio]
     deadline = _rows(long, "local-deadline", best)[ratio]
     near = bool(loc["local_long_enough"].all())
-    with_deadline = f" `local-deadline` takes {_ratio(deadline)}." if deadline.notna().any() else " `local-deadline` has no long runs yet."
+    dl = _rows(long, "local-deadline", best)
+    dl_diff = _verdict("ComDML", com["accuracy_at_common_time"], "local-deadline", dl["accuracy_at_common_time"]) if len(dl) else None
+    with_deadline = (
+        f" `local-deadline`, which offloads nothing, takes {_ratio(deadline)} ({_seeds_of(deadline)} per seed): {_bar_verdict(deadline, near)}; "
+        f"at ComDML's end it is at {_pm(dl['accuracy_at_common_time'])}% (ComDML minus `local-deadline` {dl_diff[0]:+.1f} pp, "
+        f"95% CI [{dl_diff[1]:+.1f}, {dl_diff[2]:+.1f}]: {dl_diff[3]})."
+        if len(dl)
+        else " `local-deadline` has no long runs yet."
+    )
     lines.append(
-        f"- **Long runs at equal work, IID** (local and ComDML, {len(r)} seeds, {int(loc['rounds'].iloc[0])} rounds each): at equal virtual "
+        f"- **Long runs, IID** ({'local, ComDML and `local-deadline`' if len(dl) else 'local and ComDML'}, {len(r)} seeds, {int(loc['rounds'].iloc[0])} rounds each): at equal virtual "
         f"time (ComDML's end, {com['virtual_time_s'].mean():,.0f} s) ComDML is at {_pm(com['accuracy_at_common_time'])}%, local at "
         f"{_pm(loc['accuracy_at_common_time'])}%; at equal rounds {_ahead('ComDML', com['final_accuracy'], 'local', loc['final_accuracy'])}, "
         f"{_pm(loc['final_accuracy'])}% (local) against {_pm(com['final_accuracy'])}% (ComDML), local having used "
@@ -371,7 +379,8 @@ def time_to_target_columns(runs: pd.DataFrame) -> tuple[str, str, str]:
 
 
 def _seeds_of(v: pd.Series) -> str:
-    return ", ".join(f"{x:.2f}" if not math.isnan(x) else "not reached" for x in v)
+    """Per-seed ratios, two digits; three where two would round to the bar (0.292 misses it, "0.29" would not say so)."""
+    return ", ".join("not reached" if math.isnan(x) else f"{x:.3f}" if round(x, 2) == BAR and x != BAR else f"{x:.2f}" for x in v)
 
 
 def _bar_verdict(r: pd.Series, near_converged: bool) -> str:
@@ -392,7 +401,7 @@ def long_details(runs: pd.DataFrame) -> str:
     methods = list(dict.fromkeys(one["method"]))
     by = {m: one[one["method"] == m].sort_values("seed") for m in methods}
     loc, com = by["local"], by["comdml"]
-    _, ratio, curves = time_to_target_columns(runs)
+    time, ratio, curves = time_to_target_columns(runs)
     near = bool(loc["local_long_enough"].all())
     lines = [
         f"- **Long-run rule:** local comes within 0.5 points of its best at round {', '.join(str(int(x)) for x in loc['local_plateau_round'])} "
@@ -408,8 +417,23 @@ def long_details(runs: pd.DataFrame) -> str:
     lines.append(
         f"- **Time to {target_label(best, runs)}** in local's time ({curves}): "
         + "; ".join(parts)
-        + f". For ComDML {_bar_verdict(com[ratio], near)}."
+        + f". For ComDML {_bar_verdict(com[ratio], near)}"
+        + (
+            f"; for `local-deadline`, which offloads nothing, {_bar_verdict(by['local-deadline'][ratio], near)}."
+            if "local-deadline" in by
+            else "."
+        )
     )
+    if "local-deadline" in by:
+        dl = by["local-deadline"]
+        both = com[time].notna().to_numpy() & dl[time].notna().to_numpy()
+        mean, lo, hi, ahead = _verdict("ComDML", com["accuracy_at_common_time"], "local-deadline", dl["accuracy_at_common_time"])
+        lines.append(
+            f"- **ComDML against `local-deadline`:** ComDML's time to {target_label(best, runs)} over `local-deadline`'s: "
+            f"{_ratio(pd.Series(com[time].to_numpy()[both] / dl[time].to_numpy()[both]))} "
+            f"({int(both.sum())} seed{'s' if both.sum() != 1 else ''} where both reach it); at equal virtual time ComDML minus "
+            f"`local-deadline` {mean:+.1f} pp (95% CI [{lo:+.1f}, {hi:+.1f}]): {ahead}."
+        )
     gap = (com["best_accuracy"].to_numpy() - loc["best_accuracy"].to_numpy()) * 100
     lines.append(
         f"- **Ceilings:** ComDML's best over its run is {gap.min():+.1f} to {gap.max():+.1f} points from local's best "
