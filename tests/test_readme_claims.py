@@ -58,11 +58,6 @@ def test_the_results_section_has_no_figure_outside_the_rendered_blocks():
     assert stray_figures(section) == []
 
 
-# Tables whose equal-time rebuild is still running: until their CSV is the equal-time one, the reading under them
-# describes the earlier same-work table (and says so); from then on it must be rendered like the others.
-REBUILT_AT_EQUAL_TIME = ("headline-iid", "headline-dirichlet", "methods", "methods-links", "scheduler-iid", "scheduler-dirichlet")
-
-
 def readings(text: str) -> dict[str, str]:
     """The reading under each rendered table of benchmarks/README.md: from the table's end to the next heading or table."""
     out = {}
@@ -74,13 +69,9 @@ def readings(text: str) -> dict[str, str]:
 
 
 def test_the_readings_under_the_benchmark_tables_have_no_figure_outside_the_rendered_blocks():
-    from comdml_ray.cli.claims import equal_time
-
     shown = readings(readme(BENCH_README))
     assert {"headline-iid", "headline-iid-long", "sensitivity", "methods", "methods-links"} <= set(shown)
     for name, text in shown.items():
-        if name in REBUILT_AT_EQUAL_TIME and not equal_time(pd.read_csv(os.path.join(RESULTS, f"{name}.csv"))):
-            continue
         assert stray_figures(text) == [], f"benchmarks/README.md, under the {name} table: figures not rendered from its CSV"
 
 

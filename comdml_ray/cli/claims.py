@@ -192,72 +192,35 @@ def _fleet_ratios(fleet: pd.DataFrame) -> tuple[pd.Series, pd.Series, list[str]]
 
 
 def readme_results(results: str) -> str:
-    """The bullets under README.md's headline tables: equal virtual time first, then the long same-work runs, label skew, every baseline, where it does not pay off."""
+    """The bullets under README.md's headline tables: equal virtual time first, then the long runs, label skew, every baseline, where it does not pay off."""
     iid = _csv(results, "headline-iid")
-    lines = [equal_time_bullet(iid, "Equal virtual time, IID") if equal_time(iid) else ""]
+    lines = [equal_time_bullet(iid, "Equal virtual time, IID")]
     long = _csv(results, "headline-iid-long")
     loc, com = _rows(long, "local"), _rows(long, "comdml")
     best = _best_target(long)
     _, ratio, curves = time_to_target_columns(long)
     r = _rows(long, "comdml", best)[ratio]
-    deadline = _rows(long, "local-deadline", best)[ratio]
     near = bool(loc["local_long_enough"].all())
     dl = _rows(long, "local-deadline", best)
-    dl_diff = _verdict("ComDML", com["accuracy_at_common_time"], "local-deadline", dl["accuracy_at_common_time"]) if len(dl) else None
-    with_deadline = (
-        f" `local-deadline`, which offloads nothing, takes {_ratio(deadline)} ({_seeds_of(deadline)} per seed): {_bar_verdict(deadline, near)}; "
-        f"at ComDML's end it is at {_pm(dl['accuracy_at_common_time'])}% (ComDML minus `local-deadline` {dl_diff[0]:+.1f} pp, "
-        f"95% CI [{dl_diff[1]:+.1f}, {dl_diff[2]:+.1f}]: {dl_diff[3]})."
-        if len(dl)
-        else " `local-deadline` has no long runs yet."
-    )
+    mean, lo, hi, ahead = _verdict("ComDML", com["accuracy_at_common_time"], "local-deadline", dl["accuracy_at_common_time"])
     lines.append(
-        f"- **Long runs, IID** ({'local, ComDML and `local-deadline`' if len(dl) else 'local and ComDML'}, {len(r)} seeds, {int(loc['rounds'].iloc[0])} rounds each): at equal virtual "
+        f"- **Long runs, IID** (local, ComDML and `local-deadline`, {len(r)} seeds, {int(loc['rounds'].iloc[0])} rounds each): at equal virtual "
         f"time (ComDML's end, {com['virtual_time_s'].mean():,.0f} s) ComDML is at {_pm(com['accuracy_at_common_time'])}%, local at "
         f"{_pm(loc['accuracy_at_common_time'])}%; at equal rounds {_ahead('ComDML', com['final_accuracy'], 'local', loc['final_accuracy'])}, "
         f"{_pm(loc['final_accuracy'])}% (local) against {_pm(com['final_accuracy'])}% (ComDML), local having used "
         f"{loc['virtual_time_s'].mean():,.0f} s to ComDML's {com['virtual_time_s'].mean():,.0f} s. To local's {'near-converged' if near else 'near-final'} accuracy "
         f"(its best minus 0.5 points; {curves}) ComDML takes {_ratio(r)} of local's time ({_seeds_of(r)} per seed): "
-        f'{_bar_verdict(r, near)} (the paper\'s "up to 71% less").{with_deadline}'
+        f'{_bar_verdict(r, near)} (the paper\'s "up to 71% less"). `local-deadline`, which offloads nothing, takes '
+        f"{_ratio(dl[ratio])} ({_seeds_of(dl[ratio])} per seed): {_bar_verdict(dl[ratio], near)}; at ComDML's end it is at "
+        f"{_pm(dl['accuracy_at_common_time'])}% (ComDML minus `local-deadline` {mean:+.1f} pp, 95% CI [{lo:+.1f}, {hi:+.1f}]: {ahead})."
     )
-    dir30 = _csv(results, "headline-dirichlet")
-    if equal_time(dir30):
-        lines.append(equal_time_bullet(dir30, "Equal virtual time, Dirichlet 0.5 label skew"))
-    else:
-        dirlong, sched = _csv(results, "headline-dirichlet-long"), _csv(results, "scheduler-dirichlet")
-        s_loc, s_com = _rows(sched, "local"), _rows(sched, "comdml-greedy")
-        d30 = _rows(dir30, "comdml", _best_target(dir30))["ratio_vs_local"]
-        worst = d30.idxmax()
-        lines.append(
-            f"- **Dirichlet 0.5 label skew, same-work tables** (local and ComDML, {len(d30)} seeds; the equal-time table is being rebuilt): "
-            f"to near-final targets {_ratio(d30)} of local's time over local's {int(_rows(dir30, 'local')['rounds'].iloc[0])} rounds "
-            f"(seed {int(dir30.loc[worst, 'seed'])}: {d30.max():.2f}) and "
-            f"{_ratio(_rows(dirlong, 'comdml', _best_target(dirlong))['ratio_vs_local'])} over its {int(_rows(dirlong, 'local')['rounds'].iloc[0])}; "
-            f"at {int(s_loc['rounds'].iloc[0])} equal rounds {_ahead('ComDML', s_com['final_accuracy'], 'local', s_loc['final_accuracy'])} "
-            f"({_pm(s_loc['final_accuracy'])}% local against {_pm(s_com['final_accuracy'])}% ComDML)."
-        )
     methods, methods_links = _csv(results, "methods"), _csv(results, "methods-links")
-    if equal_time(methods):
-        lines.append(equal_time_bullet(methods, "Every baseline at equal virtual time, compute stragglers", "compute"))
-    else:
-        m_com, m_div = _rows(methods, "comdml", "75"), _rows(methods, "divshare", "75")
-        seeds_ahead = int((m_div["accuracy_at_common_time"].to_numpy() > m_com["accuracy_at_common_time"].to_numpy()).sum())
-        t = {(m, tg): _rows(methods, m, tg)["time_to_target_s"].mean() for m in ("comdml", "divshare") for tg in ("75", "80")}
-        lines.append(
-            f"- **Against every baseline, same-work table** ({len(m_com)} seeds, no local-deadline yet; being rebuilt at equal time): with "
-            f"compute stragglers {_ahead('ComDML', m_com['accuracy_at_common_time'], 'DivShare', m_div['accuracy_at_common_time'])} at equal "
-            f"virtual time ({_pm(m_div['accuracy_at_common_time'])}% DivShare against ComDML's {_pm(m_com['accuracy_at_common_time'])}% at "
-            f"{m_com['common_time_s'].mean():.0f} s, DivShare ahead on {seeds_ahead} of {len(m_com)} seeds) and DivShare reaches 75% and 80% "
-            f"{t[('comdml', '75')] / t[('divshare', '75')]:.1f}x and {t[('comdml', '80')] / t[('divshare', '80')]:.1f}x sooner "
-            f"({t[('divshare', '75')]:.1f} s and {t[('divshare', '80')]:.1f} s against {t[('comdml', '75')]:.1f} s and {t[('comdml', '80')]:.1f} s); "
-            f"at equal work ({int(m_com['rounds'].iloc[0])} epochs' worth each) "
-            f"{_ahead('ComDML', m_com['final_accuracy'], 'DivShare', m_div['final_accuracy'])} at the end, {_pm(m_com['final_accuracy'])}% (ComDML) "
-            f"against {_pm(m_div['final_accuracy'])}% (DivShare), ComDML using {m_com['virtual_time_s'].mean():.0f} s of virtual time "
-            f"to DivShare's {m_div['virtual_time_s'].mean():.0f} s."
-        )
-    if equal_time(methods_links):
-        lines.append(equal_time_bullet(methods_links, "Every baseline at equal virtual time, slow links", "links"))
-    links = _rows(methods_links, "comdml", _best_target(methods_links) if equal_time(methods_links) else "75", "links")
+    lines += [
+        equal_time_bullet(_csv(results, "headline-dirichlet"), "Equal virtual time, Dirichlet 0.5 label skew"),
+        equal_time_bullet(methods, "Every baseline at equal virtual time, compute stragglers", "compute"),
+        equal_time_bullet(methods_links, "Every baseline at equal virtual time, slow links", "links"),
+    ]
+    links = _rows(methods_links, "comdml", _best_target(methods_links), "links")
     sens = _csv(results, "sensitivity")
     pts = _speeds(sens)
     gains = [(g, c, lt) for g, c, lt in pts if c < lt]
@@ -335,27 +298,25 @@ def equal_time_details(runs: pd.DataFrame, setting: str = "compute") -> str:
 
 
 def bench_headline(name: str) -> Callable[[str], str]:
-    """benchmarks/README.md's bullets under one headline table (equal time; empty while the CSV is the older same-work table)."""
-    return lambda results: equal_time_details(_csv(results, name)) if equal_time(_csv(results, name)) else ""
+    """benchmarks/README.md's bullets under one headline table (equal time)."""
+    return lambda results: equal_time_details(_csv(results, name))
 
 
 def bench_methods(name: str) -> Callable[[str], str]:
-    """benchmarks/README.md's bullets under a methods table, one setting each (empty while the CSV is the older same-work table)."""
+    """benchmarks/README.md's bullets under a methods table, one setting each (equal time)."""
 
     def render(results: str) -> str:
         runs = _csv(results, name)
-        return "\n".join(equal_time_details(runs, s) for s in dict.fromkeys(runs["setting"])) if equal_time(runs) else ""
+        return "\n".join(equal_time_details(runs, s) for s in dict.fromkeys(runs["setting"]))
 
     return render
 
 
 def bench_scheduler(name: str) -> Callable[[str], str]:
-    """benchmarks/README.md's bullet under a scheduler table: greedy against exact at equal time (empty while the CSV is the older same-work table)."""
+    """benchmarks/README.md's bullet under a scheduler table: greedy against exact at equal time."""
 
     def render(results: str) -> str:
         runs = _csv(results, name)
-        if not equal_time(runs):
-            return ""
         best = _best_target(runs)
         g, e = (_rows(runs, m, best) for m in ("comdml-greedy", "comdml-exact"))
         same = sum(_same_per_seed(g, e))
