@@ -153,6 +153,11 @@ def test_comdml_and_local_deadline_rounds_are_as_the_headline_readings_say():
         assert len(a) == len(b) and (a - b).abs().max() < 1e-9, f"headline-iid seed {seed}: round lengths differ"
         a, b = round_lengths("headline-dirichlet", seed, "comdml"), round_lengths("headline-dirichlet", seed, "local-deadline")
         assert a.mean() > b.mean(), f"headline-dirichlet seed {seed}: ComDML's rounds are not the longer"
+    for seed in range(3):  # the long tables' readings say the same
+        a, b = round_lengths("headline-iid-long", seed, "comdml"), round_lengths("headline-iid-long", seed, "local-deadline")
+        assert len(a) == len(b) and (a - b).abs().max() < 1e-9, f"headline-iid-long seed {seed}: round lengths differ"
+        a, b = round_lengths("headline-dirichlet-long", seed, "comdml"), round_lengths("headline-dirichlet-long", seed, "local-deadline")
+        assert a.mean() > b.mean(), f"headline-dirichlet-long seed {seed}: ComDML's rounds are not the longer"
 
 
 def test_a_per_seed_ratio_that_rounds_to_the_bar_shows_which_side_it_is_on():

@@ -378,11 +378,15 @@ def long_details(runs: pd.DataFrame) -> str:
     lines.append(
         f"- **Time to {target_label(best, runs)}** in local's time ({curves}): "
         + "; ".join(parts)
-        + f". For ComDML {_bar_verdict(com[ratio], near)}"
         + (
-            f"; for `local-deadline`, which offloads nothing, {_bar_verdict(by['local-deadline'][ratio], near)}."
-            if "local-deadline" in by
-            else "."
+            f". For ComDML {_bar_verdict(com[ratio], near)}"
+            + (
+                f"; for `local-deadline`, which offloads nothing, {_bar_verdict(by['local-deadline'][ratio], near)}."
+                if "local-deadline" in by
+                else "."
+            )
+            if near
+            else f". The {_bar_verdict(com[ratio], near).removeprefix('the ')}."
         )
     )
     if "local-deadline" in by:
