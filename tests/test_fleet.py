@@ -92,3 +92,31 @@ def test_fleet_sentences_come_from_the_rows(tmp_path):
     assert "by share of slow agents 0.1: 0.90x, 0.75: 0.25x; by lognormal spread 1.0: not reached; the paper preset 0.40x." in text
     assert "two-class:0.1 1.12x, two-class:0.75 0.50x, paper 0.80x, lognormal:1.0 not reached" in text
     assert "ComDML is sooner in 2 of 4 fleets, `local-deadline` in 1." in text
+
+
+def test_the_speed_sweep_shows_local_deadline_beside_comdml(tmp_path):
+    """The sensitivity table and its sentences give local-deadline's reduction at every speed, and where it beats ComDML."""
+    from comdml_ray.cli.claims import bench_sensitivity
+    from comdml_ray.cli.tables import render_sensitivity
+
+    sens = pd.DataFrame(
+        {
+            "seed": 0,
+            "profile": "flops",
+            "reference_gflops": [10.0, 300.0, 1000.0],
+            "compute_comm_ratio": [35.0, 1.2, 0.35],
+            "round_advantage": [4.0, 2.0, 1.0],
+            "deadline_round_advantage": [3.0, 3.0, 3.0],
+            "target": "75",
+            "target_accuracy": 0.75,
+            "local_time_s": [200.0, 8.0, 3.0],
+            "comdml_time_s": [50.0, 6.0, 3.0],
+            "deadline_time_s": [60.0, 4.0, 1.5],
+        }
+    )
+    table = render_sensitivity(sens)
+    assert "local-deadline's reduction |" in table
+    assert "| flops | 300 | 1.20 | 2.00x | 8.0 | 6.0 | 0.75 | 25% | 3.00x | 0.50 | 50% |" in table
+    sens.to_csv(tmp_path / "sensitivity.csv", index=False)
+    text = bench_sensitivity(str(tmp_path))
+    assert "its reduction 70% at 10, 50% at 300, 50% at 1000; it reaches the target before ComDML at 300, 1000 GFLOPS." in text

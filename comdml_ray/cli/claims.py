@@ -237,6 +237,13 @@ def readme_results(results: str) -> str:
     text += f"; {cross[0].lower()}{cross[1:-1]}"
     if losses:
         text += "; ComDML takes longer than local at " + ", ".join(f"{g:g} GFLOPS ({reduction(c, lt)})" for g, c, lt in losses)
+    if "deadline_time_s" in sens:
+        flops = sens[sens["profile"] == "flops"].sort_values("reference_gflops")
+        lt, dt = sweep_time(flops, "local"), sweep_time(flops, "deadline")
+        text += (
+            f"; `local-deadline`, which ships nothing, reduces it by {reduction(dt.iloc[0], lt.iloc[0])} at "
+            f"{flops['reference_gflops'].iloc[0]:g} and {reduction(dt.iloc[-1], lt.iloc[-1])} at {flops['reference_gflops'].iloc[-1]:g}"
+        )
     text += f" (seed {int(sens['seed'].iloc[0])} only)."
     lines.append(text)
     if os.path.exists(os.path.join(results, "fleet.csv")):
@@ -436,6 +443,16 @@ def bench_sensitivity(results: str) -> str:
         f"- **ComDML's reduction of the time to {sens['target'].iloc[0]}%** (trained, seed {int(sens['seed'].iloc[0])}, "
         f"GFLOPS of an agent of slowdown 1): {', '.join(red)}."
     ]
+    if "deadline_time_s" in sens:
+        lt, ct, dt = (sweep_time(flops, w) for w in ("local", "comdml", "deadline"))
+        g = flops["reference_gflops"]
+        sooner = [f"{x:g}" for x, c, d in zip(g, ct, dt, strict=True) if d < c]
+        lines.append(
+            "- **`local-deadline` at the same speeds** (no offloading, so nothing crosses a link): its reduction "
+            + ", ".join(f"{reduction(d, t)} at {x:g}" for x, d, t in zip(g, dt, lt, strict=True))
+            + f"; it reaches the target before ComDML at {', '.join(sooner) if sooner else 'none of them'}"
+            + (" GFLOPS." if sooner else ".")
+        )
     slower = flops[flops["round_advantage"] < 1 - 1e-9]
     if len(slower):
         lines.append(

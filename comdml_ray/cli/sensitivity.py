@@ -4,11 +4,12 @@
     python benchmarks/sensitivity.py --agents 20 --gflops 10,100,1000 --profiles flops   # the same
 
 For every `--reference-gflops` in --gflops (with `--profile flops`) and once with
-`--profile measure` (this host's timed split costs), runs local and ComDML on the
-same clock (`comdml_ray.comparison`'s rules, paper heterogeneity) and records the
-time each takes to --target (on the smoothed curve, the mean of the last 3 evaluations,
-and the raw first crossing), ComDML's round advantage (local's mean virtual round
-over ComDML's) and the compute/communication ratio of the setting:
+`--profile measure` (this host's timed split costs), runs local, ComDML and
+`local-deadline` on the same clock (`comdml_ray.comparison`'s rules, paper
+heterogeneity) and records the time each takes to --target (on the smoothed curve, the
+mean of the last 3 evaluations, and the raw first crossing), each one's round advantage
+(local's mean virtual round over its own) and the compute/communication ratio of the
+setting:
 
     compute / communication = median over agents of (seconds to compute one batch)
                               / (seconds to send that batch's split-1 activations over the agent's link)
@@ -18,8 +19,8 @@ compute it saves; near or below 1, it is not.
 
 With `--fleets` it sweeps fleet compositions instead (each a `--heterogeneity` value,
 e.g. `two-class:0.25` for a quarter of slow agents, `lognormal:1.0` for a wide spread of
-speeds) and also runs `local-deadline` at each: where ComDML's advantage comes from and
-where it goes.  Writes `runs.csv` (one row per point)
+speeds), the same three methods at each: where ComDML's advantage comes from and where
+it goes.  Writes `runs.csv` (one row per point)
 and `sensitivity.png` (reduction against the ratio, log x; for fleets `fleet.png`, each
 method's time in local's) in --out.
 """
@@ -40,6 +41,8 @@ OWN_FLAGS = ("no_progress", "gflops", "profiles", "rounds_factor", "target", "re
 
 
 PROG = "benchmarks/sensitivity.py"
+# The methods run at each point, of either sweep: local, ComDML and the straggler-aware local-deadline.
+POINT_METHODS = ["local", "comdml", "local-deadline"]
 
 
 def parse(argv: list[str] | None, prog: str = PROG) -> tuple[RunConfig, list[float], list[str], float, str, bool, list[str]]:
@@ -55,7 +58,7 @@ def parse(argv: list[str] | None, prog: str = PROG) -> tuple[RunConfig, list[flo
         "--fleets",
         default="",
         help="sweep fleets instead of speeds: comma-separated --heterogeneity values (e.g. two-class:0.25,lognormal:0.5,paper), "
-        "each run with local, comdml and local-deadline at --reference-gflops",
+        "each run with the same three methods at --reference-gflops",
     )
     a = p.parse_args(argv)
     try:
@@ -90,26 +93,19 @@ def compute_comm_ratio(profile_csv: str, cfg: RunConfig) -> float:
     return float(np.median([base * a.slowdown / (d1 / a.bandwidth_Bps) for a in agents]))
 
 
-def point_methods(fleet: bool) -> list[str]:
-    """The methods run at each point: local and ComDML, and local-deadline at a fleet."""
-    return ["local", "comdml", "local-deadline"] if fleet else ["local", "comdml"]
-
-
 def point(cfg: RunConfig, out: str, rounds_factor: float, target: str, log, reuse: bool = False, fleet: bool = False) -> dict:
-    """One point: local and ComDML (and, for a fleet, local-deadline) on the same clock, trained, and what they took to the target."""
+    """One point: local, ComDML and local-deadline on the same clock, trained, and what they took to the target."""
     from comdml_ray.comparison import run_one_setting
 
-    curves, _ = run_one_setting(cfg, point_methods(fleet), out, rounds_factor, log, reuse)
+    curves, _ = run_one_setting(cfg, POINT_METHODS, out, rounds_factor, log, reuse)
     level = target_level(target, curves["local"])
     rounds = {m: float(c["round_virtual_s"].mean()) for m, c in curves.items()}
-    extra = {}
-    if fleet:
-        extra = {
-            "fleet": cfg.heterogeneity,
-            "deadline_time_s": time_to(curves["local-deadline"], level),
-            "deadline_time_smoothed_s": time_to(smoothed(curves["local-deadline"]), level),
-            "deadline_round_advantage": rounds["local"] / rounds["local-deadline"],
-        }
+    extra = {
+        **({"fleet": cfg.heterogeneity} if fleet else {}),
+        "deadline_time_s": time_to(curves["local-deadline"], level),
+        "deadline_time_smoothed_s": time_to(smoothed(curves["local-deadline"]), level),
+        "deadline_round_advantage": rounds["local"] / rounds["local-deadline"],
+    }
     return {
         **extra,
         "seed": cfg.seed,
@@ -137,9 +133,23 @@ def plot(runs: pd.DataFrame, path: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     red = 100 * (1 - sweep_time(runs, "comdml") / sweep_time(runs, "local"))
+    if "deadline_time_s" in runs:  # local-deadline at the same points (sweeps made before it joined have none)
+        dred = 100 * (1 - sweep_time(runs, "deadline") / sweep_time(runs, "local"))
+        for prof, marker in (("flops", "^"), ("measure", "D")):
+            m = runs["profile"] == prof
+            ls = "--" if prof == "flops" else ""
+            ax.plot(
+                runs.loc[m, "compute_comm_ratio"],
+                dred[m],
+                marker=marker,
+                ls=ls,
+                color="tab:green",
+                label=f"local-deadline, --profile {prof}",
+            )
     for prof, marker in (("flops", "o"), ("measure", "s")):
         m = runs["profile"] == prof
-        ax.plot(runs.loc[m, "compute_comm_ratio"], red[m], marker=marker, ls="-" if prof == "flops" else "", label=f"--profile {prof}")
+        ls = "-" if prof == "flops" else ""
+        ax.plot(runs.loc[m, "compute_comm_ratio"], red[m], marker=marker, ls=ls, color="tab:blue", label=f"ComDML, --profile {prof}")
         for r, y in zip(runs[m].itertuples(), red[m], strict=True):
             ax.annotate(
                 f"{r.reference_gflops:g} GFLOPS" if prof == "flops" else "measured",
@@ -153,8 +163,8 @@ def plot(runs: pd.DataFrame, path: str) -> None:
         fig,
         ax,
         path,
-        "compute / communication (median agent: batch compute s / split-1 activations transfer s)",
-        "ComDML's time-to-target reduction vs local (%)",
+        "compute / communication (median agent: batch compute / split-1 transfer)",
+        "time-to-target reduction vs local (%)",
     )
 
 

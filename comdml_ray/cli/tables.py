@@ -199,8 +199,7 @@ def table_states(name: str) -> list[tuple[str, str, str]]:
 
             cfg, gflops, profiles, factor, _, _, fleets = sensitivity.parse(argv)
             for c, where in sensitivity.sweep_points(cfg, gflops, profiles, fleets):
-                methods = sensitivity.point_methods(bool(fleets))
-                states += [(os.path.basename(where), method, state) for method, state in run_states(c, methods, where, factor)]
+                states += [(os.path.basename(where), m, state) for m, state in run_states(c, sensitivity.POINT_METHODS, where, factor)]
     return states
 
 
@@ -326,17 +325,23 @@ def render_sensitivity(runs: pd.DataFrame) -> str:
         "ComDML time / local's",
         "ComDML's reduction",
     ]
+    deadline = "deadline_time_s" in runs  # sweeps made before local-deadline joined them have no such columns
+    head += ["local-deadline round advantage", "local-deadline time / local's", "local-deadline's reduction"] if deadline else []
     lines = _header(head)
     runs = runs.sort_values(["profile", "reference_gflops"])
     local, comdml = sweep_time(runs, "local"), sweep_time(runs, "comdml")
-    for r, lt, ct in zip(runs.itertuples(), local, comdml, strict=True):
-        ratio = ct / lt if lt and not math.isnan(ct) else math.nan
-        red = "-" if math.isnan(ratio) else reduction(ct, lt)
+    dtimes = sweep_time(runs, "deadline") if deadline else local * math.nan
+
+    def red(t: float, lt: float) -> str:
+        return "-" if math.isnan(t) or not lt else reduction(t, lt)
+
+    for r, lt, ct, dt in zip(runs.itertuples(), local, comdml, dtimes, strict=True):
         gf = "-" if r.profile == "measure" else f"{r.reference_gflops:g}"
-        lines.append(
+        row = (
             f"| {r.profile} | {gf} | {r.compute_comm_ratio:.2f} | {r.round_advantage:.2f}x | {_s(lt, r.local_time_s)} | "
-            f"{_s(ct, r.comdml_time_s)} | {'-' if math.isnan(ratio) else f'{ratio:.2f}'} | {red} |"
+            f"{_s(ct, r.comdml_time_s)} | {_ratio(ct, lt)} | {red(ct, lt)} |"
         )
+        lines.append(row + (f" {r.deadline_round_advantage:.2f}x | {_ratio(dt, lt)} | {red(dt, lt)} |" if deadline else ""))
     lines.append("")
     lines.append(
         f"Target: {runs['target'].iloc[0]} ({100 * runs['target_accuracy'].mean():.1f}% on average), seed {runs['seed'].iloc[0]}"
