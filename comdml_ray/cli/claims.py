@@ -333,10 +333,22 @@ def bench_scheduler(name: str) -> Callable[[str], str]:
             f"{_pm(g['accuracy_at_budget'])}%, exact {_pm(e['accuracy_at_budget'])}% (exact minus greedy {mean:+.1f} pp, 95% CI "
             f"[{lo:+.1f}, {hi:+.1f}]: {ahead}); the two runs are the same (accuracy at the budget, rounds and virtual time) on {same} "
             f"of {len(g)} seeds; to {target_label(best, runs)} in local's time: greedy {_ratio(g['ratio_vs_local_smoothed'])}, "
-            f"exact {_ratio(e['ratio_vs_local_smoothed'])}."
+            f"exact {_ratio(e['ratio_vs_local_smoothed'])}." + deadline_beside(runs, best, "greedy", g)
         )
 
     return render
+
+
+def deadline_beside(runs: pd.DataFrame, best: str, name: str, com: pd.DataFrame) -> str:
+    """A sentence on `local-deadline` beside a table's ComDML (empty where the table has no local-deadline rows)."""
+    dl = _rows(runs, "local-deadline", best)
+    if dl.empty:
+        return ""
+    mean, lo, hi, ahead = _verdict(name, com["accuracy_at_budget"], "local-deadline", dl["accuracy_at_budget"])
+    return (
+        f" `local-deadline` beside them: {_pm(dl['accuracy_at_budget'])}% at the budget ({name} minus `local-deadline` {mean:+.1f} pp, "
+        f"95% CI [{lo:+.1f}, {hi:+.1f}]: {ahead}), {_ratio(dl['ratio_vs_local_smoothed'])} of local's time to the target."
+    )
 
 
 def time_to_target_columns(runs: pd.DataFrame) -> tuple[str, str, str]:

@@ -83,11 +83,15 @@ TABLES: dict[str, list[tuple[str, str, list[str]]]] = {
         (
             "compare",
             "compute",
-            equal_time(BUDGET_S["iid"]) + SEEDS + ["--partition", "iid", "--algorithms", "local,comdml-greedy,comdml-exact"],
+            equal_time(BUDGET_S["iid"]) + SEEDS + ["--partition", "iid", "--algorithms", "local,comdml-greedy,comdml-exact,local-deadline"],
         )
     ],
     "scheduler-dirichlet": [
-        ("compare", "compute", equal_time(BUDGET_S["dirichlet"]) + SEEDS + DIRICHLET + ["--algorithms", "local,comdml-greedy,comdml-exact"])
+        (
+            "compare",
+            "compute",
+            equal_time(BUDGET_S["dirichlet"]) + SEEDS + DIRICHLET + ["--algorithms", "local,comdml-greedy,comdml-exact,local-deadline"],
+        )
     ],
     # Trained local and ComDML at each speed (500 and 700 GFLOPS bracket the planner's predicted crossover).
     "sensitivity": [
