@@ -93,7 +93,7 @@ TABLES: dict[str, list[tuple[str, str, list[str]]]] = {
             equal_time(BUDGET_S["dirichlet"]) + SEEDS + DIRICHLET + ["--algorithms", "local,comdml-greedy,comdml-exact,local-deadline"],
         )
     ],
-    # Trained local and ComDML at each speed (500 and 700 GFLOPS bracket the planner's predicted crossover).
+    # Trained local, ComDML and local-deadline at each speed (500 and 700 GFLOPS bracket the planner's predicted crossover).
     "sensitivity": [
         (
             "sensitivity",
