@@ -201,8 +201,10 @@ def test_bad_input_is_one_sentence_and_exit_2(argv, fragment, capsys, tmp_path):
     assert err.startswith("error: ") and fragment in err and "\n" not in err and "Traceback" not in err
 
 
-def test_bad_profile_csv_rows(tmp_path, capsys):
+def test_bad_profile_csv_rows(tmp_path, capsys, monkeypatch):
     csv = tmp_path / "h.csv"
     csv.write_text("agent,slowdown,bandwidth_mbps\n0,1,100\n1,-2,100\n")
+    monkeypatch.chdir(tmp_path)
     assert main(["--heterogeneity", str(csv), "--agents", "4", "--no-progress"]) == 2
     assert "positive slowdown" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()  # refused before the default --out folder is made (or Ray started)
