@@ -296,9 +296,6 @@ class RunConfig:
                 os.path.isfile(self.heterogeneity),
                 f"--heterogeneity '{self.heterogeneity}' is neither a preset ({', '.join(HETEROGENEITY_PRESETS)}) nor an existing CSV file.",
             )
-            from comdml_ray.timing.profiles import make_profiles  # here, not at the top: profiles imports this module
-
-            make_profiles(self.heterogeneity, self.agents)  # a bad row is one sentence before Ray starts or --out is made
         _need(
             0 < self.link_efficiency <= 1 and self.transfer_latency_s >= 0 and self.collective_step_s >= 0,
             f"--link-efficiency {self.link_efficiency}, --transfer-latency-ms {self.transfer_latency_s * 1e3:g} and --collective-step-ms "

@@ -36,6 +36,7 @@ from comdml_ray.runtime.cluster import HeadWatch, release_capacity_request, star
 from comdml_ray.runtime.recovery import RunGuard, StartPoint, resumed_config
 from comdml_ray.runtime.run import AgentFailure, MemoryWatch, Run
 from comdml_ray.storage import OutDir
+from comdml_ray.timing.profiles import make_profiles
 
 
 def default_out_dir() -> str:
@@ -72,6 +73,7 @@ def run_experiment(cfg: RunConfig, log=print, keep_ray: bool = False, privacy_sp
         cfg, resume = resumed_config(cfg)
         log(f"resuming {cfg.out} at round {resume.at.next_round}")
     require_dataset(cfg.dataset, cfg.data_dir, cfg.download)  # a missing dataset fails before Ray starts
+    make_profiles(cfg.heterogeneity, cfg.agents, cfg.seed, cfg.slow_link_share)  # so does a bad heterogeneity CSV row
     log(f"model {cfg.model} on {cfg.dataset}; {cfg.optimizer_line()}")
     out = OutDir(cfg.out or default_out_dir()).check_writable()
     watch = MemoryWatch()
