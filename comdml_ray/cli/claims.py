@@ -110,10 +110,15 @@ def equal_time_sentence(runs: pd.DataFrame, setting: str, best_target: str) -> s
         f"(ComDML minus {rival}: {mean:+.1f} pp, 95% CI [{lo:+.1f}, {hi:+.1f}]): {ahead}"
     )
     t = one.pivot(index="seed", columns="method", values="time_to_target_smoothed_s")
+    return text + _time_against(t, rival, target_label(best_target, runs)) + _first_to_target(t.drop(columns=same), rival) + "."
+
+
+def _time_against(t: pd.DataFrame, rival: str, target: str) -> str:
+    """ "; to TARGET ComDML takes Nx RIVAL's time (seeds where both reach it, interval)", from times pivoted by seed and method; empty where no seed has both."""
     r = (t["comdml"] / t[rival]).dropna()
-    if len(r):
-        text += f"; to {target_label(best_target, runs)} ComDML takes {r.mean():.2f}x {rival}'s time ({len(r)} seed{'s' if len(r) != 1 else ''} where both reach it{_interval(r)})"
-    return text + _first_to_target(t.drop(columns=same), rival) + "."
+    if r.empty:
+        return ""
+    return f"; to {target} ComDML takes {r.mean():.2f}x {rival}'s time ({len(r)} seed{'s' if len(r) != 1 else ''} where both reach it{_interval(r)})"
 
 
 def same_runs(one: pd.DataFrame) -> list[str]:
@@ -178,9 +183,14 @@ def equal_time_bullet(runs: pd.DataFrame, title: str, setting: str = "compute") 
     )
 
 
+def _flops_points(sens: pd.DataFrame) -> pd.DataFrame:
+    """A speed sweep's trained points (`--profile flops`), slowest first."""
+    return sens[sens["profile"] == "flops"].sort_values("reference_gflops")
+
+
 def _speeds(sens: pd.DataFrame) -> list[tuple[float, float, float]]:
     """A speed sweep's trained points, slowest first: (reference GFLOPS, ComDML's time to target, local's)."""
-    flops = sens[sens["profile"] == "flops"].sort_values("reference_gflops")
+    flops = _flops_points(sens)
     return list(zip(flops["reference_gflops"], sweep_time(flops, "comdml"), sweep_time(flops, "local"), strict=True))
 
 
@@ -238,7 +248,7 @@ def readme_results(results: str) -> str:
     if losses:
         text += "; ComDML takes longer than local at " + ", ".join(f"{g:g} GFLOPS ({reduction(c, lt)})" for g, c, lt in losses)
     if "deadline_time_s" in sens:
-        flops = sens[sens["profile"] == "flops"].sort_values("reference_gflops")
+        flops = _flops_points(sens)
         lt, dt = sweep_time(flops, "local"), sweep_time(flops, "deadline")
         text += (
             f"; `local-deadline`, which ships nothing, reduces it by {reduction(dt.iloc[0], lt.iloc[0])} at "
@@ -260,7 +270,7 @@ def readme_results(results: str) -> str:
 
 def crossover(runs: pd.DataFrame) -> str:
     """Where the trained reduction changes sign between two trained speeds (log-linear between them), or that it does not."""
-    pts = runs[runs["profile"] == "flops"].sort_values("reference_gflops")
+    pts = _flops_points(runs)
     red = 1 - sweep_time(pts, "comdml") / sweep_time(pts, "local")
     g = pts["reference_gflops"].tolist()
     for i in range(len(g) - 1):
@@ -410,13 +420,11 @@ def long_details(runs: pd.DataFrame) -> str:
     )
     if "local-deadline" in by:
         dl = by["local-deadline"]
-        both = com[time].notna().to_numpy() & dl[time].notna().to_numpy()
         mean, lo, hi, ahead = _verdict("ComDML", com["accuracy_at_common_time"], "local-deadline", dl["accuracy_at_common_time"])
+        t = one.pivot(index="seed", columns="method", values=time)
         lines.append(
-            f"- **ComDML against `local-deadline`:** ComDML's time to {target_label(best, runs)} over `local-deadline`'s: "
-            f"{_ratio(pd.Series(com[time].to_numpy()[both] / dl[time].to_numpy()[both]))} "
-            f"({int(both.sum())} seed{'s' if both.sum() != 1 else ''} where both reach it); at equal virtual time ComDML minus "
-            f"`local-deadline` {mean:+.1f} pp (95% CI [{lo:+.1f}, {hi:+.1f}]): {ahead}."
+            f"- **ComDML against `local-deadline`:** at equal virtual time ComDML minus `local-deadline` {mean:+.1f} pp "
+            f"(95% CI [{lo:+.1f}, {hi:+.1f}]): {ahead}{_time_against(t, 'local-deadline', target_label(best, runs))}."
         )
     gap = (com["best_accuracy"].to_numpy() - loc["best_accuracy"].to_numpy()) * 100
     lines.append(
@@ -449,7 +457,7 @@ def bench_long(name: str) -> Callable[[str], str]:
 def bench_sensitivity(results: str) -> str:
     """The bullets under the sensitivity table: ComDML's trained reduction of the time to target at each speed, the measured profile."""
     sens = _csv(results, "sensitivity")
-    flops = sens[sens["profile"] == "flops"].sort_values("reference_gflops")
+    flops = _flops_points(sens)
     red = [f"{reduction(c, lt)} at {g:g}" + (" (no pairs: local SGD)" if abs(c - lt) < 1e-9 else "") for g, c, lt in _speeds(sens)]
     lines = [
         f"- **ComDML's reduction of the time to {sens['target'].iloc[0]}%** (trained, seed {int(sens['seed'].iloc[0])}, "
